@@ -1,0 +1,1 @@
+"""Alert state machine: one firing/resolved transition per change, never re-sent."""

@@ -1,0 +1,1 @@
+"""The daemon's lifecycle: wiring sources, monitors and storage; checkpoints; shutdown."""

@@ -1,0 +1,1 @@
+"""Segmentation, per-step and per-cycle features, and the online failure detectors."""

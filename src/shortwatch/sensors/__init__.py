@@ -1,0 +1,1 @@
+"""Sources of samples: simulator, cycler export files (followed or replayed)."""

@@ -1,0 +1,219 @@
+"""The config schema (pydantic v2) and the TOML loader.
+
+Every key a user may write is declared here with its default, so `check-config` can name
+the exact key path that is wrong and what is allowed. Secrets never live in the TOML:
+a setting that needs one takes ``<name>_env`` (an environment variable) or
+``<name>_file`` (a file holding it), resolved by :func:`resolve_secret`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+#: Keys that would put a secret into the config file itself.
+_SECRET_KEYS = {"token", "password", "secret", "api_key", "webhook_url", "apikey"}
+
+
+class Strict(BaseModel):
+    """Base for config sections: unknown keys are errors (a typo must not pass silently)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class DaemonSettings(Strict):
+    station: str = Field("lab", description="tag written on every point")
+    state_dir: Path = Field(Path("var"), description="embedded store, checkpoints, quarantine")
+    timezone: str = Field("UTC", description="zone for formats that give local times")
+    queue_size: int = Field(10_000, ge=100, description="samples buffered between sources and monitors")
+    checkpoint_interval_s: float = Field(30.0, gt=0, description="wall seconds between checkpoints")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}; use an IANA name such as 'Europe/Berlin'") from exc
+        return v
+
+
+class PressureWindow(Strict):
+    """Safe stack-pressure window (DOMAIN.md: <1-3 MPa voids, >=10 MPa Li creep)."""
+
+    min_MPa: float = Field(1.0, ge=0)
+    max_MPa: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PressureWindow:
+        if self.min_MPa >= self.max_MPa:
+            raise ValueError("min_MPa must be below max_MPa")
+        return self
+
+
+class CellSpec(Strict):
+    """Metadata a cell's features need (DESIGN.md "Cells")."""
+
+    kind: Literal["symmetric", "full", "anode-free"] = "symmetric"
+    area_cm2: float = Field(0.785, gt=0, description="electrode area, for current density and ASR")
+    pressure_area_cm2: float | None = Field(None, gt=0, description="pellet area under the load cell")
+    cathode_mass_g: float | None = Field(None, gt=0, description="cathode active mass, full cells")
+    fixture: Literal["fixed-gap", "constant-pressure"] = "fixed-gap"
+    nominal_pressure_MPa: float | None = Field(None, ge=0)
+    temperature_C: float | None = None
+    rest_current_A: float | None = Field(
+        None, ge=0, description="|I| at or below this is rest; default: 1 % of the largest |I| seen"
+    )
+    pressure_window: PressureWindow = PressureWindow()
+    detectors: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per-detector parameter overrides for this cell"
+    )
+
+    @property
+    def load_cell_area_cm2(self) -> float:
+        return self.pressure_area_cm2 or self.area_cm2
+
+
+class SimulatorSource(Strict):
+    """Simulated cells (sensors/simulator.py): the demo's data and the tests'."""
+
+    type: Literal["simulator"]
+    cells: dict[str, str] = Field(description="cell id -> scenario name")
+    seed: int = 0
+    speedup: float = Field(0.0, ge=0, description="data seconds per wall second; 0 = as fast as possible")
+    period_s: float = Field(10.0, gt=0, description="seconds between samples of one cell")
+    duration_h: float | None = Field(None, gt=0, description="simulated hours, then the source ends")
+    start: str = Field("2026-01-05T09:00:00+00:00", description="data time of the first sample")
+
+
+class FileSource(Strict):
+    """Cycler export files, read from the start and followed as they grow."""
+
+    type: Literal["file"]
+    paths: list[str] = Field(min_length=1, description="file paths or glob patterns")
+    format: Literal["auto", "csv", "biologic-mpt"] = "auto"
+    cell: str | None = Field(None, description="cell id for files with no cell column (default: file stem)")
+    follow: bool = Field(True, description="keep reading as the files grow")
+    poll_s: float = Field(2.0, gt=0)
+
+
+Source = Annotated[SimulatorSource | FileSource, Field(discriminator="type")]
+
+
+class StorageSettings(Strict):
+    backend: Literal["sqlite"] = "sqlite"
+    path: Path | None = Field(None, description="SQLite file; default <state_dir>/shortwatch.sqlite")
+    batch_size: int = Field(5000, ge=1)
+    flush_interval_s: float = Field(1.0, gt=0)
+
+
+class AlertSettings(Strict):
+    jsonl_path: Path | None = Field(None, description="append every alert transition here as JSON lines")
+
+
+class Settings(Strict):
+    daemon: DaemonSettings = DaemonSettings()
+    cells: dict[str, CellSpec] = Field(default_factory=dict)
+    sources: list[Source] = Field(default_factory=list)
+    storage: StorageSettings = StorageSettings()
+    detectors: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="detector parameter defaults for every cell"
+    )
+    alerts: AlertSettings = AlertSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_secrets(cls, data: Any) -> Any:
+        for path in _secret_paths(data, ()):
+            raise ValueError(
+                f"{'.'.join(path)}: secrets are not allowed in the config file; "
+                f"set {path[-1]}_env (environment variable) or {path[-1]}_file instead"
+            )
+        return data
+
+    def cell_spec(self, cell: str) -> CellSpec:
+        """The cell's config section, or the defaults for a cell that has none."""
+        return self.cells.get(cell) or CellSpec()
+
+    @property
+    def store_path(self) -> Path:
+        return self.storage.path or self.daemon.state_dir / "shortwatch.sqlite"
+
+
+def _secret_paths(data: Any, prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
+    found: list[tuple[str, ...]] = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            if isinstance(k, str) and k.lower() in _SECRET_KEYS:
+                found.append((*prefix, k))
+            found.extend(_secret_paths(v, (*prefix, str(k))))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            found.extend(_secret_paths(v, (*prefix, str(i))))
+    return found
+
+
+def resolve_secret(env: str | None, file: str | Path | None) -> str | None:
+    """Read a secret from an environment variable or a file; None when neither is set."""
+    if env:
+        value = os.environ.get(env)
+        if value is None:
+            raise ConfigError([f"environment variable {env} is not set"])
+        return value
+    if file:
+        return Path(file).read_text().strip()
+    return None
+
+
+class ConfigError(Exception):
+    """The config is invalid; ``problems`` holds one line per error, with its key path."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("simulator", "file") and out.endswith("]"):
+            continue  # the discriminator tag pydantic inserts into union paths
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def parse_settings(data: dict[str, Any]) -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = _format_loc(err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            got = err.get("input")
+            shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+            problems.append(f"{loc}: {msg}{shown}")
+        raise ConfigError(problems) from None
+
+
+def load_settings(path: str | Path) -> Settings:
+    """Load and validate a TOML config; raises ConfigError with one line per problem."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{p}: cannot read config file: {exc.strerror}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{p}: not valid TOML: {exc}"]) from None
+    return parse_settings(data)

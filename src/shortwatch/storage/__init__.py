@@ -1,0 +1,1 @@
+"""Storage backends: the embedded SQLite store (default)."""
