@@ -33,6 +33,9 @@ class DaemonSettings(Strict):
     queue_size: int = Field(10_000, ge=100, description="samples buffered between sources and monitors")
     checkpoint_interval_s: float = Field(30.0, gt=0, description="wall seconds between checkpoints")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    accept_unknown_cells: bool = Field(
+        True, description="monitor cells with no [cells] section using defaults (false: quarantine them)"
+    )
 
     @field_validator("timezone")
     @classmethod

@@ -1,0 +1,364 @@
+"""The `shortwatch` command line: run, demo, replay, export, check-config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import time
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any, TextIO
+
+from shortwatch import __version__
+from shortwatch.daemon.runner import Runner, Source
+from shortwatch.model import AlertEvent
+from shortwatch.settings import ConfigError, FileSource, Settings, SimulatorSource, load_settings, parse_settings
+
+log = logging.getLogger("shortwatch")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _load(path: str | None) -> Settings:
+    if path is None:
+        return demo_settings()
+    return load_settings(path)
+
+
+def demo_settings() -> Settings:
+    """The embedded demo config (the same text as config/demo.toml)."""
+    import tomllib
+
+    text = resources.files("shortwatch").joinpath("demo.toml").read_text(encoding="utf-8")
+    return parse_settings(tomllib.loads(text))
+
+
+def build_sources(settings: Settings) -> list[Source]:
+    """Instantiate the configured sources (simulator cells get default specs if unconfigured)."""
+    from shortwatch.sensors.file_source import FileSource as FileTail
+    from shortwatch.sensors.simulator import SimulatorSourceRunner, default_spec
+
+    sources: list[Source] = []
+    for n, cfg in enumerate(settings.sources):
+        if isinstance(cfg, SimulatorSource):
+            for cell, scenario in cfg.cells.items():
+                if cell not in settings.cells:
+                    settings.cells[cell] = default_spec(scenario)
+            runner = SimulatorSourceRunner(cfg, settings.cell_spec)
+            runner.name = f"simulator-{n}"
+            sources.append(runner)
+        elif isinstance(cfg, FileSource):
+            sources.append(
+                FileTail(
+                    cfg.paths,
+                    fmt=cfg.format,
+                    cell=cfg.cell,
+                    tz=settings.daemon.timezone,
+                    follow=cfg.follow,
+                    poll_s=cfg.poll_s,
+                    name=f"file-{n}",
+                )
+            )
+    return sources
+
+
+def _open_store(settings: Settings, enabled: bool = True):
+    if not enabled:
+        return None
+    from shortwatch.storage.sqlite import SqliteStore
+
+    store = SqliteStore(settings.store_path, station=settings.daemon.station)
+    store.open()
+    return store
+
+
+def _alert_writer(out: TextIO):
+    def write(events: list[AlertEvent]) -> None:
+        for e in events:
+            out.write(json.dumps(e.to_json_dict()) + "\n")
+        out.flush()
+
+    return write
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"{args.config}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        for p in exc.problems:
+            print(f"  {p}", file=sys.stderr)
+        return 2
+    print(
+        f"{args.config}: OK ({len(settings.cells)} cells, {len(settings.sources)} sources, "
+        f"storage {settings.storage.backend} at {settings.store_path})"
+    )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    _setup_logging(settings.daemon.log_level)
+    if not settings.sources:
+        raise ConfigError(["sources: the daemon needs at least one [[sources]] entry"])
+    sources = build_sources(settings)
+    store = _open_store(settings)
+    jsonl = None
+    if settings.alerts.jsonl_path:
+        settings.alerts.jsonl_path.parent.mkdir(parents=True, exist_ok=True)
+        jsonl = open(settings.alerts.jsonl_path, "a", encoding="utf-8")  # noqa: SIM115
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        runner = Runner(
+            settings,
+            sources,
+            store,
+            live=True,
+            use_checkpoints=True,
+            on_alerts=_alert_writer(jsonl) if jsonl else None,
+        )
+        log.info("shortwatch %s running: %d sources, state in %s", __version__, len(sources), settings.daemon.state_dir)
+        await runner.run(stop)
+        log.info("stopped: %d items in, rejected %s", runner.items_in, dict(runner.pipeline.rejects.counts))
+
+    try:
+        asyncio.run(main())
+    finally:
+        if store is not None:
+            store.close()
+        if jsonl is not None:
+            jsonl.close()
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    _setup_logging(args.log_level or "WARNING")
+    from shortwatch.sensors.file_source import FileSource as FileTail
+
+    missing = [f for f in args.files if not Path(f).is_file()]
+    if missing:
+        print(f"replay: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    total = sum(Path(f).stat().st_size for f in args.files)
+    offsets: dict[str, int] = {}
+    progress = _progress_bar(total, enabled=sys.stderr.isatty() and not args.no_progress)
+    source = FileTail(
+        list(args.files),
+        fmt=args.format,
+        tz=settings.daemon.timezone,
+        follow=False,
+        name="replay",
+        on_progress=lambda path, off: (offsets.__setitem__(path, off), progress(sum(offsets.values()))),
+    )
+    store = _open_store(settings, enabled=not args.no_store)
+    out = open(args.alerts_out, "w", encoding="utf-8") if args.alerts_out else sys.stdout  # noqa: SIM115
+    t0 = time.perf_counter()
+    runner = Runner(settings, [source], store, live=False, use_checkpoints=False, on_alerts=_alert_writer(out))
+    try:
+        asyncio.run(runner.run())
+    finally:
+        progress(None)
+        if store is not None:
+            store.close()
+        if out is not sys.stdout:
+            out.close()
+    dt = time.perf_counter() - t0
+    rejected = dict(runner.pipeline.rejects.counts)
+    print(
+        f"replayed {runner.items_in} rows from {len(args.files)} file(s) in {dt:.1f} s "
+        f"({runner.items_in / dt if dt else 0:,.0f} rows/s); accepted {runner.pipeline.samples_accepted}; "
+        f"cells {len(runner.pipeline.monitors)}; rejected {rejected or 'none'}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _progress_bar(total: int, enabled: bool):
+    """A rich progress bar over bytes read; returns update(done) / update(None) to stop."""
+    if not enabled:
+        return lambda done: None
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    prog = Progress("replay", BarColumn(), DownloadColumn(), TimeRemainingColumn(), transient=True)
+    task = prog.add_task("replay", total=total)
+    prog.start()
+
+    def update(done: int | None) -> None:
+        if done is None:
+            prog.stop()
+        else:
+            prog.update(task, completed=done)
+
+    return update
+
+
+def _parse_time(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"time {text!r} needs a UTC offset, e.g. {text}+00:00")
+    return dt.timestamp()
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    from shortwatch.sensors.canonical_csv import write_csv
+
+    if not settings.store_path.exists():
+        print(f"export: no store at {settings.store_path}", file=sys.stderr)
+        return 2
+    store = _open_store(settings)
+    try:
+        samples = store.read_samples(args.cell, _parse_time(args.since), _parse_time(args.until))
+        if args.out == "-":
+            n = write_csv(samples, sys.stdout)
+        else:
+            with open(args.out, "w", encoding="utf-8", newline="") as fh:
+                n = write_csv(samples, fh)
+    finally:
+        store.close()
+    print(f"exported {n} samples to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    _setup_logging("WARNING")
+    from rich.console import Console
+    from rich.live import Live
+
+    from shortwatch.console import cell_table
+    from shortwatch.report import build_report
+
+    for path in (settings.store_path, settings.daemon.state_dir / "checkpoint.json"):
+        for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            p.unlink(missing_ok=True)  # a demo starts from scratch
+    sources = build_sources(settings)
+    store = _open_store(settings)
+    alerts: list[AlertEvent] = []
+    runner = Runner(settings, sources, store, live=False, use_checkpoints=False, on_alerts=alerts.extend)
+    console = Console(stderr=False)
+
+    def snapshot_table() -> Any:
+        snaps = [m.snapshot() for m in runner.pipeline.monitors.values()]
+        return cell_table(snaps, title=f"shortwatch demo: {len(snaps)} simulated cells, {len(alerts)} alert events")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.call_later(args.seconds, stop.set)
+        task = asyncio.create_task(runner.run(stop))
+        if console.is_terminal:
+            with Live(snapshot_table(), console=console, refresh_per_second=4) as live:
+                while not task.done():
+                    await asyncio.wait([task], timeout=0.25)
+                    live.update(snapshot_table())
+        await task
+
+    try:
+        asyncio.run(main())
+        out_dir = Path(args.out)
+        index = build_report(store, out_dir, specs=settings.cell_spec, title="shortwatch demo")
+    finally:
+        store.close()
+    if not console.is_terminal:
+        console.print(snapshot_table())
+    for e in alerts:
+        console.print(
+            f"{e.to_json_dict()['time'][:19]}  {e.cell:4} {e.severity:8} {e.state:8} {e.detector}: {e.summary}"
+        )
+    console.print(f"report: {index.resolve()}")
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="shortwatch", description="Watch solid-state lithium-metal cells for the signs of an internal short."
+    )
+    ap.add_argument("--version", action="version", version=f"shortwatch {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the live daemon")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="simulate 8 cells for about a minute, then write a report")
+    p.add_argument("--config", help="default: the embedded demo config (config/demo.toml)")
+    p.add_argument("--seconds", type=float, default=90.0, help="wall-time limit (default 90)")
+    p.add_argument("--out", default="demo-report", help="report folder (default demo-report)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("replay", help="run recorded files through the pipeline as fast as possible")
+    p.add_argument("--config", required=True)
+    p.add_argument("--alerts-out", help="alert transitions as JSON lines (default stdout)")
+    p.add_argument("--no-store", action="store_true", help="do not write to the configured storage")
+    p.add_argument("--format", default="auto", choices=["auto", "csv", "biologic-mpt"])
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("files", nargs="+")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("export", help="write stored samples as canonical CSV")
+    p.add_argument("--config", required=True)
+    p.add_argument("--cell")
+    p.add_argument("--since", help="ISO-8601 with offset, or Unix seconds")
+    p.add_argument("--until", help="ISO-8601 with offset, or Unix seconds")
+    p.add_argument("out", help="output CSV path, or - for stdout")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("check-config", help="validate a config file and list every problem")
+    p.add_argument("config")
+    p.set_defaults(func=cmd_check_config)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print("config error:", file=sys.stderr)
+        for p in exc.problems:
+            print(f"  {p}", file=sys.stderr)
+        return 2
+    except argparse.ArgumentTypeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        with contextlib.suppress(Exception):
+            print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Gatekeeper between sources and monitors: bad input is counted, logged and quarantined.
+
+What it checks for every sample, whatever its source:
+- non-finite or physically impossible channel values (often wrong units): that channel is
+  dropped, the rest of the sample is kept, and the raw sample goes to quarantine;
+- duplicate or out-of-order timestamps for a cell: the sample is quarantined, because
+  detectors are causal and must see each cell's data once, in time order;
+- cells with no config section: accepted with defaults (logged once), or quarantined
+  when ``daemon.accept_unknown_cells`` is false.
+Each kind of problem is logged once with an example; the counts are in ``counts``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+
+from shortwatch.model import Rejected, Sample
+from shortwatch.settings import Settings
+from shortwatch.state import Stateful
+
+log = logging.getLogger(__name__)
+
+V_LIMIT = 10.0  # V: no single Li cell reads beyond this; larger values are usually mV
+J_LIMIT_mA_cm2 = 100.0  # solid-state cells run at 0.1-10 mA/cm2; 1000x means mA read as A
+P_RANGE = (-1.0, 200.0)  # MPa: a force in N or kg read as MPa lands far above this
+T_RANGE = (-80.0, 300.0)  # degC: -2500 is a disconnected thermocouple
+
+
+def sample_raw(s: Sample) -> str:
+    """A sample as a canonical-CSV row, for the quarantine table."""
+    vals = (s.time, s.cell, s.voltage_V, s.current_A, s.pressure_MPa, s.temperature_C, s.cycle, s.step, s.mode)
+    return ",".join("" if v is None else str(v) for v in vals)
+
+
+class RejectCounter:
+    """Counts rejections by reason and logs the first of each reason with an example."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def note(self, r: Rejected) -> None:
+        self.counts[r.reason] += 1
+        if self.counts[r.reason] == 1:
+            log.warning(
+                "rejected input (%s) from %s: %s; raw=%r (further %s are counted, not logged)",
+                r.reason,
+                r.source,
+                r.detail or "-",
+                r.raw[:200],
+                r.reason,
+            )
+
+
+class SampleValidator(Stateful):
+    """Per-cell last timestamps and the checks above; its state is checkpointed."""
+
+    _transient = ("settings", "rejects")
+
+    def __init__(self, settings: Settings, rejects: RejectCounter):
+        self.settings = settings
+        self.rejects = rejects
+        self.last: dict[str, list] = {}  # cell -> [time, V, I, P]
+        self.unknown_cells: list[str] = []
+
+    def check(self, s: Sample, source: str, quarantine: list[Rejected]) -> Sample | None:
+        """The sample to accept (possibly with channels dropped), or None."""
+        cell = s.cell
+        t = s.time
+        if not isinstance(t, float | int) or not math.isfinite(t):
+            self._reject(quarantine, s, source, "non_finite", "time is not a finite number")
+            return None
+        spec = self.settings.cells.get(cell)
+        if spec is None and cell not in self.unknown_cells:
+            if not self.settings.daemon.accept_unknown_cells:
+                self._reject(quarantine, s, source, "unknown_cell", f"cell {cell!r} has no [cells] section")
+                return None
+            self.unknown_cells.append(cell)
+            self.rejects.counts["unknown_cell"] += 1
+            log.warning("cell %r has no [cells.%s] section in the config: using defaults", cell, cell)
+        last = self.last.get(cell)
+        if last is not None and t <= last[0]:
+            if t == last[0]:
+                same = [s.voltage_V, s.current_A, s.pressure_MPa] == last[1:]
+                reason = "duplicate" if same else "duplicate_time"
+                detail = "same time and values as the previous sample" if same else "same time, other values"
+            else:
+                reason, detail = "out_of_order", f"{last[0] - t:.3f} s older than the cell's last sample"
+            self._reject(quarantine, s, source, reason, detail)
+            return None
+        area = (spec or self.settings.cell_spec(cell)).area_cm2
+        bad = _bad_channels(s, area)
+        if bad:
+            reason = "non_finite" if any(not math.isfinite(getattr(s, f)) for f, _ in bad) else "out_of_range"
+            self._reject(quarantine, s, source, reason, "; ".join(msg for _, msg in bad))
+            for f, _ in bad:
+                setattr(s, f, None)
+            if s.voltage_V is None and s.current_A is None and s.pressure_MPa is None:
+                return None
+        self.last[cell] = [t, s.voltage_V, s.current_A, s.pressure_MPa]
+        return s
+
+    def _reject(self, quarantine: list[Rejected], s: Sample, source: str, reason: str, detail: str) -> None:
+        r = Rejected(source=source, reason=reason, raw=sample_raw(s), cell=s.cell, time=s.time, detail=detail)
+        quarantine.append(r)
+        self.rejects.note(r)
+
+
+def _bad_channels(s: Sample, area_cm2: float) -> list[tuple[str, str]]:
+    """(field, reason) for each channel that is non-finite or physically impossible."""
+    bad = []
+    v, i, p, temp = s.voltage_V, s.current_A, s.pressure_MPa, s.temperature_C
+    if v is not None and not (-V_LIMIT <= v <= V_LIMIT):
+        bad.append(("voltage_V", f"voltage {v} V outside ±{V_LIMIT} V (in mV? voltage_V is volts)"))
+    if i is not None and not (abs(i) / area_cm2 * 1000.0 <= J_LIMIT_mA_cm2):
+        j = abs(i) / area_cm2 * 1000.0
+        bad.append(("current_A", f"current {i} A is {j:.4g} mA/cm2 on {area_cm2} cm2 (in mA? current_A is amperes)"))
+    if p is not None and not (P_RANGE[0] <= p <= P_RANGE[1]):
+        bad.append(("pressure_MPa", f"pressure {p} MPa outside {P_RANGE} (a force in N? pressure_MPa is MPa)"))
+    if temp is not None and not (T_RANGE[0] <= temp <= T_RANGE[1]):
+        bad.append(("temperature_C", f"temperature {temp} C outside {T_RANGE}"))
+    return bad

@@ -1,0 +1,188 @@
+"""CellMonitor: everything shortwatch knows about one cell, updated one sample at a time.
+
+The monitor segments the stream into steps and cycles, accumulates their features, and
+hands samples, finished steps and finished cycles to the cell's detectors. It holds only
+bounded state (no history), so it can be checkpointed and a cell can run for months.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shortwatch.detectors.base import Detector, Verdict
+from shortwatch.detectors.features import CycleAccumulator, StepAccumulator
+from shortwatch.detectors.segmentation import Segmenter
+from shortwatch.model import CycleFeatures, RecordBatch, Sample, StepFeatures
+from shortwatch.settings import CellSpec
+from shortwatch.state import Stateful
+
+STATUS_ORDER = ("ok", "watch", "warning", "critical")
+
+
+class Median3(Stateful):
+    """Median of the last three values: one wild load-cell sample is not a pressure change."""
+
+    def __init__(self) -> None:
+        self.a: float | None = None
+        self.b: float | None = None
+
+    def __call__(self, x: float) -> float:
+        a, b = self.a, self.b
+        self.a, self.b = b, x
+        if a is None or b is None:
+            return x
+        if a > b:
+            a, b = b, a
+        return a if x < a else (b if x > b else x)
+
+
+class CellMonitor(Stateful):
+    """Per-cell pipeline state: segmenter, accumulators, detectors and the latest values."""
+
+    _transient = ("spec", "detectors")
+
+    def __init__(self, cell: str, spec: CellSpec, detectors: list[Detector] | None = None):
+        self.cell = cell
+        self.spec = spec
+        self.detectors: dict[str, Detector] = {d.name: d for d in (detectors or [])}
+        self.segmenter = Segmenter(spec.rest_current_A)
+        self.step = StepAccumulator()
+        self.cyc = CycleAccumulator()
+        self.pressure_filter = Median3()
+        self.step_index = 0
+        self.step_open = False
+        self.samples_seen = 0
+        # latest values, for the live table and the stale-data detector
+        self.last_time: float | None = None
+        self.voltage_V: float | None = None
+        self.current_A: float | None = None
+        self.pressure_MPa: float | None = None
+        self.temperature_C: float | None = None
+        self.last_step: dict[str, Any] | None = None
+        self.last_cycle: dict[str, Any] | None = None
+        self.verdicts: dict[str, dict[str, Any]] = {}
+
+    def state(self) -> dict[str, Any]:
+        out = super().state()
+        out["detectors"] = {name: d.state() for name, d in self.detectors.items()}
+        return out
+
+    def load(self, state: dict[str, Any]) -> None:
+        super().load({k: v for k, v in state.items() if k != "detectors"})
+        for name, sub in state.get("detectors", {}).items():
+            if name in self.detectors:
+                self.detectors[name].load(sub)
+
+    @property
+    def status(self) -> str:
+        worst = 0
+        for v in self.verdicts.values():
+            worst = max(worst, STATUS_ORDER.index(v["state"]))
+        return STATUS_ORDER[worst]
+
+    def update(self, s: Sample, out: RecordBatch, verdicts: list[tuple[str, Verdict]]) -> None:
+        """Feed one validated sample; finished steps/cycles go to ``out``, detector
+        verdicts to ``verdicts`` (the alert manager turns them into events)."""
+        t = s.time
+        self.samples_seen += 1
+        self.last_time = t
+        p = s.pressure_MPa
+        if p is not None:
+            p = self.pressure_filter(p)
+            self.pressure_MPa = p
+        if s.temperature_C is not None:
+            self.temperature_C = s.temperature_C
+        v, i = s.voltage_V, s.current_A
+        if v is not None:
+            self.voltage_V = v
+        if i is not None:
+            self.current_A = i
+        if v is None or i is None:
+            # a sample without V or I (e.g. a load-cell-only reading) cannot be segmented
+            self._run_sample_detectors(s, p, verdicts)
+            return
+        seg = self.segmenter
+        open_kind, open_cycle = seg.kind, seg.cycle
+        new_step, new_cycle = seg.update(v, i, s.mode, s.step, s.cycle)
+        if new_step and self.step_open:
+            self._close_step(open_kind or "rest", open_cycle, out, verdicts, new_cycle, run_detectors=True)
+        if new_step:
+            self.step.reset()
+            self.step_open = True
+        self.step.add(t, v, i, p, s.temperature_C, self.segmenter.kind or "rest")
+        self._run_sample_detectors(s, p, verdicts)
+
+    def finish(self, out: RecordBatch) -> None:
+        """End of a replay: write out the open step and cycle (not shown to detectors,
+        since they are incomplete)."""
+        if self.step_open:
+            seg = self.segmenter
+            self._close_step(seg.kind or "rest", seg.cycle, out, [], new_cycle=True, run_detectors=False)
+            self.step_open = False
+
+    def _close_step(
+        self,
+        kind: str,
+        cycle: int,
+        out: RecordBatch,
+        verdicts: list[tuple[str, Verdict]],
+        new_cycle: bool,
+        run_detectors: bool,
+    ) -> None:
+        f = self.step.features(self.cell, self.step_index, kind, cycle, self.spec)
+        self.step_index += 1
+        out.steps.append(f)
+        self.last_step = {"kind": f.step_kind, "asr_ohm_cm2": f.asr_ohm_cm2, "eta_V": f.eta_V}
+        self.cyc.add_step(self.step, f)
+        if run_detectors:
+            self._run_step_detectors(f, verdicts)
+        if new_cycle:
+            c = self.cyc.features(self.cell, cycle, self.spec)
+            out.cycles.append(c)
+            self.last_cycle = {
+                "cycle": c.cycle,
+                "ce": c.ce,
+                "asr_ohm_cm2": c.asr_ohm_cm2,
+                "dpq_MPa_g_per_Ah": c.dpq_MPa_g_per_Ah,
+                "cv_peak_A": c.cv_peak_A,
+            }
+            self.cyc.reset()
+            if run_detectors:
+                self._run_cycle_detectors(c, verdicts)
+
+    def _record(self, name: str, verdict: Verdict | None, verdicts: list[tuple[str, Verdict]]) -> None:
+        if verdict is None:
+            return
+        self.verdicts[name] = {"state": verdict.state, "statistic": verdict.statistic}
+        verdicts.append((name, verdict))
+
+    def _run_sample_detectors(self, s: Sample, p: float | None, verdicts: list[tuple[str, Verdict]]) -> None:
+        for d in self.detectors.values():
+            if d.per_sample:
+                self._record(d.name, d.on_sample(s, p, self), verdicts)
+
+    def _run_step_detectors(self, f: StepFeatures, verdicts: list[tuple[str, Verdict]]) -> None:
+        for d in self.detectors.values():
+            self._record(d.name, d.on_step(f, self), verdicts)
+
+    def _run_cycle_detectors(self, c: CycleFeatures, verdicts: list[tuple[str, Verdict]]) -> None:
+        for d in self.detectors.values():
+            self._record(d.name, d.on_cycle(c, self), verdicts)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The latest values and status, for the live table."""
+        return {
+            "cell": self.cell,
+            "kind": self.spec.kind,
+            "time": self.last_time,
+            "voltage_V": self.voltage_V,
+            "current_A": self.current_A,
+            "pressure_MPa": self.pressure_MPa,
+            "temperature_C": self.temperature_C,
+            "cycle": self.segmenter.cycle,
+            "step_kind": self.segmenter.kind,
+            "last_step": self.last_step,
+            "last_cycle": self.last_cycle,
+            "status": self.status,
+            "firing": sorted(n for n, v in self.verdicts.items() if v["state"] in ("warning", "critical")),
+        }

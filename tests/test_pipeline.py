@@ -1,0 +1,128 @@
+"""Validation, quarantine and the alert state machine, through the shared pipeline core."""
+
+from __future__ import annotations
+
+import math
+
+from shortwatch.alerts.manager import AlertManager
+from shortwatch.daemon.pipeline import Pipeline
+from shortwatch.detectors.base import Verdict
+from shortwatch.model import RecordBatch, Rejected, Sample
+from shortwatch.settings import parse_settings
+
+T0 = 1_767_600_000.0
+
+
+def pipeline(**daemon) -> Pipeline:
+    return Pipeline(parse_settings({"daemon": daemon, "cells": {"A1": {"kind": "symmetric"}}}))
+
+
+def test_bad_samples_are_quarantined_and_good_channels_kept() -> None:
+    p = pipeline()
+    out = RecordBatch()
+    items = [
+        Sample(T0, "A1", 0.05, 0.4e-3, 5.0),
+        Sample(T0 + 10, "A1", 0.05, 0.4e-3, 5.0),
+        Sample(T0 + 10, "A1", 0.05, 0.4e-3, 5.0),  # exact duplicate
+        Sample(T0 + 10, "A1", 0.06, 0.4e-3, 5.0),  # same time, other values
+        Sample(T0 + 5, "A1", 0.05, 0.4e-3, 5.0),  # out of order
+        Sample(T0 + 20, "A1", float("nan"), 0.4e-3, 5.0),  # NaN voltage: keep I and P
+        Sample(T0 + 30, "A1", 50.0, 0.4e-3, 5.0),  # mV read as V
+        Sample(T0 + 40, "A1", 0.05, 0.4, 5.0),  # mA read as A: 510 mA/cm2
+        Sample(T0 + 50, "A1", 0.05, 0.4e-3, 393.0),  # force in N read as MPa
+        Sample(T0 + 60, "A1", 0.05, 0.4e-3, 5.0, temperature_C=-2500.0),  # open thermocouple
+        Sample(float("inf"), "A1", 0.05, 0.4e-3, 5.0),
+        Rejected(source="file", reason="parse_error", raw="garbage,\x00\xff", detail="time: not a number"),
+    ]
+    p.process(items, "test", out)
+    reasons = [r.reason for r in out.rejected]
+    assert reasons == [
+        "duplicate",
+        "duplicate_time",
+        "out_of_order",
+        "non_finite",
+        "out_of_range",
+        "out_of_range",
+        "out_of_range",
+        "out_of_range",
+        "non_finite",
+        "parse_error",
+    ]
+    assert p.rejects.counts["out_of_range"] == 4
+    assert "in mV?" in out.rejected[4].detail
+    assert "mA/cm2" in out.rejected[5].detail
+    assert "force in N?" in out.rejected[6].detail
+    # the raw sample as received is kept, not the cleaned one
+    assert out.rejected[3].raw.split(",")[2] == "nan"
+    # accepted: the 2 good ones + 5 with one channel dropped
+    times = [s.time - T0 for s in out.samples]
+    assert times == [0, 10, 20, 30, 40, 50, 60]
+    nan_sample = out.samples[2]
+    assert nan_sample.voltage_V is None and nan_sample.current_A == 0.4e-3 and nan_sample.pressure_MPa == 5.0
+    assert out.samples[3].voltage_V is None
+    assert out.samples[4].current_A is None
+    assert out.samples[5].pressure_MPa is None
+    assert out.samples[6].temperature_C is None and out.samples[6].voltage_V == 0.05
+
+
+def test_unknown_cell_gets_defaults_or_quarantine() -> None:
+    p = pipeline()
+    out = RecordBatch()
+    p.process([Sample(T0, "Z9", 0.05, 1e-4)], "test", out)
+    assert len(out.samples) == 1 and p.rejects.counts["unknown_cell"] == 1
+    assert p.monitors["Z9"].spec.kind == "symmetric"
+
+    strict = pipeline(accept_unknown_cells=False)
+    out = RecordBatch()
+    strict.process([Sample(T0, "Z9", 0.05, 1e-4)], "test", out)
+    assert not out.samples and out.rejected[0].reason == "unknown_cell"
+
+
+def test_pipeline_state_round_trip_keeps_duplicate_detection() -> None:
+    p = pipeline()
+    p.process([Sample(T0, "A1", 0.05, 1e-4)], "test", RecordBatch())
+    p2 = pipeline()
+    p2.load(p.state())
+    out = RecordBatch()
+    p2.process([Sample(T0, "A1", 0.05, 1e-4), Sample(T0 + 10, "A1", 0.05, 1e-4)], "test", out)
+    assert [r.reason for r in out.rejected] == ["duplicate"]
+    assert len(out.samples) == 1
+
+
+def v(t: float, state: str, stat: float = 1.0) -> Verdict:
+    return Verdict(time=T0 + t, state=state, statistic=stat, threshold=5.0, summary=f"s {state}", advice="a")
+
+
+def test_alert_transitions_fire_escalate_resolve_once() -> None:
+    am = AlertManager()
+    out = RecordBatch()
+    kinds = {"overpotential_drop": "cell"}
+    seq = ["ok", "watch", "warning", "warning", "critical", "critical", "ok", "ok"]
+    for k, state in enumerate(seq):
+        am.handle("A1", kinds, [("overpotential_drop", v(k, state))], out)
+    assert [(e.state, e.severity) for e in out.alerts] == [
+        ("firing", "warning"),
+        ("firing", "critical"),
+        ("resolved", "critical"),
+    ]
+    assert len(out.detector_states) == len(seq)
+    d = out.alerts[0].to_json_dict()
+    assert d["time"].endswith("+00:00") and d["kind"] == "cell" and d["evidence"] == {}
+
+
+def test_alert_log_replay_suppresses_resent_transitions() -> None:
+    """After a crash, samples re-processed from the last checkpoint must not re-send."""
+    first = AlertManager()
+    out = RecordBatch()
+    first.handle("A1", {}, [("hard_short", v(100, "critical"))], out)
+    log = [dict(e.to_json_dict(), time_s=e.time) for e in out.alerts]
+
+    restarted = AlertManager()  # checkpoint was older than the alert
+    restarted.replay_log(log)
+    out2 = RecordBatch()
+    restarted.handle("A1", {}, [("hard_short", v(100, "critical"))], out2)
+    restarted.handle("A1", {}, [("hard_short", v(110, "critical"))], out2)
+    assert out2.alerts == []
+    restarted.handle("A1", {}, [("hard_short", v(120, "ok"))], out2)
+    assert [e.state for e in out2.alerts] == ["resolved"]
+    assert math.isclose(out2.alerts[0].time, T0 + 120)
