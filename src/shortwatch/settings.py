@@ -196,7 +196,7 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
 
 def parse_settings(data: dict[str, Any]) -> Settings:
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -206,6 +206,10 @@ def parse_settings(data: dict[str, Any]) -> Settings:
             shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
             problems.append(f"{loc}: {msg}{shown}")
         raise ConfigError(problems) from None
+    from shortwatch.detectors.registry import check_detector_params  # here: registry imports this module
+
+    check_detector_params(settings)
+    return settings
 
 
 def load_settings(path: str | Path) -> Settings:

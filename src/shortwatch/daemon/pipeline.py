@@ -64,6 +64,15 @@ class Pipeline:
                 verdicts.clear()
         self.samples_accepted = len(accepted) + self.samples_accepted
 
+    def tick(self, now: float, out: RecordBatch) -> None:
+        """Periodic wall-clock checks of every cell (live mode only: stale data)."""
+        verdicts: list[tuple[str, Verdict]] = []
+        for cell, m in self.monitors.items():
+            m.tick(now, verdicts)
+            if verdicts:
+                self.alerts.handle(cell, {n: d.kind for n, d in m.detectors.items()}, verdicts, out)
+                verdicts.clear()
+
     def finish(self, out: RecordBatch) -> None:
         """End of a replay: close every cell's open step and cycle."""
         for m in self.monitors.values():

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 Emit = Callable[[list[Sample | Rejected]], Awaitable[None]]
 CHECKPOINT_VERSION = 1
+TICK_S = 5.0  # live mode: how often wall-clock checks (stale data) run
 
 
 class Source(Protocol):
@@ -104,6 +105,8 @@ class Runner:
         sources_done = asyncio.gather(*tasks, return_exceptions=True)
         stopper = asyncio.create_task(stop.wait())
         interval = self.settings.daemon.checkpoint_interval_s
+        wait_s = min(interval, TICK_S) if self.live else interval
+        last_tick = time.monotonic()
         try:
             while not stop.is_set():
                 if not self.queue.empty():
@@ -113,7 +116,7 @@ class Runner:
                 else:
                     getter = asyncio.ensure_future(self.queue.get())
                     await asyncio.wait(
-                        [getter, sources_done, stopper], timeout=interval, return_when=asyncio.FIRST_COMPLETED
+                        [getter, sources_done, stopper], timeout=wait_s, return_when=asyncio.FIRST_COMPLETED
                     )
                     if not getter.done():
                         getter.cancel()
@@ -121,6 +124,11 @@ class Runner:
                             await getter
                     elif not getter.cancelled():
                         await self._consume(*getter.result())
+                if self.live and time.monotonic() - last_tick > TICK_S:
+                    last_tick = time.monotonic()
+                    out = RecordBatch()
+                    self.pipeline.tick(time.time(), out)
+                    await self._deliver(out)
                 if self.use_checkpoints and time.monotonic() - self._last_checkpoint > interval:
                     await self.write_checkpoint()
         finally:

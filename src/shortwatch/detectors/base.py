@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from shortwatch.model import CycleFeatures, Sample, StepFeatures
+from shortwatch.settings import CellSpec
 from shortwatch.state import Stateful
 
 if TYPE_CHECKING:
@@ -34,11 +35,37 @@ class Detector(Stateful):
     """Base class: override the hooks a detector needs; each returns a Verdict or None.
 
     Detectors see data time only (never the wall clock), so replay and live agree.
+    Per-sample hooks return a Verdict only when their state changes (they run on the
+    hot path and every verdict is stored). ``params`` documents every tunable with its
+    default; config overrides them globally ([detectors.NAME]) or per cell
+    ([cells.X.detectors.NAME]).
     """
 
     name: ClassVar[str] = ""
     kind: ClassVar[str] = "cell"  # "cell" health or "data" (instrument, stream)
     per_sample: ClassVar[bool] = False  # on_sample is only called when True (hot path)
+    cell_kinds: ClassVar[tuple[str, ...]] = ("symmetric", "full", "anode-free")
+    params: ClassVar[dict[str, Any]] = {}
+    _transient = ("p", "spec")
+
+    def __init__(self, spec: CellSpec, overrides: dict[str, Any] | None = None):
+        self.spec = spec
+        self.p = {**self.params, **(overrides or {})}
+        self.state_name = "ok"
+
+    def verdict(
+        self,
+        time: float,
+        state: str,
+        statistic: float | None = None,
+        threshold: float | None = None,
+        summary: str = "",
+        evidence: dict[str, Any] | None = None,
+        advice: str = "",
+    ) -> Verdict:
+        """Build a Verdict and remember the state (for change-only reporting)."""
+        self.state_name = state
+        return Verdict(time, state, statistic, threshold, summary, evidence or {}, advice)
 
     def on_sample(self, s: Sample, pressure: float | None, m: CellMonitor) -> Verdict | None:
         return None

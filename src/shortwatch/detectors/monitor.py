@@ -169,6 +169,13 @@ class CellMonitor(Stateful):
         for d in self.detectors.values():
             self._record(d.name, d.on_cycle(c, self), verdicts)
 
+    def tick(self, now: float, verdicts: list[tuple[str, Verdict]]) -> None:
+        """Wall-clock checks (live mode): only the stale-data detector has one."""
+        for d in self.detectors.values():
+            check = getattr(d, "check", None)
+            if check is not None:
+                self._record(d.name, check(now, self), verdicts)
+
     def snapshot(self) -> dict[str, Any]:
         """The latest values and status, for the live table."""
         return {

@@ -1,0 +1,121 @@
+"""charge_anomaly: full-cell charge curves that betray micro-shorts (seeds 000 and 001).
+
+Three signs, each judged against the cell's own recent charges:
+- the voltage dips while charging at constant current (micro-shorts open and close);
+- the charge runs past its usual capacity without reaching the upper cut-off (over-charge:
+  the current is going through a short instead of into the cathode);
+- the coulombic efficiency falls below its recent level.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from shortwatch.detectors.base import Detector, Verdict
+from shortwatch.detectors.stats import RobustWindow
+from shortwatch.model import CycleFeatures, StepFeatures
+from shortwatch.settings import CellSpec
+
+if TYPE_CHECKING:
+    from shortwatch.detectors.monitor import CellMonitor
+
+ADVICE = (
+    "Charge-curve anomalies are early signs of an internal short (Wang et al., Joule 2022). "
+    "Inspect the last charge curves; consider a lower current or stopping the cell before it shorts."
+)
+
+
+class ChargeAnomaly(Detector):
+    name = "charge_anomaly"
+    cell_kinds = ("full", "anode-free")
+    params = {
+        "dips_per_charge": 3,  # this many voltage dips in one charge warn
+        "charges_with_dips": 2,  # dips in this many of the last 3 charges warn
+        "overcharge_ratio": 1.15,  # charge capacity beyond this share of the usual...
+        "cutoff_margin_V": 0.02,  # ...while ending this far below the usual end-of-charge voltage
+        "ce_drop": 0.03,  # CE this far below its recent median...
+        "ce_cycles": 2,  # ...in this many consecutive cycles
+        "skip_first_cycles": 1,  # formation
+        "memory_charges": 3,  # a sign is remembered for this many normal charges
+    }
+
+    def __init__(self, spec: CellSpec, overrides: dict[str, Any] | None = None):
+        super().__init__(spec, overrides)
+        self.charge_q = RobustWindow(5)
+        self.charge_vend = RobustWindow(5)
+        self.ce = RobustWindow(5)
+        self.recent_dips: list[int] = []
+        self.low_ce_run = 0
+        self.flags: dict[str, int] = {}  # sign -> charges left to remember it
+        self.detail: dict[str, Any] = {}
+        self.charges = 0
+
+    def on_step(self, f: StepFeatures, m: CellMonitor) -> Verdict | None:
+        if f.step_kind != "charge" or f.n_samples < 10:
+            return None
+        self.charges += 1
+        if f.cycle < self.p["skip_first_cycles"]:
+            return None
+        for k in list(self.flags):
+            self.flags[k] -= 1
+            if self.flags[k] <= 0:
+                del self.flags[k]
+        self.recent_dips = ([*self.recent_dips, f.v_dips])[-3:]
+        if f.v_dips >= self.p["dips_per_charge"] or sum(d > 0 for d in self.recent_dips) >= self.p["charges_with_dips"]:
+            self.flags["dips"] = self.p["memory_charges"]
+            self.detail["dips_last_charges"] = list(self.recent_dips)
+            self.detail["max_dip_V"] = round(f.max_dip_V, 4)
+        q_med, v_med = self.charge_q.median(), self.charge_vend.median()
+        over = (
+            q_med is not None
+            and v_med is not None
+            and f.v_end is not None
+            and f.capacity_Ah > self.p["overcharge_ratio"] * q_med
+            and f.v_end < v_med - self.p["cutoff_margin_V"]
+        )
+        if over:
+            self.flags["overcharge"] = self.p["memory_charges"]
+            self.detail.update(
+                charge_capacity_Ah=f.capacity_Ah,
+                usual_charge_capacity_Ah=q_med,
+                charge_end_V=f.v_end,
+                usual_charge_end_V=v_med,
+            )
+        elif f.v_dips == 0:
+            self.charge_q.add(f.capacity_Ah)
+            if f.v_end is not None:
+                self.charge_vend.add(f.v_end)
+        return self._judge(f.t_end, f.cycle)
+
+    def on_cycle(self, c: CycleFeatures, m: CellMonitor) -> Verdict | None:
+        if c.ce is None or c.cycle < self.p["skip_first_cycles"] or c.q_charge_Ah <= 0:
+            return None
+        med = self.ce.median()
+        if med is not None and len(self.ce) >= 3 and c.ce < med - self.p["ce_drop"]:
+            self.low_ce_run += 1
+            if self.low_ce_run >= self.p["ce_cycles"]:
+                self.flags["ce"] = self.p["memory_charges"]
+                self.detail.update(ce=round(c.ce, 4), usual_ce=round(med, 4))
+        else:
+            self.low_ce_run = 0
+            self.ce.add(c.ce)
+        return self._judge(c.t_end, c.cycle)
+
+    def _judge(self, t: float, cycle: int) -> Verdict | None:
+        signs = sorted(self.flags)
+        state = "warning" if signs else ("watch" if any(self.recent_dips) or self.low_ce_run else "ok")
+        if state == self.state_name and state == "ok":
+            return None
+        words = {
+            "dips": "the voltage dips while charging at constant current",
+            "overcharge": "the charge runs past its usual capacity without reaching the cut-off",
+            "ce": "the coulombic efficiency has dropped",
+        }
+        if signs:
+            summary = f"Charge anomaly at cycle {cycle}: " + "; ".join(words[s] for s in signs)
+        elif state == "watch":
+            summary = f"A voltage dip or low CE at cycle {cycle}; watching"
+        else:
+            summary = f"Charge curves normal again at cycle {cycle}"
+        evidence = {"cycle": cycle, "signs": signs, **self.detail, "statistic": len(signs), "threshold": 1}
+        return self.verdict(t, state, float(len(signs)), 1.0, summary, evidence, ADVICE)

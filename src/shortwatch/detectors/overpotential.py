@@ -1,0 +1,194 @@
+"""overpotential_drop: soft breakdown in symmetric cells (Wang et al., Joule 2022, Fig. 3A/3D).
+
+Li filaments open an electronic path R_e in parallel with the ionic path, so the plateau
+overpotential of every half-cycle slowly falls, often after a rise. The detector follows
+the area-specific resistance ASR = eta / J of each constant-current half-cycle:
+- normalised by current density (ASR, not eta), and referred to a reference temperature
+  with an Arrhenius factor whose activation energy is learned from the cell's own
+  temperature changes (or set in config);
+- judged only after a warm-up of a few cycles, so the healthy early decrease from contact
+  improvement is learned into the baseline instead of alarming;
+- a one-sided CUSUM of the fall below the highest smoothed level since warm-up: a sustained
+  fall adds up, noise and single odd half-cycles do not;
+- corroborated by the shape of the half-cycle: when the nucleation peak and the end-of-strip
+  rise fade (the trace turns flat and ohmic), a smaller fall suffices; and when a higher
+  current density gives no higher overpotential, soft breakdown is flagged at once.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from shortwatch.detectors.base import Detector, Verdict
+from shortwatch.detectors.stats import Cusum, Ewma, RobustWindow, arrhenius_factor
+from shortwatch.model import StepFeatures
+from shortwatch.settings import CellSpec
+
+if TYPE_CHECKING:
+    from shortwatch.detectors.monitor import CellMonitor
+
+K_B = 8.617333e-5  # eV/K
+
+ADVICE = (
+    "Run a CV check (e.g. ±0.1 V at 0.1-1 mV/s) to confirm electronic leakage: a peak current that "
+    "rises from one check to the next confirms soft breakdown (Wang et al., Joule 2022). Treat this "
+    "cell's capacity and cycle-life data as suspect from this cycle on."
+)
+
+
+class OverpotentialDrop(Detector):
+    name = "overpotential_drop"
+    cell_kinds = ("symmetric",)
+    params = {
+        "warmup_cycles": 6,  # cycles of interface stabilisation learned, not judged
+        "allowance": 0.04,  # tolerated fall below the peak ASR (fraction; CUSUM k, in ln units)
+        "threshold": 0.5,  # CUSUM h (ln units x half-cycles)
+        "corroborated_threshold": 0.25,  # h when the half-cycle profile has turned flat/ohmic
+        "shape_fade": 0.5,  # profile counts as flat when its shape index falls below this share
+        "smoothing": 0.3,  # EWMA weight of the newest half-cycle in the level
+        "activation_energy_eV": None,  # None: learned from the cell's temperature changes
+        "default_activation_energy_eV": 0.4,  # used until one is learned
+        "reference_temperature_C": 25.0,
+        "min_temperature_step_C": 2.0,  # a change this large teaches the activation energy
+        "j_step_ratio": 1.1,  # a current-density change beyond this is a new regime (CCD step)
+        "min_half_cycle_s": 300.0,
+    }
+
+    def __init__(self, spec: CellSpec, overrides: dict[str, Any] | None = None):
+        super().__init__(spec, overrides)
+        p = self.p
+        self.cusum = Cusum(k=p["allowance"], h=p["threshold"])
+        self.level = Ewma(alpha=p["smoothing"])
+        self.shape = Ewma(alpha=p["smoothing"])
+        self.shape_ref: float | None = None
+        self.peak: float | None = None  # highest smoothed ln ASR since warm-up
+        self.peak_cycle: int | None = None
+        self.half_cycles = 0
+        self.since_regime = 0
+        self.j_ref: float | None = None
+        self.eta_ref: float | None = None
+        self.eta_unscaled: dict[str, float] | None = None
+        self.ea_learned = RobustWindow(9)
+        self.prev_by_dir: dict[str, list[float]] = {}  # direction -> [T, asr, J]
+        self.fall_start_cycle: int | None = None
+
+    @property
+    def activation_energy(self) -> float:
+        if self.p["activation_energy_eV"] is not None:
+            return float(self.p["activation_energy_eV"])
+        learned = self.ea_learned.median()
+        return learned if learned is not None else float(self.p["default_activation_energy_eV"])
+
+    def _learn_activation_energy(self, f: StepFeatures, j: float) -> None:
+        t, asr = f.temperature_C, f.asr_ohm_cm2
+        prev = self.prev_by_dir.get(f.step_kind)
+        if t is None or asr is None:
+            return
+        self.prev_by_dir[f.step_kind] = [t, asr, j]
+        if prev is None or abs(t - prev[0]) < self.p["min_temperature_step_C"] or abs(math.log(j / prev[2])) > 0.05:
+            return
+        inv = 1.0 / (prev[0] + 273.15) - 1.0 / (t + 273.15)
+        ea = K_B * math.log(prev[1] / asr) / inv
+        if 0.05 <= ea <= 1.5:  # a physical value; anything else is not a clean temperature step
+            self.ea_learned.add(ea)
+
+    def on_step(self, f: StepFeatures, m: CellMonitor) -> Verdict | None:
+        if f.step_kind not in ("charge", "discharge") or f.asr_ohm_cm2 is None or f.asr_ohm_cm2 <= 0:
+            return None
+        if f.duration_s < self.p["min_half_cycle_s"] or not f.current_density_mA_cm2:
+            return None
+        j = f.current_density_mA_cm2
+        self._learn_activation_energy(f, j)
+        asr = f.asr_ohm_cm2
+        temp = f.temperature_C
+        if temp is not None:
+            asr *= arrhenius_factor(temp, self.p["reference_temperature_C"], self.activation_energy)
+        x = math.log(asr)
+        shape = ((f.nucleation_V or 0.0) + (f.end_rise_V or 0.0)) / f.eta_V if f.eta_V else 0.0
+        self.half_cycles += 1
+        self.since_regime += 1
+        if self.j_ref is None:
+            self.j_ref, self.eta_ref = j, f.eta_V
+        elif abs(math.log(j / self.j_ref)) > math.log(self.p["j_step_ratio"]):
+            self._new_current_regime(f, j, m)
+        warm = self.half_cycles <= 2 * self.p["warmup_cycles"] or self.since_regime <= 2
+        level = self.level.update(x)
+        shape_level = self.shape.update(shape)
+        if warm:
+            self.peak, self.peak_cycle = level, f.cycle
+            self.shape_ref = shape_level
+            self.eta_ref = f.eta_V
+            return self.verdict(f.t_end, "ok", 0.0, self.p["threshold"]) if self.state_name != "ok" else None
+        if level > self.peak:  # type: ignore[operator]
+            self.peak, self.peak_cycle = level, f.cycle
+        fall = self.peak - x  # type: ignore[operator]
+        s = self.cusum.update(fall)
+        if s == 0.0:
+            self.fall_start_cycle = None
+            self.shape_ref = shape_level if self.shape_ref is None else max(self.shape_ref, shape_level)
+            self.eta_ref = f.eta_V
+        elif self.fall_start_cycle is None:
+            self.fall_start_cycle = f.cycle
+        shape_ratio = shape_level / self.shape_ref if self.shape_ref else None
+        flat = shape_ratio is not None and shape_ratio < self.p["shape_fade"]
+        h = self.p["corroborated_threshold"] if flat else self.p["threshold"]
+        if self.eta_unscaled is not None or s > h:
+            state = "warning"
+        elif s > h / 3 or fall > 2 * self.p["allowance"]:
+            state = "watch"
+        else:
+            state = "ok"
+        peak_asr = math.exp(self.peak)  # type: ignore[arg-type]
+        drop_pct = 100.0 * (1.0 - asr / peak_asr)
+        evidence = {
+            "cycle": f.cycle,
+            "half_cycle": f.step_index,
+            "baseline_asr_ohm_cm2": round(peak_asr, 3),
+            "asr_ohm_cm2": round(asr, 3),
+            "asr_raw_ohm_cm2": round(f.asr_ohm_cm2, 3),
+            "drop_pct": round(drop_pct, 1),
+            "statistic": round(s, 4),
+            "threshold": h,
+            "peak_cycle": self.peak_cycle,
+            "falling_since_cycle": self.fall_start_cycle,
+            "current_density_mA_cm2": round(j, 4),
+            "temperature_C": temp,
+            "activation_energy_eV": round(self.activation_energy, 3),
+            "profile_shape_ratio": None if shape_ratio is None else round(shape_ratio, 3),
+            "profile_flat": flat,
+        }
+        if self.eta_unscaled:
+            evidence.update(self.eta_unscaled)
+        if state == "warning":
+            why = []
+            if s > h:
+                why.append(f"ASR fell {drop_pct:.0f}% below its peak ({peak_asr:.1f} -> {asr:.1f} ohm cm2")
+                why[-1] += f" at {self.p['reference_temperature_C']:.0f} C) since cycle {self.fall_start_cycle}"
+            if flat:
+                why.append("the half-cycle profile has turned flat and ohmic")
+            if self.eta_unscaled:
+                why.append("the overpotential did not rise with a higher current density")
+            summary = f"Soft breakdown suspected in cycle {f.cycle}: " + "; ".join(why)
+        elif state == "watch":
+            summary = f"ASR {drop_pct:.0f}% below its peak at cycle {f.cycle}; watching"
+        else:
+            summary = f"ASR back within {100 * self.p['allowance']:.0f}% of its peak at cycle {f.cycle}"
+        return self.verdict(f.t_end, state, s, h, summary, evidence, ADVICE)
+
+    def _new_current_regime(self, f: StepFeatures, j: float, m: CellMonitor) -> None:
+        """A current-density step (e.g. a CCD test): healthy eta scales with J, so a higher J
+        with an unchanged or lower eta is itself a sign of soft breakdown (seed 000)."""
+        ratio = j / self.j_ref  # type: ignore[operator]
+        if ratio >= self.p["j_step_ratio"] and self.eta_ref and f.eta_V is not None and f.eta_V <= self.eta_ref * 1.02:
+            self.eta_unscaled = {
+                "eta_before_V": round(self.eta_ref, 5),
+                "eta_after_V": round(f.eta_V, 5),
+                "j_before_mA_cm2": round(self.j_ref, 4),  # type: ignore[arg-type]
+                "j_after_mA_cm2": round(j, 4),
+            }
+        self.j_ref = j
+        self.since_regime = 0
+        self.cusum.reset()
+        self.level = Ewma(alpha=self.p["smoothing"])
+        self.peak = None
