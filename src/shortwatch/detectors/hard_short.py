@@ -30,7 +30,7 @@ class HardShort(Detector):
     params = {
         "collapse_fraction": 0.15,  # symmetric: |V| below this share of the expected overpotential...
         "collapse_max_V": 0.02,  # ...and below this absolute value
-        "no_reference_V": 0.002,  # before any half-cycle is known: |V| below this under current
+        "min_asr_ohm_cm2": 1.0,  # before any half-cycle is known: |V|/J below this (no real cell is)
         "min_current_density_mA_cm2": 0.02,  # "under current"
         "confirm_samples": 2,  # consecutive samples that confirm
         "recover_samples": 6,  # consecutive healthy samples that resolve
@@ -87,7 +87,7 @@ class HardShort(Detector):
             return False, False, {}
         asr = self.asr.value
         if asr is None:
-            limit = self.p["no_reference_V"]
+            limit = self.p["min_asr_ohm_cm2"] * j / 1000.0
             expected = None
         else:
             expected = asr * j / 1000.0

@@ -42,9 +42,9 @@ class OverpotentialDrop(Detector):
     cell_kinds = ("symmetric",)
     params = {
         "warmup_cycles": 6,  # cycles of interface stabilisation learned, not judged
-        "allowance": 0.04,  # tolerated fall below the peak ASR (fraction; CUSUM k, in ln units)
-        "threshold": 0.5,  # CUSUM h (ln units x half-cycles)
-        "corroborated_threshold": 0.25,  # h when the half-cycle profile has turned flat/ohmic
+        "allowance": 0.025,  # tolerated fall below the peak ASR (fraction; CUSUM k, in ln units)
+        "threshold": 0.4,  # CUSUM h (ln units x half-cycles)
+        "corroborated_threshold": 0.15,  # h when the half-cycle profile has turned flat/ohmic
         "shape_fade": 0.5,  # profile counts as flat when its shape index falls below this share
         "smoothing": 0.3,  # EWMA weight of the newest half-cycle in the level
         "activation_energy_eV": None,  # None: learned from the cell's temperature changes
@@ -115,12 +115,15 @@ class OverpotentialDrop(Detector):
         warm = self.half_cycles <= 2 * self.p["warmup_cycles"] or self.since_regime <= 2
         level = self.level.update(x)
         shape_level = self.shape.update(shape)
-        if warm:
+        if warm and self.eta_unscaled is None:
+            # learning: the level follows the newest value without lag, so a healthy early
+            # decrease (contact improvement) leaves no stale high level behind
+            self.level.value = level = x
             self.peak, self.peak_cycle = level, f.cycle
             self.shape_ref = shape_level
             self.eta_ref = f.eta_V
             return self.verdict(f.t_end, "ok", 0.0, self.p["threshold"]) if self.state_name != "ok" else None
-        if level > self.peak:  # type: ignore[operator]
+        if self.peak is None or level > self.peak:
             self.peak, self.peak_cycle = level, f.cycle
         fall = self.peak - x  # type: ignore[operator]
         s = self.cusum.update(fall)

@@ -1,0 +1,249 @@
+"""Cycler export files: format detection and an incremental reader that resumes at a byte offset.
+
+The reader is hand-written rather than built on pandas or ``csv`` because the daemon follows
+files while the cycler is still writing them and must resume after a restart exactly where
+it stopped: it has to know the byte offset of the first unconsumed byte, never consume a
+half-written last line, and notice when a file is truncated or replaced. pandas and ``csv``
+read whole files or text streams and cannot report or resume at a byte offset.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from shortwatch.model import CSV_COLUMNS, Rejected, Sample
+from shortwatch.sensors.biologic import MAGIC, BiologicMptDecoder
+from shortwatch.sensors.canonical_csv import CanonicalCsvDecoder, FormatError
+
+__all__ = ["FileReader", "FormatError", "detect_format", "iter_file"]
+
+log = logging.getLogger(__name__)
+
+Format = Literal["csv", "biologic-mpt"]
+FORMATS: tuple[str, ...] = ("csv", "biologic-mpt")
+_CHUNK = 1 << 20  # bytes per read(): few syscalls, bounded memory
+_HEAD = 4096  # bytes read to detect a format, and fingerprinted to recognise a file again
+_ENCODING = {"csv": "utf-8", "biologic-mpt": "latin-1"}
+
+Item = Sample | Rejected
+
+
+def detect_format(path: str | Path) -> Format:
+    """The format of a file, from its first line, else from its extension (``.mpt``)."""
+    path = Path(path)
+    with path.open("rb") as f:
+        fmt = _sniff(f.read(_HEAD), path)
+    if fmt is None:
+        raise _unknown_format(path)
+    return fmt
+
+
+def _unknown_format(path: Path) -> FormatError:
+    return FormatError(
+        f"{path}: unknown file format; supported: csv (canonical CSV: a header with 'time' and "
+        f"voltage_V, current_A or pressure_MPa), biologic-mpt (EC-Lab ASCII export, .mpt)"
+    )
+
+
+def _sniff(head: bytes, path: Path) -> Format | None:
+    """Format from the first bytes of a file; None when neither they nor the extension tell."""
+    head = head.removeprefix(b"\xef\xbb\xbf")
+    if head.startswith(tuple(m.encode() for m in MAGIC)):
+        return "biologic-mpt"
+    first = head.split(b"\n", 1)[0].decode("utf-8", "replace")
+    names = {name.strip().strip('"') for name in first.split(",")}
+    if "time" in names and names & set(CSV_COLUMNS[2:]):
+        return "csv"
+    if path.suffix.lower() == ".mpt":
+        return "biologic-mpt"
+    return None
+
+
+class FileReader:
+    """Read one export file incrementally, following it as it grows.
+
+    ``offset`` is the byte offset of the first unconsumed byte; only complete lines are
+    consumed until :meth:`finish`. ``cell`` is the cell id for files without a cell column
+    (default: the file stem); ``tz`` is the zone for times given without one.
+    A file with a broken header raises :class:`FormatError` from the reading methods.
+    """
+
+    def __init__(self, path: Path, fmt: str = "auto", cell: str | None = None, tz: str = "UTC"):
+        if fmt != "auto" and fmt not in FORMATS:
+            raise FormatError(f"unknown format {fmt!r}; supported: auto, {', '.join(FORMATS)}")
+        self.path = Path(path)
+        self.fmt = fmt
+        self.cell = cell or self.path.stem
+        self.tz = tz
+        self._reset()
+        self._inode: int | None = None
+        self._size = 0
+
+    def _reset(self) -> None:
+        """Forget the file's content and start at byte 0 (start, rotation, restore)."""
+        self.offset = 0
+        self._buf = b""  # file bytes [offset, offset + len(_buf)) read but not yet consumed
+        self._head = b""  # the first min(offset, _HEAD) bytes: the file's fingerprint
+        self._format: str | None = None if self.fmt == "auto" else self.fmt
+        self._decoder: CanonicalCsvDecoder | BiologicMptDecoder | None = None
+        self._encoding = ""
+
+    @property
+    def format(self) -> str | None:
+        """The file's format; None while ``auto`` has not yet seen enough of the file to tell."""
+        return self._format
+
+    def read_available(self, max_lines: int = 5000) -> list[Item]:
+        """Decode up to ``max_lines`` complete lines from the current offset.
+
+        Returns an empty list only when there is nothing more to decode for now. Raises
+        FileNotFoundError when the path is gone (e.g. mid-rotation); the reader keeps its
+        place, and starts over if a different file shows up at the path.
+        """
+        while True:  # past lines that give no items (header, blank lines)
+            before = self.offset
+            out = self._read(max_lines)
+            if out or self.offset == before:
+                return out
+
+    def finish(self) -> list[Item]:
+        """At the end of a replay: decode everything left, including a last line with no newline.
+
+        A last partial line that does not decode is ``Rejected(reason="truncated_line")``.
+        Only for complete files: on a file still being written it would consume half a line.
+        """
+        out: list[Item] = []
+        while batch := self.read_available():
+            out.extend(batch)
+        if not self._buf or not self._start_decoder(final=True):
+            return out
+        assert self._decoder is not None
+        item = self._decoder.feed(self._buf.decode(self._encoding, "replace"))
+        self._advance(len(self._buf))
+        if isinstance(item, Rejected):
+            item.detail = f"{item.reason}: {item.detail}"
+            item.reason = "truncated_line"
+        if item is not None:
+            out.append(item)
+        return out
+
+    def checkpoint(self) -> dict[str, Any]:
+        """State to resume from after a restart: where we are, and which file that was (no I/O)."""
+        return {
+            "path": str(self.path),
+            "format": self._format,
+            "size": self._size,
+            "inode": self._inode,
+            "offset": self.offset,
+            "head_crc32": zlib.crc32(self._head),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Resume at a checkpoint's offset; start from 0 if the file was truncated or replaced.
+
+        The header is read again from the start of the file (it is small), so nothing but
+        the offset is needed to resume mid-file. The checksum of the first bytes catches a
+        replaced file that got the old inode back, which file systems readily reuse.
+        """
+        if state.get("path") != str(self.path):
+            raise ValueError(f"checkpoint is for {state.get('path')!r}, not {str(self.path)!r}")
+        self._reset()
+        offset = int(state["offset"])
+        if offset == 0:
+            return
+        with self.path.open("rb") as f:
+            st = os.fstat(f.fileno())
+            head = f.read(min(offset, _HEAD))
+            self._inode, self._size = st.st_ino, st.st_size
+            if st.st_ino != state["inode"] or st.st_size < offset or zlib.crc32(head) != state["head_crc32"]:
+                log.warning("%s: file was replaced or truncated since the checkpoint; reading it again", self.path)
+                return
+            self._format = self._format or state["format"]
+            self._start_decoder(final=True)
+            assert self._decoder is not None
+            # Feed the header again (lines from the start until the decoder has it), then skip to offset.
+            f.seek(0)
+            pos = 0
+            for raw in f:
+                if self._decoder.ready or pos >= offset:
+                    break
+                self._decoder.feed(raw.decode(self._encoding, "replace"))
+                pos += len(raw)
+        self.offset, self._head = offset, head
+
+    def _read(self, max_lines: int) -> list[Item]:
+        """One pass: read what the buffer lacks with few large reads, decode complete lines."""
+        with self.path.open("rb") as f:
+            self._check_identity(os.fstat(f.fileno()))
+            f.seek(self.offset + len(self._buf))
+            while self._buf.count(b"\n") < max_lines and (chunk := f.read(_CHUNK)):
+                self._buf += chunk
+        buf = self._buf
+        end = _end_of_lines(buf, max_lines)
+        if not end or not self._start_decoder(final=False):
+            return []
+        assert self._decoder is not None
+        # One decode and one split per batch: "\n" is one byte and one character in UTF-8 and
+        # Latin-1 alike, even next to invalid bytes, so the lines are the same as split bytes.
+        lines = buf[:end].decode(self._encoding, "replace").split("\n")
+        lines.pop()  # the empty string after the last "\n"
+        feed = self._decoder.feed
+        out: list[Item] = []
+        for line in lines:
+            item = feed(line)
+            if item is not None:
+                out.append(item)
+        self._advance(end)
+        return out
+
+    def _check_identity(self, st: os.stat_result) -> None:
+        """Start over when the path now holds another file, or the file shrank (rotated/truncated)."""
+        if self._inode is not None and (st.st_ino != self._inode or st.st_size < self.offset + len(self._buf)):
+            what = "replaced" if st.st_ino != self._inode else "truncated"
+            log.warning("%s: file was %s; reading it from the start", self.path, what)
+            self._reset()
+        self._inode, self._size = st.st_ino, st.st_size
+
+    def _advance(self, n: int) -> None:
+        """Consume the first n buffered bytes, keeping the fingerprint bytes."""
+        if len(self._head) < _HEAD:
+            self._head += self._buf[: min(n, _HEAD - len(self._head))]
+        self.offset += n
+        self._buf = self._buf[n:]
+
+    def _start_decoder(self, final: bool) -> bool:
+        """Make sure there is a decoder; False while ``auto`` still waits for the first line."""
+        if self._decoder is not None:
+            return True
+        if self._format is None:
+            self._format = _sniff(self._buf, self.path)
+            if self._format is None:
+                if b"\n" in self._buf or final:
+                    raise _unknown_format(self.path)
+                return False
+        if self._format == "csv":
+            self._decoder = CanonicalCsvDecoder(str(self.path), self.cell, self.tz)
+        else:
+            self._decoder = BiologicMptDecoder(str(self.path), self.cell, self.tz)
+        self._encoding = _ENCODING[self._format]
+        return True
+
+
+def _end_of_lines(buf: bytes, max_lines: int) -> int:
+    """The offset just past the first ``max_lines`` complete lines of buf (or all, if fewer)."""
+    if buf.count(b"\n") <= max_lines:
+        return buf.rfind(b"\n") + 1
+    return len(buf) - len(buf.split(b"\n", max_lines)[-1])
+
+
+def iter_file(path: str | Path, fmt: str = "auto", cell: str | None = None, tz: str = "UTC") -> Iterator[Item]:
+    """Every sample and rejected row of a complete file, streamed, for tests and replay."""
+    reader = FileReader(Path(path), fmt, cell, tz)
+    while batch := reader.read_available():
+        yield from batch
+    yield from reader.finish()

@@ -1,0 +1,383 @@
+"""Each detector against hand-built signals: it must fire on the signature and stay quiet on
+the confounders DOMAIN.md names."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from shortwatch.daemon.pipeline import Pipeline
+from shortwatch.detectors.charge_anomaly import ChargeAnomaly
+from shortwatch.detectors.cv_rise import CvCurrentRise
+from shortwatch.detectors.dpq import DpqDecline
+from shortwatch.detectors.monitor import CellMonitor
+from shortwatch.detectors.stale_data import StaleData
+from shortwatch.detectors.stats import arrhenius_factor
+from shortwatch.model import AlertEvent, CycleFeatures, RecordBatch, Sample, StepFeatures
+from shortwatch.settings import CellSpec, parse_settings
+
+T0 = 1_767_600_000.0
+AREA = 0.785
+
+
+def symmetric_run(
+    asr_of_cycle,
+    n_cycles: int,
+    j_of_cycle=lambda c: 0.5,
+    temp_of_cycle=lambda c: 25.0,
+    ohmic_share_of_cycle=lambda c: 0.0,
+    live: bool = False,
+) -> list[AlertEvent]:
+    """Plating/stripping half-cycles of 30 min (10-s samples) through the full pipeline.
+    ``ohmic_share`` fades the nucleation peak and end-of-strip rise (a flat, ohmic profile)."""
+    settings = parse_settings({"cells": {"S": {"kind": "symmetric", "area_cm2": AREA}}})
+    p = Pipeline(settings, live=live)
+    out = RecordBatch()
+    t = T0
+    n = 180
+    for c in range(n_cycles):
+        j, asr, temp = j_of_cycle(c), asr_of_cycle(c), temp_of_cycle(c)
+        shape_scale = 1.0 - ohmic_share_of_cycle(c)
+        eta = j / 1000.0 * asr
+        batch = []
+        for sign in (1, -1):
+            for k in range(n):
+                frac = k / n
+                shape = 1.0 + shape_scale * (
+                    0.2 * math.exp(-frac / 0.02) + (0.3 * (frac - 0.9) / 0.1 if frac > 0.9 else 0)
+                )
+                batch.append(Sample(t, "S", sign * eta * shape, sign * j / 1000.0 * AREA, 5.0, temp, mode="cc"))
+                t += 10.0
+        p.process(batch, "test", out)
+    return out.alerts
+
+
+def firing(alerts: list[AlertEvent], detector: str) -> list[AlertEvent]:
+    return [a for a in alerts if a.detector == detector and a.state == "firing"]
+
+
+# ------------------------------------------------------------------ overpotential_drop
+
+
+def test_soft_breakdown_fires_with_evidence() -> None:
+    # ASR rises slowly, then from cycle 15 an electronic path opens: R_eff = R_ion*R_e/(R_ion+R_e)
+    def asr(c: int) -> float:
+        r_ion = 60.0 * (1 + 0.003 * c)
+        if c < 15:
+            return r_ion
+        r_e = 3000.0 * math.exp(-(c - 15) / 6.0)
+        return r_ion * r_e / (r_ion + r_e)
+
+    alerts = symmetric_run(asr, 40, ohmic_share_of_cycle=lambda c: 0.0 if c < 15 else min(0.9, (c - 15) / 10))
+    fired = firing(alerts, "overpotential_drop")
+    assert fired, "soft breakdown was not detected"
+    a = fired[0]
+    assert a.evidence["cycle"] > 15
+    assert a.evidence["drop_pct"] < 15  # caught while the fall is still small
+    assert a.severity == "warning" and a.kind == "cell"
+    assert a.evidence["asr_ohm_cm2"] < a.evidence["baseline_asr_ohm_cm2"]
+    assert a.evidence["statistic"] > 0 and a.evidence["threshold"] > 0
+    assert "Soft breakdown suspected" in a.summary and "CV check" in a.advice
+
+
+def test_quiet_on_slow_interphase_growth() -> None:
+    alerts = symmetric_run(lambda c: 80.0 * (1 + 0.004 * c), 60)
+    assert not [a for a in alerts if a.kind == "cell"]
+
+
+def test_quiet_on_early_contact_improvement() -> None:
+    # ASR falls 35 % over the first ~5 cycles as contact improves, then grows slowly
+    alerts = symmetric_run(lambda c: 100.0 * (0.65 + 0.35 * math.exp(-c / 1.7)) * (1 + 0.002 * c), 50)
+    assert not firing(alerts, "overpotential_drop")
+
+
+def test_quiet_on_temperature_steps_with_learned_activation_energy() -> None:
+    ea = 0.48  # not the default 0.4: it must be learned from the cell's own data
+
+    def temp(c: int) -> float:
+        return [25.0, 35.0, 45.0, 25.0][min(3, c // 10)]
+
+    alerts = symmetric_run(lambda c: 70.0 / arrhenius_factor(temp(c), 25.0, ea), 45, temp_of_cycle=temp)
+    assert not firing(alerts, "overpotential_drop")
+
+
+def test_quiet_on_current_density_steps() -> None:
+    alerts = symmetric_run(lambda c: 90.0, 40, j_of_cycle=lambda c: [0.1, 0.2, 0.3, 0.5][min(3, c // 10)])
+    assert not [a for a in alerts if a.kind == "cell"]
+
+
+def test_unchanged_overpotential_at_higher_current_is_soft_breakdown() -> None:
+    # J doubles at cycle 20 but eta stays where it was: ASR halves at once
+    alerts = symmetric_run(lambda c: 90.0 if c < 20 else 45.0, 30, j_of_cycle=lambda c: 0.2 if c < 20 else 0.4)
+    fired = firing(alerts, "overpotential_drop")
+    assert fired and fired[0].evidence["cycle"] == 20
+    assert fired[0].evidence["eta_after_V"] <= fired[0].evidence["eta_before_V"] * 1.02
+    assert "did not rise with a higher current density" in fired[0].summary
+
+
+# ------------------------------------------------------------------ hard_short
+
+
+def test_hard_short_symmetric_is_critical_within_two_samples() -> None:
+    settings = parse_settings({"cells": {"S": {"kind": "symmetric", "area_cm2": AREA}}})
+    p = Pipeline(settings)
+    out = RecordBatch()
+    i = 0.5e-3 * AREA
+    t = T0
+    samples = []
+    for _ in range(4):
+        for sign in (1, -1):
+            for _k in range(180):
+                samples.append(Sample(t, "S", sign * 0.04, sign * i, mode="cc"))
+                t += 10.0
+    t_short = t
+    for k in range(20):
+        samples.append(Sample(t + 10 * k, "S", 0.0008, i, mode="cc"))
+    p.process(samples, "test", out)
+    crit = firing(out.alerts, "hard_short")
+    assert len(crit) == 1 and crit[0].severity == "critical"
+    assert crit[0].time - t_short <= 10.0  # the second collapsed sample
+    assert crit[0].evidence["expected_overpotential_V"] == pytest.approx(0.04, rel=0.01)
+
+
+def test_low_resistance_healthy_cell_is_not_a_short() -> None:
+    # ASR 4 ohm cm2 at 0.1 mA/cm2: eta = 0.4 mV, yet healthy
+    alerts = symmetric_run(lambda c: 4.0, 20, j_of_cycle=lambda c: 0.1)
+    assert not firing(alerts, "hard_short")
+
+
+def test_full_cell_voltage_drop_while_charging_is_a_short() -> None:
+    settings = parse_settings({"cells": {"F": {"kind": "full", "cathode_mass_g": 0.01}}})
+    p = Pipeline(settings)
+    out = RecordBatch()
+    samples = [Sample(T0 + 10 * k, "F", 3.6 + 0.0005 * k, 1e-3, 5.0, mode="cc") for k in range(600)]
+    t = samples[-1].time
+    samples += [Sample(t + 10 * (k + 1), "F", 3.2 - 0.001 * k, 1e-3, 5.0, mode="cc") for k in range(10)]
+    p.process(samples, "test", out)
+    crit = firing(out.alerts, "hard_short")
+    assert len(crit) == 1 and crit[0].time <= t + 20
+    assert crit[0].evidence["drop_V"] > 0.25
+
+
+# ------------------------------------------------------------------ pressure_window
+
+
+def test_pressure_glitch_is_not_an_excursion_but_a_sustained_one_is() -> None:
+    settings = parse_settings({"cells": {"S": {"kind": "symmetric"}}})
+    p = Pipeline(settings)
+    out = RecordBatch()
+    pressures = [5.0] * 50 + [55.0] + [5.0] * 50 + [0.2] * 10 + [5.0] * 10
+    p.process([Sample(T0 + 10 * k, "S", 0.01, 0.0, pr) for k, pr in enumerate(pressures)], "test", out)
+    events = [(a.state, a.evidence["pressure_MPa"]) for a in out.alerts if a.detector == "pressure_window"]
+    assert [e[0] for e in events] == ["firing", "resolved"]
+    assert events[0][1] == pytest.approx(0.2)
+
+
+# ------------------------------------------------------------------ cv_current_rise
+
+
+def cycle(c: int, **kw) -> CycleFeatures:
+    base = dict(
+        cell="X",
+        cycle=c,
+        t_start=T0 + c * 3600,
+        t_end=T0 + (c + 1) * 3600,
+        n_steps=2,
+        q_charge_Ah=1e-3,
+        q_discharge_Ah=1e-3,
+        ce=1.0,
+        q_discharge_Ah_g=None,
+        eta_charge_V=None,
+        eta_discharge_V=None,
+        asr_ohm_cm2=None,
+        current_density_mA_cm2=None,
+        p_start=None,
+        p_max=None,
+        p_min=None,
+        dP_charge_MPa=None,
+        dP_discharge_MPa=None,
+        dpq_MPa_g_per_Ah=None,
+        cv_peak_A=None,
+        cv_linearity=None,
+        v_charge_end=None,
+        charge_v_dips=0,
+        temperature_C=None,
+    )
+    base.update(kw)
+    return CycleFeatures(**base)
+
+
+def states(detector, items, hook: str = "on_cycle") -> list[str]:
+    m = CellMonitor("X", detector.spec)
+    out = []
+    for it in items:
+        v = getattr(detector, hook)(it, m)
+        out.append(v.state if v else detector.state_name)
+    return out
+
+
+def test_cv_peak_trend_turning_up_warns_and_linear_cv_is_critical() -> None:
+    peaks = [1.00, 0.96, 0.93, 0.91, 0.90, 0.95, 1.02, 1.10, 1.25, 2.6]
+    lin = [0.98] * 9 + [0.9995]
+    det = CvCurrentRise(CellSpec(kind="symmetric"))
+    got = states(
+        det, [cycle(k, cv_peak_A=p * 1e-3, cv_linearity=r) for k, (p, r) in enumerate(zip(peaks, lin, strict=True))]
+    )
+    assert got[:5] == ["ok"] * 5  # falling: interphase growth, healthy
+    assert "warning" in got[5:9]
+    assert got.index("warning") <= 7  # 0.90 -> 0.95 -> 1.02: two rises and +13 % above the low
+    assert got[-1] == "critical"
+
+
+def test_cv_peak_falling_is_healthy() -> None:
+    det = CvCurrentRise(CellSpec(kind="symmetric"))
+    peaks = 1e-3 * (0.7 + 0.3 * np.exp(-np.arange(15) / 4)) * (1 + 0.005 * np.random.default_rng(1).standard_normal(15))
+    assert set(states(det, [cycle(k, cv_peak_A=float(p), cv_linearity=0.98) for k, p in enumerate(peaks)])) == {"ok"}
+
+
+# ------------------------------------------------------------------ pressure_dpq_decline
+
+
+def dpq_cycles(values: list[float]) -> list[CycleFeatures]:
+    return [
+        cycle(k, dpq_MPa_g_per_Ah=v, q_discharge_Ah_g=0.18, dP_discharge_MPa=-v * 0.18, p_max=8.0, p_min=5.0)
+        for k, v in enumerate(values)
+    ]
+
+
+def test_dpq_rapid_decline_after_gradual_trend_warns_early() -> None:
+    rng = np.random.default_rng(3)
+    vals = [32.0 - 0.35 * k + 0.15 * rng.standard_normal() for k in range(14)]
+    vals += [vals[-1] - 2.5 * (k + 1) for k in range(6)]  # from cycle 14: rapid, short at cycle 20
+    det = DpqDecline(CellSpec(kind="full", cathode_mass_g=0.01))
+    got = states(det, dpq_cycles(vals))
+    first = got.index("warning")
+    assert 14 <= first <= 16, got  # at least 4 of the 6 cycles before the short are warned
+    assert all(s == "warning" for s in got[first:])
+
+
+def test_dpq_gradual_decline_that_levels_off_is_quiet() -> None:
+    rng = np.random.default_rng(4)
+    k = np.arange(30)
+    vals = 25.0 + 10.0 * np.exp(-k / 6.0) + 0.02 * (k - 20).clip(0) ** 1.5 + 0.2 * rng.standard_normal(30)
+    det = DpqDecline(CellSpec(kind="full", cathode_mass_g=0.01))
+    assert "warning" not in states(det, dpq_cycles([float(v) for v in vals]))
+
+
+# ------------------------------------------------------------------ charge_anomaly
+
+
+def charge_step(c: int, q: float = 2e-3, v_end: float = 4.25, dips: int = 0) -> StepFeatures:
+    return StepFeatures(
+        cell="X",
+        step_index=c * 4,
+        step_kind="charge",
+        cycle=c,
+        t_start=T0,
+        t_end=T0 + c * 36000.0,
+        n_samples=700,
+        duration_s=7000.0,
+        capacity_Ah=q,
+        capacity_mAh_cm2=q * 1000,
+        current_A=1e-3,
+        current_density_mA_cm2=1.0,
+        v_start=3.6,
+        v_end=v_end,
+        v_min=3.6,
+        v_max=v_end,
+        eta_V=None,
+        asr_ohm_cm2=None,
+        nucleation_V=None,
+        end_rise_V=None,
+        flatness=None,
+        v_dips=dips,
+        max_dip_V=0.03 if dips else 0.0,
+        rest_decay_V_per_h=None,
+        p_start=None,
+        p_end=None,
+        p_min=None,
+        p_max=None,
+        dP_MPa=None,
+        temperature_C=None,
+        sweep_peak_A=None,
+        sweep_linearity=None,
+        sweep_rate_V_s=None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("late", "expected"),
+    [
+        (dict(dips=1), "warning"),  # dips in 2 of the last 3 charges
+        (dict(q=2.6e-3, v_end=4.18), "warning"),  # over-charge without reaching cut-off
+        (dict(), "ok"),
+    ],
+)
+def test_charge_anomalies(late: dict, expected: str) -> None:
+    det = ChargeAnomaly(CellSpec(kind="full"))
+    steps = [charge_step(c) for c in range(8)] + [charge_step(c, **late) for c in (8, 9)]
+    assert states(det, steps, "on_step")[-1] == expected
+
+
+def test_falling_coulombic_efficiency_warns() -> None:
+    det = ChargeAnomaly(CellSpec(kind="full"))
+    ces = [0.99] * 8 + [0.94, 0.93]
+    got = states(det, [cycle(k, ce=c) for k, c in enumerate(ces)])
+    assert got[-2] != "warning" and got[-1] == "warning"
+
+
+# ------------------------------------------------------------------ stale_data
+
+
+def test_stale_data_tells_silence_from_a_finished_test() -> None:
+    spec = CellSpec(kind="symmetric")
+    m = CellMonitor("X", spec)
+    det = StaleData(spec)
+    running = [Sample(T0 + 10 * k, "X", 0.04, 4e-4) for k in range(30)]
+    for s in running:
+        det.on_sample(s, None, m)
+    now = det.last_arrival
+    assert det.check(now + 30, m) is None  # 3 periods: not yet stale (min 60 s)
+    v = det.check(now + 120, m)
+    assert v is not None and v.state == "warning" and "while the test was running" in v.summary
+    back = det.on_sample(Sample(T0 + 400, "X", 0.04, 4e-4), None, m)
+    assert back is not None and back.state == "ok"
+
+    ended = StaleData(spec)
+    m.segmenter.max_abs_i = 4e-4
+    for k in range(400):  # current off for > 30 min of data time before the silence
+        ended.on_sample(Sample(T0 + 10 * k, "X", 0.0, 0.0 if k > 100 else 4e-4), None, m)
+    v = ended.check(ended.last_arrival + 600, m)
+    assert v is not None and v.state == "watch" and "test appears to have ended" in v.summary
+
+
+def test_stale_data_only_runs_live() -> None:
+    settings = parse_settings({})
+    assert "stale_data" not in Pipeline(settings, live=False).monitor("A").detectors
+    assert "stale_data" in Pipeline(settings, live=True).monitor("A").detectors
+
+
+def test_detector_parameters_from_config_and_unknown_ones_rejected() -> None:
+    from shortwatch.settings import ConfigError
+
+    s = parse_settings(
+        {
+            "detectors": {"overpotential_drop": {"threshold": 0.9}},
+            "cells": {
+                "A": {"detectors": {"overpotential_drop": {"warmup_cycles": 2}, "stale_data": {"enabled": False}}}
+            },
+        }
+    )
+    m = Pipeline(s, live=True).monitor("A")
+    assert m.detectors["overpotential_drop"].p["threshold"] == 0.9
+    assert m.detectors["overpotential_drop"].p["warmup_cycles"] == 2
+    assert "stale_data" not in m.detectors
+    with pytest.raises(ConfigError) as exc:
+        parse_settings({"detectors": {"overpotential_drop": {"treshold": 1}, "nope": {}}})
+    text = str(exc.value)
+    assert (
+        "detectors.overpotential_drop.treshold: unknown parameter" in text
+        and "detectors.nope: unknown detector" in text
+    )
