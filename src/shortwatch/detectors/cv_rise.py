@@ -42,7 +42,7 @@ class CvCurrentRise(Detector):
 
     def on_cycle(self, c: CycleFeatures, m: CellMonitor) -> Verdict | None:
         peak = c.cv_peak_A
-        if peak is None or peak <= 0:
+        if peak is None or peak <= 0 or m.kind_mismatch:
             return None
         self.checks += 1
         p = self.p

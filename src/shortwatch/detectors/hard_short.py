@@ -57,7 +57,11 @@ class HardShort(Detector):
         v, i = s.voltage_V, s.current_A
         if v is None or i is None:
             return None
+        if m.segmenter.kind not in ("charge", "discharge", "rest"):
+            return None  # a CV hold or sweep imposes the voltage: a low one is no short
         if self.spec.kind == "symmetric":
+            if m.kind_mismatch:
+                return None
             shorted, healthy, detail = self._symmetric(v, i)
         else:
             shorted, healthy, detail = self._full(v, i)

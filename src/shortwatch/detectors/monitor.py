@@ -61,6 +61,7 @@ class CellMonitor(Stateful):
         self.last_step: dict[str, Any] | None = None
         self.last_cycle: dict[str, Any] | None = None
         self.verdicts: dict[str, dict[str, Any]] = {}
+        self.kind_mismatch = False  # set by cell_config: the data contradict spec.kind
 
     def state(self) -> dict[str, Any]:
         out = super().state()

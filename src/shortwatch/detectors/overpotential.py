@@ -96,6 +96,8 @@ class OverpotentialDrop(Detector):
     def on_step(self, f: StepFeatures, m: CellMonitor) -> Verdict | None:
         if f.step_kind not in ("charge", "discharge") or f.asr_ohm_cm2 is None or f.asr_ohm_cm2 <= 0:
             return None
+        if m.kind_mismatch:
+            return None
         if f.duration_s < self.p["min_half_cycle_s"] or not f.current_density_mA_cm2:
             return None
         j = f.current_density_mA_cm2

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from shortwatch.detectors.base import Detector
+from shortwatch.detectors.cell_config import CellConfig
 from shortwatch.detectors.charge_anomaly import ChargeAnomaly
 from shortwatch.detectors.cv_rise import CvCurrentRise
 from shortwatch.detectors.dpq import DpqDecline, PressureMechanics
@@ -25,6 +26,7 @@ DETECTORS: dict[str, type[Detector]] = {
         HardShort,
         PressureWindow,
         StaleData,
+        CellConfig,
     )
 }
 LIVE_ONLY = {StaleData.name}
