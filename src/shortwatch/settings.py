@@ -8,6 +8,7 @@ a setting that needs one takes ``<name>_env`` (an environment variable) or
 
 from __future__ import annotations
 
+import copy
 import os
 import tomllib
 from pathlib import Path
@@ -130,16 +131,6 @@ class Settings(Strict):
     )
     alerts: AlertSettings = AlertSettings()
 
-    @model_validator(mode="before")
-    @classmethod
-    def _no_inline_secrets(cls, data: Any) -> Any:
-        for path in _secret_paths(data, ()):
-            raise ValueError(
-                f"{'.'.join(path)}: secrets are not allowed in the config file; "
-                f"set {path[-1]}_env (environment variable) or {path[-1]}_file instead"
-            )
-        return data
-
     def cell_spec(self, cell: str) -> CellSpec:
         """The cell's config section, or the defaults for a cell that has none."""
         return self.cells.get(cell) or CellSpec()
@@ -149,16 +140,23 @@ class Settings(Strict):
         return self.storage.path or self.daemon.state_dir / "shortwatch.sqlite"
 
 
-def _secret_paths(data: Any, prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
-    found: list[tuple[str, ...]] = []
+def _pop_secrets(data: Any, prefix: str = "") -> list[str]:
+    """Remove inline secrets from the raw config (in place); one problem line for each."""
+    found: list[str] = []
     if isinstance(data, dict):
-        for k, v in data.items():
+        for k in list(data):
+            path = f"{prefix}.{k}" if prefix else str(k)
             if isinstance(k, str) and k.lower() in _SECRET_KEYS:
-                found.append((*prefix, k))
-            found.extend(_secret_paths(v, (*prefix, str(k))))
+                del data[k]
+                found.append(
+                    f"{path}: secrets are not allowed in the config file; "
+                    f"set {k}_env (an environment variable) or {k}_file (a file holding it) instead"
+                )
+            else:
+                found.extend(_pop_secrets(data[k], path))
     elif isinstance(data, list):
         for i, v in enumerate(data):
-            found.extend(_secret_paths(v, (*prefix, str(i))))
+            found.extend(_pop_secrets(v, f"{prefix}[{i}]"))
     return found
 
 
@@ -195,10 +193,12 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
 
 
 def parse_settings(data: dict[str, Any]) -> Settings:
+    """Validate a raw config; raises ConfigError listing every problem with its key path."""
+    data = copy.deepcopy(data)
+    problems = _pop_secrets(data)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        problems = []
         for err in exc.errors():
             loc = _format_loc(err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
@@ -206,6 +206,8 @@ def parse_settings(data: dict[str, Any]) -> Settings:
             shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
             problems.append(f"{loc}: {msg}{shown}")
         raise ConfigError(problems) from None
+    if problems:
+        raise ConfigError(problems)
     from shortwatch.detectors.registry import check_detector_params  # here: registry imports this module
 
     check_detector_params(settings)
