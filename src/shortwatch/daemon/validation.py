@@ -56,19 +56,20 @@ class RejectCounter:
 class SampleValidator(Stateful):
     """Per-cell last timestamps and the checks above; its state is checkpointed."""
 
-    _transient = ("settings", "rejects")
+    _transient = ("settings", "rejects", "i_limit")
 
     def __init__(self, settings: Settings, rejects: RejectCounter):
         self.settings = settings
         self.rejects = rejects
         self.last: dict[str, list] = {}  # cell -> [time, V, I, P]
         self.unknown_cells: list[str] = []
+        self.i_limit: dict[str, float] = {}  # cell -> largest plausible |I| (A)
 
     def check(self, s: Sample, source: str, quarantine: list[Rejected]) -> Sample | None:
         """The sample to accept (possibly with channels dropped), or None."""
         cell = s.cell
         t = s.time
-        if not isinstance(t, float | int) or not math.isfinite(t):
+        if not (-1e11 < t < 1e11):  # NaN and inf fail this too
             self._reject(quarantine, s, source, "non_finite", "time is not a finite number")
             return None
         spec = self.settings.cells.get(cell)
@@ -89,8 +90,17 @@ class SampleValidator(Stateful):
                 reason, detail = "out_of_order", f"{last[0] - t:.3f} s older than the cell's last sample"
             self._reject(quarantine, s, source, reason, detail)
             return None
-        area = (spec or self.settings.cell_spec(cell)).area_cm2
-        bad = _bad_channels(s, area)
+        v, i, p, temp = s.voltage_V, s.current_A, s.pressure_MPa, s.temperature_C
+        i_max = self.i_limit.get(cell)
+        if i_max is None:
+            i_max = self.i_limit[cell] = J_LIMIT_mA_cm2 * self.settings.cell_spec(cell).area_cm2 / 1000.0
+        plausible = (
+            (v is None or -V_LIMIT <= v <= V_LIMIT)
+            and (i is None or -i_max <= i <= i_max)
+            and (p is None or P_RANGE[0] <= p <= P_RANGE[1])
+            and (temp is None or T_RANGE[0] <= temp <= T_RANGE[1])
+        )
+        bad = [] if plausible else _bad_channels(s, self.settings.cell_spec(cell).area_cm2)
         if bad:
             reason = "non_finite" if any(not math.isfinite(getattr(s, f)) for f, _ in bad) else "out_of_range"
             self._reject(quarantine, s, source, reason, "; ".join(msg for _, msg in bad))

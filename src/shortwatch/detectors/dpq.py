@@ -38,7 +38,8 @@ class DpqDecline(Detector):
         "skip_first_cycles": 1,  # formation cycle(s) are not part of the trend
         "allowance_sigma": 1.0,  # CUSUM k, in residual sigmas
         "threshold_sigma": 6.0,  # CUSUM h, in residual sigmas
-        "sigma_floor": 0.015,  # residual sigma at least this share of the predicted value
+        "sigma_floor": 0.015,  # residual sigma at least this share of the predicted value...
+        "sigma_floor_abs": 0.1,  # ...and at least this (MPa g/Ah): a flat pressure trace gives 0
         "min_capacity_share": 0.5,  # skip cycles with less than this share of the usual capacity
     }
 
@@ -69,7 +70,7 @@ class DpqDecline(Detector):
             self.trend.add(c.cycle, dpq)
             return None
         expected, slope, sigma = pred
-        sigma = max(sigma, self.p["sigma_floor"] * abs(expected))
+        sigma = max(sigma, self.p["sigma_floor"] * abs(expected), self.p["sigma_floor_abs"])
         z = (expected - dpq) / sigma  # > 0: below the cell's own trend
         s = self.cusum.update(z)
         if s == 0.0:

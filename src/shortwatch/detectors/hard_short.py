@@ -62,9 +62,9 @@ class HardShort(Detector):
         if self.spec.kind == "symmetric":
             if m.kind_mismatch:
                 return None
-            shorted, healthy, detail = self._symmetric(v, i)
+            shorted, healthy = self._symmetric(v, i)
         else:
-            shorted, healthy, detail = self._full(v, i)
+            shorted, healthy = self._full(v, i)
         self.v_prev, self.i_prev = v, i
         if shorted:
             self.bad += 1
@@ -75,73 +75,69 @@ class HardShort(Detector):
         else:
             self.bad = 0
         if self.state_name != "critical" and self.bad >= self.p["confirm_samples"]:
+            # the hot path above only compares numbers; the explanation is built once, here
+            what, evidence = self._explain(v, i)
             cycle = m.segmenter.cycle
-            summary = f"Hard short in cycle {cycle}: {detail['what']}"
-            evidence = {"cycle": cycle, **{k: v for k, v in detail.items() if k != "what"}}
-            return self.verdict(s.time, "critical", abs(v), detail.get("threshold_V"), summary, evidence, ADVICE)
+            evidence["cycle"] = cycle
+            summary = f"Hard short in cycle {cycle}: {what}"
+            return self.verdict(s.time, "critical", abs(v), evidence.get("threshold_V"), summary, evidence, ADVICE)
         if self.state_name == "critical" and self.good >= self.p["recover_samples"]:
-            return self.verdict(
-                s.time, "ok", abs(v), None, f"Voltage recovered ({v:.4f} V under {i * 1e3:.4g} mA)", {}, ""
-            )
+            return self.verdict(s.time, "ok", abs(v), None, f"Voltage recovered ({v:.4f} V under {i * 1e3:.4g} mA)")
         return None
 
-    def _symmetric(self, v: float, i: float) -> tuple[bool, bool, dict[str, Any]]:
-        j = abs(i) / self.spec.area_cm2 * 1000.0
-        if j < self.p["min_current_density_mA_cm2"]:
-            return False, False, {}
+    def _symmetric_limit(self, j: float) -> tuple[float, float | None]:
+        """(|V| below which the cell counts as shorted, the expected overpotential)."""
         asr = self.asr.value
         if asr is None:
-            limit = self.p["min_asr_ohm_cm2"] * j / 1000.0
-            expected = None
-        else:
-            expected = asr * j / 1000.0
-            limit = min(self.p["collapse_fraction"] * expected, self.p["collapse_max_V"])
-        av = abs(v)
-        detail = {
-            "what": f"|V| = {av * 1e3:.2f} mV under {j:.3g} mA/cm2"
-            + (f", expected about {expected * 1e3:.1f} mV" if expected else ""),
-            "voltage_V": v,
-            "current_density_mA_cm2": round(j, 4),
-            "expected_overpotential_V": expected,
-            "threshold_V": limit,
-        }
-        return av < limit, expected is not None and av > 0.5 * expected, detail
+            return self.p["min_asr_ohm_cm2"] * j / 1000.0, None
+        expected = asr * j / 1000.0
+        return min(self.p["collapse_fraction"] * expected, self.p["collapse_max_V"]), expected
 
-    def _full(self, v: float, i: float) -> tuple[bool, bool, dict[str, Any]]:
+    def _symmetric(self, v: float, i: float) -> tuple[bool, bool]:
+        j = (i if i > 0 else -i) / self.spec.area_cm2 * 1000.0
+        if j < self.p["min_current_density_mA_cm2"]:
+            return False, False
+        limit, expected = self._symmetric_limit(j)
+        av = v if v > 0 else -v
+        return av < limit, expected is not None and av > 0.5 * expected
+
+    def _full(self, v: float, i: float) -> tuple[bool, bool]:
         if v > 3.0:
             self.was_charged = True
-        floor = self.p["full_floor_V"]
-        if self.was_charged and v < floor:
-            return True, False, {"what": f"cell voltage collapsed to {v:.3f} V", "voltage_V": v, "threshold_V": floor}
-        charging = i > 0 and self.i_prev is not None and self.i_prev > 0 and abs(i - self.i_prev) < 0.05 * abs(i)
+        if self.was_charged and v < self.p["full_floor_V"]:
+            return True, False
+        i_prev = self.i_prev
+        charging = i > 0 and i_prev is not None and i_prev > 0 and abs(i - i_prev) < 0.05 * i
         if self.v_before is not None:
             if charging and v < self.v_before - 0.5 * self.p["full_drop_V"]:
-                drop = self.v_before - v
-                return (
-                    True,
-                    False,
-                    {
-                        "what": f"voltage dropped {drop:.3f} V while charging at constant current and does not recover",
-                        "voltage_V": v,
-                        "voltage_before_V": self.v_before,
-                        "drop_V": round(drop, 4),
-                        "threshold_V": self.p["full_drop_V"],
-                    },
-                )
+                return True, False
             self.v_before = None
-            return False, True, {}
+            return False, True
         if charging and self.v_prev is not None and self.v_prev - v > self.p["full_drop_V"]:
             self.v_before = self.v_prev
-            drop = self.v_prev - v
-            return (
-                True,
-                False,
-                {
-                    "what": f"voltage dropped {drop:.3f} V while charging at constant current",
-                    "voltage_V": v,
-                    "voltage_before_V": self.v_prev,
-                    "drop_V": round(drop, 4),
-                    "threshold_V": self.p["full_drop_V"],
-                },
-            )
-        return False, charging, {}
+            return True, False
+        return False, charging
+
+    def _explain(self, v: float, i: float) -> tuple[str, dict[str, Any]]:
+        if self.spec.kind == "symmetric":
+            j = abs(i) / self.spec.area_cm2 * 1000.0
+            limit, expected = self._symmetric_limit(j)
+            what = f"|V| = {abs(v) * 1e3:.2f} mV under {j:.3g} mA/cm2"
+            if expected is not None:
+                what += f", expected about {expected * 1e3:.1f} mV"
+            return what, {
+                "voltage_V": v,
+                "current_density_mA_cm2": round(j, 4),
+                "expected_overpotential_V": expected,
+                "threshold_V": limit,
+            }
+        if v < self.p["full_floor_V"]:
+            return f"cell voltage collapsed to {v:.3f} V", {"voltage_V": v, "threshold_V": self.p["full_floor_V"]}
+        before = self.v_before if self.v_before is not None else v
+        drop = before - v
+        return f"voltage dropped {drop:.3f} V while charging at constant current and does not recover", {
+            "voltage_V": v,
+            "voltage_before_V": before,
+            "drop_V": round(drop, 4),
+            "threshold_V": self.p["full_drop_V"],
+        }

@@ -39,12 +39,13 @@ class Median3(Stateful):
 class CellMonitor(Stateful):
     """Per-cell pipeline state: segmenter, accumulators, detectors and the latest values."""
 
-    _transient = ("spec", "detectors")
+    _transient = ("spec", "detectors", "sample_hooks")
 
     def __init__(self, cell: str, spec: CellSpec, detectors: list[Detector] | None = None):
         self.cell = cell
         self.spec = spec
         self.detectors: dict[str, Detector] = {d.name: d for d in (detectors or [])}
+        self.sample_hooks = [(d.name, d.on_sample) for d in self.detectors.values() if d.per_sample]
         self.segmenter = Segmenter(spec.rest_current_A)
         self.step = StepAccumulator()
         self.cyc = CycleAccumulator()
@@ -158,9 +159,10 @@ class CellMonitor(Stateful):
         verdicts.append((name, verdict))
 
     def _run_sample_detectors(self, s: Sample, p: float | None, verdicts: list[tuple[str, Verdict]]) -> None:
-        for d in self.detectors.values():
-            if d.per_sample:
-                self._record(d.name, d.on_sample(s, p, self), verdicts)
+        for name, hook in self.sample_hooks:
+            v = hook(s, p, self)
+            if v is not None:
+                self._record(name, v, verdicts)
 
     def _run_step_detectors(self, f: StepFeatures, verdicts: list[tuple[str, Verdict]]) -> None:
         for d in self.detectors.values():

@@ -43,6 +43,8 @@ class PressureWindow(Detector):
             self.inside += 1
             self.outside = 0
         n = self.p["confirm_samples"]
+        if (self.outside if self.state_name == "ok" else self.inside) < n:
+            return None  # no transition: nothing to explain
         evidence = {"pressure_MPa": round(pressure, 3), "min_MPa": lo, "max_MPa": hi, "cycle": m.segmenter.cycle}
         if self.state_name == "ok" and self.outside >= n:
             low = pressure < lo
