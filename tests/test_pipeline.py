@@ -28,7 +28,7 @@ def test_bad_samples_are_quarantined_and_good_channels_kept() -> None:
         Sample(T0 + 5, "A1", 0.05, 0.4e-3, 5.0),  # out of order
         Sample(T0 + 20, "A1", float("nan"), 0.4e-3, 5.0),  # NaN voltage: keep I and P
         Sample(T0 + 30, "A1", 50.0, 0.4e-3, 5.0),  # mV read as V
-        Sample(T0 + 40, "A1", 0.05, 0.4, 5.0),  # mA read as A: 510 mA/cm2
+        Sample(T0 + 40, "A1", 0.05, 4.0, 5.0),  # 4 mA read as A: 5100 mA/cm2
         Sample(T0 + 50, "A1", 0.05, 0.4e-3, 393.0),  # force in N read as MPa
         Sample(T0 + 60, "A1", 0.05, 0.4e-3, 5.0, temperature_C=-2500.0),  # open thermocouple
         Sample(float("inf"), "A1", 0.05, 0.4e-3, 5.0),

@@ -40,7 +40,7 @@ def run_pipeline(path: Path, cells: dict) -> tuple[Pipeline, RecordBatch]:
 
 
 def test_biologic_gcpl_cycles_and_capacities_match_the_file() -> None:
-    p, out = run_pipeline(MPT, {"gcpl.pr_182.1": {"kind": "full", "area_cm2": 1.0}})
+    _, out = run_pipeline(MPT, {"gcpl.pr_182.1": {"kind": "full", "area_cm2": 1.0}})
     assert len(out.samples) == 2533 and not out.rejected
     expected = file_q_columns(MPT)
     assert [c.cycle for c in out.cycles] == sorted(expected) == [0, 1, 2, 3, 4]

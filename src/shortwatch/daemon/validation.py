@@ -23,7 +23,7 @@ from shortwatch.state import Stateful
 log = logging.getLogger(__name__)
 
 V_LIMIT = 10.0  # V: no single Li cell reads beyond this; larger values are usually mV
-J_LIMIT_mA_cm2 = 100.0  # solid-state cells run at 0.1-10 mA/cm2; 1000x means mA read as A
+J_LIMIT_mA_cm2 = 1000.0  # cells run at 0.1-10 mA/cm2 (a short in a CV sweep: ~100); mA read as A is 1000x
 P_RANGE = (-1.0, 200.0)  # MPa: a force in N or kg read as MPa lands far above this
 T_RANGE = (-80.0, 300.0)  # degC: -2500 is a disconnected thermocouple
 

@@ -22,6 +22,7 @@ class CvCurrentRise(Detector):
     name = "cv_current_rise"
     cell_kinds = ("symmetric", "anode-free")
     params = {
+        "warmup_cycles": 6,  # early contact improvement raises the peak too: learned, not judged
         "rise_fraction": 0.10,  # rise above the lowest peak so far that turns the trend
         "rising_checks": 2,  # ...seen in this many consecutive CV checks
         "omega_threshold": 0.20,  # omega (Eq. 3) that fires on its own
@@ -39,14 +40,16 @@ class CvCurrentRise(Detector):
         self.previous: float | None = None
         self.rising = 0
         self.checks = 0
+        self.cycles_seen = 0
 
     def on_cycle(self, c: CycleFeatures, m: CellMonitor) -> Verdict | None:
+        self.cycles_seen += 1
         peak = c.cv_peak_A
         if peak is None or peak <= 0 or m.kind_mismatch:
             return None
         self.checks += 1
         p = self.p
-        if self.initial is None:
+        if self.initial is None or self.cycles_seen <= p["warmup_cycles"]:
             self.initial, self.initial_cycle = peak, c.cycle
             self.lowest, self.lowest_cycle = peak, c.cycle
             self.previous = peak
