@@ -41,6 +41,7 @@ class DpqDecline(Detector):
         "sigma_floor": 0.015,  # residual sigma at least this share of the predicted value...
         "sigma_floor_abs": 0.1,  # ...and at least this (MPa g/Ah): a flat pressure trace gives 0
         "min_capacity_share": 0.5,  # skip cycles with less than this share of the usual capacity
+        "constant_pressure": False,  # judge constant-pressure fixtures too (their swing is mostly noise)
     }
 
     def __init__(self, spec: CellSpec, overrides: dict[str, Any] | None = None):
@@ -56,6 +57,8 @@ class DpqDecline(Detector):
         dpq, q = c.dpq_MPa_g_per_Ah, c.q_discharge_Ah_g
         if dpq is None or q is None:
             return None
+        if self.spec.fixture == "constant-pressure" and not self.p["constant_pressure"]:
+            return None  # a servo holds the stack: d(dP) is a small, noise-dominated number
         typical_q = self.capacity.median()
         if typical_q is not None and q < self.p["min_capacity_share"] * typical_q:
             return None  # a partial discharge: its d(dP) is not comparable

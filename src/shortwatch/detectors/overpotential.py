@@ -45,6 +45,8 @@ class OverpotentialDrop(Detector):
         "allowance": 0.025,  # tolerated fall below the peak ASR (fraction; CUSUM k, in ln units)
         "threshold": 0.4,  # CUSUM h (ln units x half-cycles)
         "corroborated_threshold": 0.15,  # h when the half-cycle profile has turned flat/ohmic
+        "min_drop": 0.08,  # and the ASR must be at least this far below its peak to warn...
+        "corroborated_min_drop": 0.05,  # ...or this far with a flat, ohmic profile
         "shape_fade": 0.5,  # profile counts as flat when its shape index falls below this share
         "smoothing": 0.3,  # EWMA weight of the newest half-cycle in the level
         "activation_energy_eV": None,  # None: learned from the cell's temperature changes
@@ -138,7 +140,9 @@ class OverpotentialDrop(Detector):
         shape_ratio = shape_level / self.shape_ref if self.shape_ref else None
         flat = shape_ratio is not None and shape_ratio < self.p["shape_fade"]
         h = self.p["corroborated_threshold"] if flat else self.p["threshold"]
-        if self.eta_unscaled is not None or s > h:
+        min_fall = -math.log(1.0 - (self.p["corroborated_min_drop"] if flat else self.p["min_drop"]))
+        sustained = s > h and fall > min_fall
+        if self.eta_unscaled is not None or sustained:
             state = "warning"
         elif s > h / 3 or fall > 2 * self.p["allowance"]:
             state = "watch"
@@ -167,7 +171,7 @@ class OverpotentialDrop(Detector):
             evidence.update(self.eta_unscaled)
         if state == "warning":
             why = []
-            if s > h:
+            if sustained:
                 why.append(f"ASR fell {drop_pct:.0f}% below its peak ({peak_asr:.1f} -> {asr:.1f} ohm cm2")
                 why[-1] += f" at {self.p['reference_temperature_C']:.0f} C) since cycle {self.fall_start_cycle}"
             if flat:
