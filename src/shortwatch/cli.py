@@ -262,7 +262,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     store = _open_store(settings)
     alerts: list[AlertEvent] = []
     runner = Runner(settings, sources, store, live=False, use_checkpoints=False, on_alerts=alerts.extend)
-    console = Console(stderr=False)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=170)  # a log or pipe: print the final table at full width
 
     def snapshot_table() -> Any:
         snaps = [m.snapshot() for m in runner.pipeline.monitors.values()]
@@ -331,8 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write stored samples as canonical CSV")
     p.add_argument("--config", required=True)
     p.add_argument("--cell")
-    p.add_argument("--since", help="ISO-8601 with offset, or Unix seconds")
-    p.add_argument("--until", help="ISO-8601 with offset, or Unix seconds")
+    p.add_argument("--since", help="ISO-8601 with offset, or Unix seconds (inclusive)")
+    p.add_argument("--until", help="ISO-8601 with offset, or Unix seconds (exclusive)")
     p.add_argument("out", help="output CSV path, or - for stdout")
     p.set_defaults(func=cmd_export)
 

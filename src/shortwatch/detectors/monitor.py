@@ -164,11 +164,20 @@ class CellMonitor(Stateful):
             if v is not None:
                 self._record(name, v, verdicts)
 
+    @property
+    def shorted(self) -> bool:
+        """A hard short is firing: trend detectors freeze, their news would only restate it."""
+        return self.verdicts.get("hard_short", {}).get("state") == "critical"
+
     def _run_step_detectors(self, f: StepFeatures, verdicts: list[tuple[str, Verdict]]) -> None:
+        if self.shorted:
+            return
         for d in self.detectors.values():
             self._record(d.name, d.on_step(f, self), verdicts)
 
     def _run_cycle_detectors(self, c: CycleFeatures, verdicts: list[tuple[str, Verdict]]) -> None:
+        if self.shorted:
+            return
         for d in self.detectors.values():
             self._record(d.name, d.on_cycle(c, self), verdicts)
 
