@@ -126,3 +126,16 @@ def test_alert_log_replay_suppresses_resent_transitions() -> None:
     restarted.handle("A1", {}, [("hard_short", v(120, "ok"))], out2)
     assert [e.state for e in out2.alerts] == ["resolved"]
     assert math.isclose(out2.alerts[0].time, T0 + 120)
+
+
+def test_nan_in_a_file_row_drops_only_that_channel(tmp_path) -> None:
+    from shortwatch.sensors.files import iter_file
+
+    f = tmp_path / "A1.csv"
+    f.write_text("time,voltage_V,current_A,pressure_MPa\n1,0.05,0.0004,5.0\n11,nan,0.0004,5.1\n21,0.05,0.0004,5.2\n")
+    p = pipeline()
+    out = RecordBatch()
+    p.process(iter_file(f), "file", out)
+    assert [(s.voltage_V, s.pressure_MPa) for s in out.samples] == [(0.05, 5.0), (None, 5.1), (0.05, 5.2)]
+    assert [(r.reason, r.time) for r in out.rejected] == [("non_finite", 11.0)]
+    assert "voltage" in out.rejected[0].detail and ",nan," in out.rejected[0].raw

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
+from typing import Any
 
 from shortwatch.model import Rejected, Sample
 from shortwatch.settings import Settings
@@ -61,7 +62,7 @@ class SampleValidator(Stateful):
     def __init__(self, settings: Settings, rejects: RejectCounter):
         self.settings = settings
         self.rejects = rejects
-        self.last: dict[str, list] = {}  # cell -> [time, V, I, P]
+        self.last: dict[str, Sample] = {}  # cell -> its last accepted sample
         self.unknown_cells: list[str] = []
         self.i_limit: dict[str, float] = {}  # cell -> largest plausible |I| (A)
 
@@ -72,44 +73,58 @@ class SampleValidator(Stateful):
         if not (-1e11 < t < 1e11):  # NaN and inf fail this too
             self._reject(quarantine, s, source, "non_finite", "time is not a finite number")
             return None
-        spec = self.settings.cells.get(cell)
-        if spec is None and cell not in self.unknown_cells:
-            if not self.settings.daemon.accept_unknown_cells:
-                self._reject(quarantine, s, source, "unknown_cell", f"cell {cell!r} has no [cells] section")
+        i_max = self.i_limit.get(cell)
+        if i_max is None:  # first sample of this cell
+            if not self._admit(cell, s, source, quarantine):
                 return None
-            self.unknown_cells.append(cell)
-            self.rejects.counts["unknown_cell"] += 1
-            log.warning("cell %r has no [cells.%s] section in the config: using defaults", cell, cell)
+            i_max = self.i_limit[cell] = J_LIMIT_mA_cm2 * self.settings.cell_spec(cell).area_cm2 / 1000.0
         last = self.last.get(cell)
-        if last is not None and t <= last[0]:
-            if t == last[0]:
-                same = [s.voltage_V, s.current_A, s.pressure_MPa] == last[1:]
+        if last is not None and t <= last.time:
+            if t == last.time:
+                same = (s.voltage_V, s.current_A, s.pressure_MPa) == (last.voltage_V, last.current_A, last.pressure_MPa)
                 reason = "duplicate" if same else "duplicate_time"
                 detail = "same time and values as the previous sample" if same else "same time, other values"
             else:
-                reason, detail = "out_of_order", f"{last[0] - t:.3f} s older than the cell's last sample"
+                reason, detail = "out_of_order", f"{last.time - t:.3f} s older than the cell's last sample"
             self._reject(quarantine, s, source, reason, detail)
             return None
         v, i, p, temp = s.voltage_V, s.current_A, s.pressure_MPa, s.temperature_C
-        i_max = self.i_limit.get(cell)
-        if i_max is None:
-            i_max = self.i_limit[cell] = J_LIMIT_mA_cm2 * self.settings.cell_spec(cell).area_cm2 / 1000.0
-        plausible = (
+        if not (
             (v is None or -V_LIMIT <= v <= V_LIMIT)
             and (i is None or -i_max <= i <= i_max)
             and (p is None or P_RANGE[0] <= p <= P_RANGE[1])
             and (temp is None or T_RANGE[0] <= temp <= T_RANGE[1])
-        )
-        bad = [] if plausible else _bad_channels(s, self.settings.cell_spec(cell).area_cm2)
-        if bad:
+        ):
+            bad = _bad_channels(s, self.settings.cell_spec(cell).area_cm2)
             reason = "non_finite" if any(not math.isfinite(getattr(s, f)) for f, _ in bad) else "out_of_range"
             self._reject(quarantine, s, source, reason, "; ".join(msg for _, msg in bad))
             for f, _ in bad:
                 setattr(s, f, None)
             if s.voltage_V is None and s.current_A is None and s.pressure_MPa is None:
                 return None
-        self.last[cell] = [t, s.voltage_V, s.current_A, s.pressure_MPa]
+        self.last[cell] = s
         return s
+
+    def _admit(self, cell: str, s: Sample, source: str, quarantine: list[Rejected]) -> bool:
+        """A cell's first sample: is it configured, or may it run on defaults?"""
+        if cell in self.settings.cells or cell in self.unknown_cells:
+            return True
+        if not self.settings.daemon.accept_unknown_cells:
+            self._reject(quarantine, s, source, "unknown_cell", f"cell {cell!r} has no [cells] section")
+            return False
+        self.unknown_cells.append(cell)
+        self.rejects.counts["unknown_cell"] += 1
+        log.warning("cell %r has no [cells.%s] section in the config: using defaults", cell, cell)
+        return True
+
+    def state(self) -> dict[str, Any]:
+        out = super().state()
+        out["last"] = {c: [s.time, s.voltage_V, s.current_A, s.pressure_MPa] for c, s in self.last.items()}
+        return out
+
+    def load(self, state: dict[str, Any]) -> None:
+        super().load({k: v for k, v in state.items() if k != "last"})
+        self.last = {c: Sample(x[0], c, x[1], x[2], x[3]) for c, x in state.get("last", {}).items()}
 
     def _reject(self, quarantine: list[Rejected], s: Sample, source: str, reason: str, detail: str) -> None:
         r = Rejected(source=source, reason=reason, raw=sample_raw(s), cell=s.cell, time=s.time, detail=detail)

@@ -18,6 +18,8 @@ from shortwatch.settings import CellSpec
 if TYPE_CHECKING:
     from shortwatch.detectors.monitor import CellMonitor
 
+_JUDGED_KINDS = frozenset({"charge", "discharge", "rest"})
+
 ADVICE = (
     "Stop the test on this channel: the cell is shorted and further cycling only heats it. "
     "Record the time and disassemble for post-mortem."
@@ -38,9 +40,19 @@ class HardShort(Detector):
         "full_floor_V": 1.0,  # ...or a voltage below this after the cell was charged
     }
 
+    _transient = (*Detector._transient, "symmetric", "i_min", "collapse", "max_v", "r_floor")
+
     def __init__(self, spec: CellSpec, overrides: dict[str, Any] | None = None):
         super().__init__(spec, overrides)
+        p = self.p
+        # per-sample constants, so the hot path compares plain floats
+        self.symmetric = spec.kind == "symmetric"
+        self.i_min = p["min_current_density_mA_cm2"] * spec.area_cm2 / 1000.0  # A
+        self.collapse = p["collapse_fraction"]
+        self.max_v = p["collapse_max_V"]
+        self.r_floor = p["min_asr_ohm_cm2"] / spec.area_cm2  # ohm
         self.asr = Ewma(alpha=0.5)
+        self.r_cell: float | None = None  # expected |V|/|I| (ohm) from recent half-cycles
         self.bad = 0
         self.good = 0
         self.v_prev: float | None = None
@@ -50,19 +62,29 @@ class HardShort(Detector):
 
     def on_step(self, f: StepFeatures, m: CellMonitor) -> Verdict | None:
         if f.step_kind in ("charge", "discharge") and f.asr_ohm_cm2 and f.duration_s > 300 and self.state_name == "ok":
-            self.asr.update(f.asr_ohm_cm2)
+            self.r_cell = self.asr.update(f.asr_ohm_cm2) / self.spec.area_cm2
         return None
 
     def on_sample(self, s: Sample, pressure: float | None, m: CellMonitor) -> Verdict | None:
         v, i = s.voltage_V, s.current_A
-        if v is None or i is None:
-            return None
-        if m.segmenter.kind not in ("charge", "discharge", "rest"):
+        if v is None or i is None or m.segmenter.kind not in _JUDGED_KINDS:
             return None  # a CV hold or sweep imposes the voltage: a low one is no short
-        if self.spec.kind == "symmetric":
+        if self.symmetric:
             if m.kind_mismatch:
                 return None
-            shorted, healthy = self._symmetric(v, i)
+            ai = i if i > 0 else -i
+            if ai < self.i_min:
+                shorted = healthy = False
+            else:
+                av = v if v > 0 else -v
+                r = self.r_cell
+                if r is None:
+                    shorted, healthy = av < self.r_floor * ai, False
+                else:
+                    expected = r * ai
+                    limit = self.collapse * expected
+                    shorted = av < (limit if limit < self.max_v else self.max_v)
+                    healthy = av > 0.5 * expected
         else:
             shorted, healthy = self._full(v, i)
         self.v_prev, self.i_prev = v, i
@@ -92,14 +114,6 @@ class HardShort(Detector):
             return self.p["min_asr_ohm_cm2"] * j / 1000.0, None
         expected = asr * j / 1000.0
         return min(self.p["collapse_fraction"] * expected, self.p["collapse_max_V"]), expected
-
-    def _symmetric(self, v: float, i: float) -> tuple[bool, bool]:
-        j = (i if i > 0 else -i) / self.spec.area_cm2 * 1000.0
-        if j < self.p["min_current_density_mA_cm2"]:
-            return False, False
-        limit, expected = self._symmetric_limit(j)
-        av = v if v > 0 else -v
-        return av < limit, expected is not None and av > 0.5 * expected
 
     def _full(self, v: float, i: float) -> tuple[bool, bool]:
         if v > 3.0:

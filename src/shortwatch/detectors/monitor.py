@@ -52,7 +52,6 @@ class CellMonitor(Stateful):
         self.pressure_filter = Median3()
         self.step_index = 0
         self.step_open = False
-        self.samples_seen = 0
         # latest values, for the live table and the stale-data detector
         self.last_time: float | None = None
         self.voltage_V: float | None = None
@@ -85,34 +84,35 @@ class CellMonitor(Stateful):
     def update(self, s: Sample, out: RecordBatch, verdicts: list[tuple[str, Verdict]]) -> None:
         """Feed one validated sample; finished steps/cycles go to ``out``, detector
         verdicts to ``verdicts`` (the alert manager turns them into events)."""
-        t = s.time
-        self.samples_seen += 1
-        self.last_time = t
+        self.last_time = s.time
         p = s.pressure_MPa
         if p is not None:
-            p = self.pressure_filter(p)
-            self.pressure_MPa = p
+            p = self.pressure_MPa = self.pressure_filter(p)
         if s.temperature_C is not None:
             self.temperature_C = s.temperature_C
         v, i = s.voltage_V, s.current_A
-        if v is not None:
-            self.voltage_V = v
-        if i is not None:
-            self.current_A = i
         if v is None or i is None:
             # a sample without V or I (e.g. a load-cell-only reading) cannot be segmented
-            self._run_sample_detectors(s, p, verdicts)
-            return
-        seg = self.segmenter
-        open_kind, open_cycle = seg.kind, seg.cycle
-        new_step, new_cycle = seg.update(v, i, s.mode, s.step, s.cycle)
-        if new_step and self.step_open:
-            self._close_step(open_kind or "rest", open_cycle, out, verdicts, new_cycle, run_detectors=True)
-        if new_step:
-            self.step.reset()
-            self.step_open = True
-        self.step.add(t, v, i, p, s.temperature_C, self.segmenter.kind or "rest")
-        self._run_sample_detectors(s, p, verdicts)
+            if v is not None:
+                self.voltage_V = v
+            if i is not None:
+                self.current_A = i
+        else:
+            self.voltage_V = v
+            self.current_A = i
+            seg = self.segmenter
+            open_kind, open_cycle = seg.kind, seg.cycle
+            new_step, new_cycle = seg.update(v, i, s.mode, s.step, s.cycle)
+            if new_step:
+                if self.step_open:
+                    self._close_step(open_kind or "rest", open_cycle, out, verdicts, new_cycle, run_detectors=True)
+                self.step.reset()
+                self.step_open = True
+            self.step.add(s.time, v, i, p, s.temperature_C, seg.kind)  # type: ignore[arg-type]
+        for name, hook in self.sample_hooks:
+            verdict = hook(s, p, self)
+            if verdict is not None:
+                self._record(name, verdict, verdicts)
 
     def finish(self, out: RecordBatch) -> None:
         """End of a replay: write out the open step and cycle (not shown to detectors,
@@ -157,12 +157,6 @@ class CellMonitor(Stateful):
             return
         self.verdicts[name] = {"state": verdict.state, "statistic": verdict.statistic}
         verdicts.append((name, verdict))
-
-    def _run_sample_detectors(self, s: Sample, p: float | None, verdicts: list[tuple[str, Verdict]]) -> None:
-        for name, hook in self.sample_hooks:
-            v = hook(s, p, self)
-            if v is not None:
-                self._record(name, v, verdicts)
 
     @property
     def shorted(self) -> bool:

@@ -32,7 +32,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from shortwatch.model import Rejected, Sample
-from shortwatch.sensors.canonical_csv import FormatError, RowError, check_float, check_int, to_int
+from shortwatch.sensors.canonical_csv import FormatError, RowError, channel_float, check_float, check_int, to_int
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +97,9 @@ class BiologicMptDecoder:
             temperature = float(text) if text else None
         except (ValueError, KeyError):
             return self._decode_slowly(line, parts)
-        # x - x is 0.0 for finite x and NaN (truthy) for NaN/inf.
-        if (
-            t - t
-            or (voltage is not None and voltage - voltage)
-            or (current is not None and current - current)
-            or (temperature is not None and temperature - temperature)
-        ):
+        # t - t is 0.0 for a finite t and NaN (truthy) for NaN/inf. Non-finite channel values
+        # pass: the validator drops that channel alone and quarantines the sample.
+        if t - t:
             return self._decode_slowly(line, parts)
         return Sample(t, self.default_cell, voltage, current, None, temperature, cycle, None, mode)
 
@@ -188,15 +184,15 @@ class BiologicMptDecoder:
             return Rejected(self.source, "missing_time", line, cell=cell, detail="time/s: empty")
         t = self._t0 + elapsed
         try:
-            current = check_float(l_current, parts[i_current])
+            current = channel_float(l_current, parts[i_current])
             code = check_int("mode", parts[i_mode])
             return Sample(
                 t,
                 cell,
-                check_float(l_voltage, parts[i_voltage]),
+                channel_float(l_voltage, parts[i_voltage]),
                 None if current is None else current / self._current_per_A,
                 None,
-                check_float(l_temp, parts[i_temp]),
+                channel_float(l_temp, parts[i_temp]),
                 check_int("cycle number", parts[i_cycle]),
                 None,
                 None if code is None else self._modes.get(str(code)),

@@ -59,6 +59,18 @@ def check_float(column: str, text: str) -> float | None:
     return value
 
 
+def channel_float(column: str, text: str) -> float | None:
+    """A measured channel: empty is missing, garbage raises RowError. NaN/inf pass through:
+    the validator drops just that channel and quarantines the sample, keeping the rest."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise RowError("parse_error", f"{column}: not a number: {text!r}") from None
+
+
 def check_int(column: str, text: str) -> int | None:
     """An integer field; accepts integral floats such as ``3.0`` or ``3.000E+000`` (cycler exports)."""
     value = check_float(column, text)
@@ -92,6 +104,7 @@ class CanonicalCsvDecoder:
         self._zone = ZoneInfo(tz)
         self._columns: tuple[str, ...] | None = None
         self._iso = False  # whether the last time field was ISO; files rarely mix the two
+        self._minute_cache: dict[str, float] = {}
 
     @property
     def ready(self) -> bool:
@@ -130,22 +143,15 @@ class CanonicalCsvDecoder:
             text = parts[i_temp]
             temperature = float(text) if text else None
             text = parts[i_cycle]
-            cycle = to_int(text) if text else None
+            cycle = (int(text) if text.isdigit() else to_int(text)) if text else None
             text = parts[i_step]
-            step = to_int(text) if text else None
+            step = (int(text) if text.isdigit() else to_int(text)) if text else None
             mode = parts[i_mode] or None
         except ValueError:
             return self._decode_slowly(line, parts)
-        # x - x is 0.0 for finite x and NaN (truthy) for NaN/inf; a None cannot pass either.
-        if (
-            t - t
-            or cell is None
-            or (mode is not None and mode not in _MODE_SET)
-            or (voltage is not None and voltage - voltage)
-            or (current is not None and current - current)
-            or (pressure is not None and pressure - pressure)
-            or (temperature is not None and temperature - temperature)
-        ):
+        # t - t is 0.0 for a finite t and NaN (truthy) for NaN/inf. Non-finite channel values
+        # pass: the validator drops that channel alone and quarantines the sample.
+        if t - t or cell is None or (mode is not None and mode not in _MODE_SET):
             return self._decode_slowly(line, parts)
         return Sample(t, cell, voltage, current, pressure, temperature, cycle, step, mode)
 
@@ -172,7 +178,20 @@ class CanonicalCsvDecoder:
         self._columns = tuple(names)
 
     def _iso_time(self, text: str) -> float:
-        """ISO-8601 to Unix seconds; a time without an offset is read in the decoder's zone."""
+        """ISO-8601 to Unix seconds; a time without an offset is read in the decoder's zone.
+
+        Rows of one file share their date, hour, minute and offset for minutes at a time, so
+        "YYYY-MM-DDTHH:MM:SS[.f]+HH:MM" is split into that prefix (cached: parsed once a
+        minute) and the seconds (a float). This halves the cost of ISO times.
+        """
+        if len(text) >= 25 and text[16] == ":" and text[-6] in "+-" and text[-3] == ":":
+            key = text[:16] + text[-6:]
+            base = self._minute_cache.get(key)
+            if base is None:
+                if len(self._minute_cache) > 4096:
+                    self._minute_cache.clear()
+                base = self._minute_cache[key] = datetime.fromisoformat(text[:16] + ":00" + text[-6:]).timestamp()
+            return base + float(text[17:-6])
         dt = datetime.fromisoformat(text)
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=self._zone)
@@ -219,10 +238,10 @@ class CanonicalCsvDecoder:
             return Sample(
                 t,
                 cell,
-                check_float("voltage_V", parts[i_voltage]),
-                check_float("current_A", parts[i_current]),
-                check_float("pressure_MPa", parts[i_pressure]),
-                check_float("temperature_C", parts[i_temp]),
+                channel_float("voltage_V", parts[i_voltage]),
+                channel_float("current_A", parts[i_current]),
+                channel_float("pressure_MPa", parts[i_pressure]),
+                channel_float("temperature_C", parts[i_temp]),
                 check_int("cycle", parts[i_cycle]),
                 check_int("step", parts[i_step]),
                 mode,
