@@ -39,9 +39,7 @@ def square_wave(
             for k in range(n):
                 frac = k / n
                 shape = 1.0 + 0.2 * np.exp(-frac / 0.01) + (0.3 * (frac - 0.9) / 0.1 if frac > 0.9 else 0.0)
-                out.append(
-                    Sample(t, "X", sign * eta * shape, sign * i, 5.0, 25.0, mode="cc" if with_mode else None)
-                )
+                out.append(Sample(t, "X", sign * eta * shape, sign * i, 5.0, 25.0, mode="cc" if with_mode else None))
                 t += 10.0
     return out
 

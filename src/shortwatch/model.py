@@ -53,6 +53,20 @@ class Sample:
     step: int | None = None
     mode: str | None = None
 
+    def row(self) -> tuple[Any, ...]:
+        """The fields in canonical CSV column order (CSV_COLUMNS)."""
+        return (
+            self.time,
+            self.cell,
+            self.voltage_V,
+            self.current_A,
+            self.pressure_MPa,
+            self.temperature_C,
+            self.cycle,
+            self.step,
+            self.mode,
+        )
+
 
 @dataclass(slots=True)
 class Rejected:

@@ -31,8 +31,7 @@ T_RANGE = (-80.0, 300.0)  # degC: -2500 is a disconnected thermocouple
 
 def sample_raw(s: Sample) -> str:
     """A sample as a canonical-CSV row, for the quarantine table."""
-    vals = (s.time, s.cell, s.voltage_V, s.current_A, s.pressure_MPa, s.temperature_C, s.cycle, s.step, s.mode)
-    return ",".join("" if v is None else str(v) for v in vals)
+    return ",".join("" if v is None else str(v) for v in s.row())
 
 
 class RejectCounter:

@@ -282,18 +282,7 @@ def write_csv(samples: Iterable[Sample], out: TextIO, time_format: Literal["iso"
         if "\n" in s.cell or "\r" in s.cell:
             raise ValueError(f"cell id {s.cell!r} has a line break, which a CSV row cannot hold")
         # csv.writer writes None as "" and floats with repr().
-        writer.writerow(
-            (
-                fmt_time(s.time),
-                s.cell,
-                s.voltage_V,
-                s.current_A,
-                s.pressure_MPa,
-                s.temperature_C,
-                s.cycle,
-                s.step,
-                s.mode,
-            )
-        )
+        row = s.row()
+        writer.writerow((fmt_time(row[0]), *row[1:]))
         n += 1
     return n

@@ -667,20 +667,7 @@ class SqliteStore:
             for s in b.samples:
                 try:
                     self._register_cells({s.cell})
-                    n = conn.execute(
-                        _SAMPLE_ROW_SQL,
-                        (
-                            self._cell_ids[s.cell],
-                            s.time,
-                            s.voltage_V,
-                            s.current_A,
-                            s.pressure_MPa,
-                            s.temperature_C,
-                            s.cycle,
-                            s.step,
-                            s.mode,
-                        ),
-                    ).rowcount
+                    n = conn.execute(_SAMPLE_ROW_SQL, self._sample_params([s])).rowcount
                 except _DATA_ERRORS as exc:
                     refused.append(("sample", s, exc))
                     continue
