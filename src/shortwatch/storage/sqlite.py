@@ -61,6 +61,7 @@ from typing import Any
 import numpy as np
 
 from shortwatch.model import (
+    CSV_COLUMNS,
     AlertEvent,
     CycleFeatures,
     DetectorStatus,
@@ -76,17 +77,7 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 TABLES: tuple[str, ...] = ("cell", "sample", "step", "cycle", "alert", "quarantine", "detector", "meta")
 
-_SAMPLE_COLUMNS = (
-    "cell_id",
-    "time",
-    "voltage_V",
-    "current_A",
-    "pressure_MPa",
-    "temperature_C",
-    "cycle",
-    "step",
-    "mode",
-)
+_SAMPLE_COLUMNS = ("cell_id", "time", *CSV_COLUMNS[2:])  # the cell's id (an int) in place of its name
 _NCOL = len(_SAMPLE_COLUMNS)
 #: Largest number of sample rows in one INSERT statement. A compiled statement costs ~2.5 kB
 #: per row, and up to ~40 sizes stay cached: at most ~30 MB, typically a few MB. Larger
