@@ -264,7 +264,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     runner = Runner(settings, sources, store, live=False, use_checkpoints=False, on_alerts=alerts.extend)
     console = Console()
     if not console.is_terminal:
-        console = Console(width=170)  # a log or pipe: print the final table at full width
+        console = Console(width=220)  # a log or pipe: print the final table at full width
 
     def snapshot_table() -> Any:
         snaps = [m.snapshot() for m in runner.pipeline.monitors.values()]

@@ -146,7 +146,8 @@ class CellMonitor(Stateful):
                 "ce": c.ce,
                 "asr_ohm_cm2": c.asr_ohm_cm2,
                 "dpq_MPa_g_per_Ah": c.dpq_MPa_g_per_Ah,
-                "cv_peak_A": c.cv_peak_A,
+                # between CV checks, show the last check's peak
+                "cv_peak_A": c.cv_peak_A if c.cv_peak_A is not None else (self.last_cycle or {}).get("cv_peak_A"),
             }
             self.cyc.reset()
             if run_detectors:
