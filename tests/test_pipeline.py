@@ -139,3 +139,13 @@ def test_nan_in_a_file_row_drops_only_that_channel(tmp_path) -> None:
     assert [(s.voltage_V, s.pressure_MPa) for s in out.samples] == [(0.05, 5.0), (None, 5.1), (0.05, 5.2)]
     assert [(r.reason, r.time) for r in out.rejected] == [("non_finite", 11.0)]
     assert "voltage" in out.rejected[0].detail and ",nan," in out.rejected[0].raw
+
+
+def test_cell_status_changes_are_stored_with_detector_statistics() -> None:
+    p = pipeline()
+    out = RecordBatch()
+    pressures = [5.0] * 5 + [0.2] * 6 + [5.0] * 6  # a pressure excursion and back
+    p.process([Sample(T0 + 10 * k, "A1", 0.01, 0.0, pr) for k, pr in enumerate(pressures)], "t", out)
+    status = [(d.state, d.time - T0) for d in out.detector_states if d.detector == "cell_status"]
+    assert status == [("warning", 80.0), ("ok", 140.0)]  # 3rd filtered sample outside, 3rd back inside
+    assert p.monitors["A1"].status == "ok"

@@ -62,3 +62,14 @@ def test_secrets_come_from_env_or_file(tmp_path: Path, monkeypatch) -> None:
     assert resolve_secret(None, None) is None
     with pytest.raises(ConfigError, match="SW_UNSET_VAR is not set"):
         resolve_secret("SW_UNSET_VAR", None)
+
+
+def test_detectors_command_lists_every_parameter_default(capsys) -> None:
+    from shortwatch.detectors.registry import DETECTORS
+
+    assert main(["detectors"]) == 0
+    out = capsys.readouterr().out
+    for name, cls in DETECTORS.items():
+        assert name in out
+        for key, (default, meaning) in cls.params.items():
+            assert f"{key} = {default!r}" in out and meaning in out

@@ -300,6 +300,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_detectors(args: argparse.Namespace) -> int:
+    """Every detector, the cells it watches, and its parameters with their defaults."""
+    import inspect
+
+    from shortwatch.detectors.registry import DETECTORS, LIVE_ONLY
+
+    for name, cls in DETECTORS.items():
+        doc = inspect.getdoc(inspect.getmodule(cls)) or ""
+        live = ", live mode only" if name in LIVE_ONLY else ""
+        print(f"{name}  (kind {cls.kind}; cells: {', '.join(cls.cell_kinds)}{live})")
+        print(f"    {doc.splitlines()[0] if doc else ''}")
+        for key, (default, meaning) in cls.params.items():
+            print(f"    {key} = {default!r}".ljust(44) + f"  # {meaning}")
+        print()
+    print("Set them for every cell under [detectors.NAME], per cell under [cells.X.detectors.NAME];")
+    print("enabled = false switches a detector off.")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -337,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", help="ISO-8601 with offset, or Unix seconds (exclusive)")
     p.add_argument("out", help="output CSV path, or - for stdout")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("detectors", help="list the detectors and their parameters with defaults")
+    p.set_defaults(func=cmd_detectors)
 
     p = sub.add_parser("check-config", help="validate a config file and list every problem")
     p.add_argument("config")

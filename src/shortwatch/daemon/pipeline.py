@@ -13,9 +13,9 @@ from typing import Any
 from shortwatch.alerts.manager import AlertManager
 from shortwatch.daemon.validation import RejectCounter, SampleValidator
 from shortwatch.detectors.base import Verdict
-from shortwatch.detectors.monitor import CellMonitor
+from shortwatch.detectors.monitor import STATUS_ORDER, CellMonitor
 from shortwatch.detectors.registry import build_detectors
-from shortwatch.model import RecordBatch, Rejected, Sample
+from shortwatch.model import DetectorStatus, RecordBatch, Rejected, Sample
 from shortwatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,18 +60,27 @@ class Pipeline:
             m = monitors.get(s.cell) or self.monitor(s.cell)
             m.update(s, out, verdicts)
             if verdicts:
-                self.alerts.handle(s.cell, {n: d.kind for n, d in m.detectors.items()}, verdicts, out)
-                verdicts.clear()
+                self._judge(m, verdicts, out)
         self.samples_accepted = len(accepted) + self.samples_accepted
 
     def tick(self, now: float, out: RecordBatch) -> None:
         """Periodic wall-clock checks of every cell (live mode only: stale data)."""
         verdicts: list[tuple[str, Verdict]] = []
-        for cell, m in self.monitors.items():
+        for m in self.monitors.values():
             m.tick(now, verdicts)
             if verdicts:
-                self.alerts.handle(cell, {n: d.kind for n, d in m.detectors.items()}, verdicts, out)
-                verdicts.clear()
+                self._judge(m, verdicts, out)
+
+    def _judge(self, m: CellMonitor, verdicts: list[tuple[str, Verdict]], out: RecordBatch) -> None:
+        """Verdicts to alert transitions; a change of the cell's overall status is stored
+        beside the detector statistics as detector ``cell_status``."""
+        self.alerts.handle(m.cell, {n: d.kind for n, d in m.detectors.items()}, verdicts, out)
+        status = m.status
+        if status != m.stored_status:
+            m.stored_status = status
+            worst = max(verdicts, key=lambda nv: STATUS_ORDER.index(nv[1].state))[1]
+            out.detector_states.append(DetectorStatus(worst.time, m.cell, "cell_status", None, None, status))
+        verdicts.clear()
 
     def finish(self, out: RecordBatch) -> None:
         """End of a replay: close every cell's open step and cycle."""

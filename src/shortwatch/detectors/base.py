@@ -45,12 +45,12 @@ class Detector(Stateful):
     kind: ClassVar[str] = "cell"  # "cell" health or "data" (instrument, stream)
     per_sample: ClassVar[bool] = False  # on_sample is only called when True (hot path)
     cell_kinds: ClassVar[tuple[str, ...]] = ("symmetric", "full", "anode-free")
-    params: ClassVar[dict[str, Any]] = {}
+    params: ClassVar[dict[str, tuple[Any, str]]] = {}  # name -> (default, what it means)
     _transient = ("p", "spec")
 
     def __init__(self, spec: CellSpec, overrides: dict[str, Any] | None = None):
         self.spec = spec
-        self.p = {**self.params, **(overrides or {})}
+        self.p = {name: default for name, (default, _) in self.params.items()} | (overrides or {})
         self.state_name = "ok"
 
     def verdict(

@@ -23,7 +23,10 @@ class CellConfig(Detector):
     kind = "data"
     per_sample = True
     cell_kinds = ("symmetric",)
-    params = {"rest_voltage_V": 0.5, "confirm_samples": 3}
+    params = {
+        "rest_voltage_V": (0.5, "a symmetric cell resting above this is not symmetric"),
+        "confirm_samples": (3, "consecutive rest samples that confirm"),
+    }
 
     def __init__(self, spec: CellSpec, overrides: dict[str, Any] | None = None):
         super().__init__(spec, overrides)

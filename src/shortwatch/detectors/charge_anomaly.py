@@ -29,14 +29,14 @@ class ChargeAnomaly(Detector):
     name = "charge_anomaly"
     cell_kinds = ("full", "anode-free")
     params = {
-        "dips_per_charge": 3,  # this many voltage dips in one charge warn
-        "charges_with_dips": 2,  # dips in this many of the last 3 charges warn
-        "overcharge_ratio": 1.15,  # charge capacity beyond this share of the usual...
-        "cutoff_margin_V": 0.02,  # ...while ending this far below the usual end-of-charge voltage
-        "ce_drop": 0.03,  # CE this far below its recent median...
-        "ce_cycles": 2,  # ...in this many consecutive cycles
-        "skip_first_cycles": 1,  # formation
-        "memory_charges": 3,  # a sign is remembered for this many normal charges
+        "dips_per_charge": (3, "this many voltage dips in one charge warn"),
+        "charges_with_dips": (2, "dips in this many of the last 3 charges warn"),
+        "overcharge_ratio": (1.15, "charge capacity beyond this share of the usual..."),
+        "cutoff_margin_V": (0.02, "...while ending this far below the usual end-of-charge voltage"),
+        "ce_drop": (0.03, "CE this far below its recent median..."),
+        "ce_cycles": (2, "...in this many consecutive cycles"),
+        "skip_first_cycles": (1, "formation"),
+        "memory_charges": (3, "a sign is remembered for this many normal charges"),
     }
 
     def __init__(self, spec: CellSpec, overrides: dict[str, Any] | None = None):

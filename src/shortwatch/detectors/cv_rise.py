@@ -22,13 +22,13 @@ class CvCurrentRise(Detector):
     name = "cv_current_rise"
     cell_kinds = ("symmetric", "anode-free")
     params = {
-        "warmup_cycles": 6,  # early contact improvement raises the peak too: learned, not judged
-        "rise_fraction": 0.10,  # rise above the lowest peak so far that turns the trend
-        "rising_checks": 2,  # ...seen in this many consecutive CV checks
-        "omega_threshold": 0.20,  # omega (Eq. 3) that fires on its own
-        "linear_r2": 0.999,  # an I-V fit this straight is a resistor...
-        "hard_omega": 1.0,  # ...when the peak has also at least doubled: hard breakdown
-        "step_noise": 0.02,  # a change smaller than this between checks is neither rise nor fall
+        "warmup_cycles": (6, "early contact improvement raises the peak too: learned, not judged"),
+        "rise_fraction": (0.10, "rise above the lowest peak so far that turns the trend"),
+        "rising_checks": (2, "...seen in this many consecutive CV checks"),
+        "omega_threshold": (0.20, "omega (Eq. 3) that fires on its own"),
+        "linear_r2": (0.999, "an I-V fit this straight is a resistor..."),
+        "hard_omega": (1.0, "...when the peak has also at least doubled: hard breakdown"),
+        "step_noise": (0.02, "a change smaller than this between checks is neither rise nor fall"),
     }
 
     def __init__(self, spec: CellSpec, overrides: dict[str, Any] | None = None):

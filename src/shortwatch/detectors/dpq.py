@@ -33,15 +33,15 @@ class DpqDecline(Detector):
     name = "pressure_dpq_decline"
     cell_kinds = ("full", "anode-free")
     params = {
-        "reference_cycles": 10,  # cycles in the reference trend
-        "min_reference": 5,  # cycles needed before judging
-        "skip_first_cycles": 1,  # formation cycle(s) are not part of the trend
-        "allowance_sigma": 1.0,  # CUSUM k, in residual sigmas
-        "threshold_sigma": 6.0,  # CUSUM h, in residual sigmas
-        "sigma_floor": 0.015,  # residual sigma at least this share of the predicted value...
-        "sigma_floor_abs": 0.1,  # ...and at least this (MPa g/Ah): a flat pressure trace gives 0
-        "min_capacity_share": 0.5,  # skip cycles with less than this share of the usual capacity
-        "constant_pressure": False,  # judge constant-pressure fixtures too (their swing is mostly noise)
+        "reference_cycles": (10, "cycles in the reference trend"),
+        "min_reference": (5, "cycles needed before judging"),
+        "skip_first_cycles": (1, "formation cycle(s) are not part of the trend"),
+        "allowance_sigma": (1.0, "CUSUM k, in residual sigmas"),
+        "threshold_sigma": (6.0, "CUSUM h, in residual sigmas"),
+        "sigma_floor": (0.015, "residual sigma at least this share of the predicted value..."),
+        "sigma_floor_abs": (0.1, "...and at least this (MPa g/Ah): a flat pressure trace gives 0"),
+        "min_capacity_share": (0.5, "skip cycles with less than this share of the usual capacity"),
+        "constant_pressure": (False, "judge constant-pressure fixtures too (their swing is mostly noise)"),
     }
 
     def __init__(self, spec: CellSpec, overrides: dict[str, Any] | None = None):
@@ -119,9 +119,9 @@ class PressureMechanics(Detector):
     name = "pressure_mechanics"
     cell_kinds = ("full", "anode-free")
     params = {
-        "reference_cycles": 3,  # the first cycles' peak pressure is the reference
-        "peak_ratio_warning": 1.35,  # peak / reference peak that warns (fixed-gap)
-        "creep_watch_MPa": 1.0,  # baseline (cycle minimum) risen this much: watch
+        "reference_cycles": (3, "the first cycles' peak pressure is the reference"),
+        "peak_ratio_warning": (1.35, "peak / reference peak that warns (fixed-gap)"),
+        "creep_watch_MPa": (1.0, "baseline (cycle minimum) risen this much: watch"),
     }
 
     def __init__(self, spec: CellSpec, overrides: dict[str, Any] | None = None):

@@ -30,14 +30,14 @@ class HardShort(Detector):
     name = "hard_short"
     per_sample = True
     params = {
-        "collapse_fraction": 0.15,  # symmetric: |V| below this share of the expected overpotential...
-        "collapse_max_V": 0.02,  # ...and below this absolute value
-        "min_asr_ohm_cm2": 1.0,  # before any half-cycle is known: |V|/J below this (no real cell is)
-        "min_current_density_mA_cm2": 0.02,  # "under current"
-        "confirm_samples": 2,  # consecutive samples that confirm
-        "recover_samples": 6,  # consecutive healthy samples that resolve
-        "full_drop_V": 0.25,  # full cells: a sudden drop this large while charging...
-        "full_floor_V": 1.0,  # ...or a voltage below this after the cell was charged
+        "collapse_fraction": (0.15, "symmetric: |V| below this share of the expected overpotential..."),
+        "collapse_max_V": (0.02, "...and below this absolute value"),
+        "min_asr_ohm_cm2": (1.0, "before any half-cycle is known: |V|/J below this (no real cell is)"),
+        "min_current_density_mA_cm2": (0.02, "|I| / area at or above this counts as under current"),
+        "confirm_samples": (2, "consecutive samples that confirm"),
+        "recover_samples": (6, "consecutive healthy samples that resolve"),
+        "full_drop_V": (0.25, "full cells: a sudden drop this large while charging..."),
+        "full_floor_V": (1.0, "...or a voltage below this after the cell was charged"),
     }
 
     _transient = (*Detector._transient, "symmetric", "i_min", "collapse", "max_v", "r_floor")

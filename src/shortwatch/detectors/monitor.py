@@ -62,6 +62,7 @@ class CellMonitor(Stateful):
         self.last_cycle: dict[str, Any] | None = None
         self.verdicts: dict[str, dict[str, Any]] = {}
         self.kind_mismatch = False  # set by cell_config: the data contradict spec.kind
+        self.stored_status = "ok"  # the last overall status written to storage
 
     def state(self) -> dict[str, Any]:
         out = super().state()

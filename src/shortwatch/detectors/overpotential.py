@@ -41,20 +41,20 @@ class OverpotentialDrop(Detector):
     name = "overpotential_drop"
     cell_kinds = ("symmetric",)
     params = {
-        "warmup_cycles": 6,  # cycles of interface stabilisation learned, not judged
-        "allowance": 0.025,  # tolerated fall below the peak ASR (fraction; CUSUM k, in ln units)
-        "threshold": 0.4,  # CUSUM h (ln units x half-cycles)
-        "corroborated_threshold": 0.15,  # h when the half-cycle profile has turned flat/ohmic
-        "min_drop": 0.08,  # and the ASR must be at least this far below its peak to warn...
-        "corroborated_min_drop": 0.05,  # ...or this far with a flat, ohmic profile
-        "shape_fade": 0.5,  # profile counts as flat when its shape index falls below this share
-        "smoothing": 0.3,  # EWMA weight of the newest half-cycle in the level
-        "activation_energy_eV": None,  # None: learned from the cell's temperature changes
-        "default_activation_energy_eV": 0.4,  # used until one is learned
-        "reference_temperature_C": 25.0,
-        "min_temperature_step_C": 2.0,  # a change this large teaches the activation energy
-        "j_step_ratio": 1.1,  # a current-density change beyond this is a new regime (CCD step)
-        "min_half_cycle_s": 300.0,
+        "warmup_cycles": (6, "cycles of interface stabilisation learned, not judged"),
+        "allowance": (0.025, "tolerated fall below the peak ASR (fraction; CUSUM k, in ln units)"),
+        "threshold": (0.4, "CUSUM h (ln units x half-cycles)"),
+        "corroborated_threshold": (0.15, "h when the half-cycle profile has turned flat/ohmic"),
+        "min_drop": (0.08, "and the ASR must be at least this far below its peak to warn..."),
+        "corroborated_min_drop": (0.05, "...or this far with a flat, ohmic profile"),
+        "shape_fade": (0.5, "profile counts as flat when its shape index falls below this share"),
+        "smoothing": (0.3, "EWMA weight of the newest half-cycle in the level"),
+        "activation_energy_eV": (None, "None: learned from the cell's temperature changes"),
+        "default_activation_energy_eV": (0.4, "used until one is learned"),
+        "reference_temperature_C": (25.0, "ASR is referred to this temperature"),
+        "min_temperature_step_C": (2.0, "a change this large teaches the activation energy"),
+        "j_step_ratio": (1.1, "a current-density change beyond this is a new regime (CCD step)"),
+        "min_half_cycle_s": (300.0, "shorter half-cycles are not judged"),
     }
 
     def __init__(self, spec: CellSpec, overrides: dict[str, Any] | None = None):

@@ -21,7 +21,10 @@ if TYPE_CHECKING:
 class PressureWindow(Detector):
     name = "pressure_window"
     per_sample = True
-    params = {"confirm_samples": 3, "hysteresis_MPa": 0.1}
+    params = {
+        "confirm_samples": (3, "consecutive (median-filtered) samples outside the window that warn"),
+        "hysteresis_MPa": (0.1, "back inside by this margin to resolve"),
+    }
 
     def __init__(self, spec: CellSpec, overrides: dict[str, Any] | None = None):
         super().__init__(spec, overrides)

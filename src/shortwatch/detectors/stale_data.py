@@ -26,9 +26,9 @@ class StaleData(Detector):
     kind = "data"
     per_sample = True
     params = {
-        "periods": 6,  # silence of this many sampling periods...
-        "min_silence_s": 60.0,  # ...and at least this long is stale
-        "ended_rest_s": 1800.0,  # zero current for this long before the silence: the test ended
+        "periods": (6, "silence of this many sampling periods..."),
+        "min_silence_s": (60.0, "...and at least this long is stale"),
+        "ended_rest_s": (1800.0, "zero current for this long before the silence: the test ended"),
     }
 
     def __init__(self, spec: CellSpec, overrides: dict[str, Any] | None = None):
