@@ -23,7 +23,15 @@ from shortwatch.settings import ConfigError, FileSource, Settings, SimulatorSour
 log = logging.getLogger("shortwatch")
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, console: Any = None) -> None:
+    """Log lines to stderr; through a rich console when a live display (progress bar) owns
+    the terminal, so the lines print above it instead of breaking it."""
+    if console is not None:
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(console=console, show_path=False)
+        logging.basicConfig(level=getattr(logging, level), format="%(name)s: %(message)s", handlers=[handler])
+        return
     logging.basicConfig(
         level=getattr(logging, level),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -152,7 +160,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    _setup_logging(args.log_level or "WARNING")
     from shortwatch.sensors.file_source import FileSource as FileTail
 
     missing = [f for f in args.files if not Path(f).is_file()]
@@ -161,7 +168,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 2
     total = sum(Path(f).stat().st_size for f in args.files)
     offsets: dict[str, int] = {}
-    progress = _progress_bar(total, enabled=sys.stderr.isatty() and not args.no_progress)
+    progress, console = _progress_bar(total, enabled=sys.stderr.isatty() and not args.no_progress)
+    _setup_logging(args.log_level or "WARNING", console)
     source = FileTail(
         list(args.files),
         fmt=args.format,
@@ -187,19 +195,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
     print(
         f"replayed {runner.items_in} rows from {len(args.files)} file(s) in {dt:.1f} s "
         f"({runner.items_in / dt if dt else 0:,.0f} rows/s); accepted {runner.pipeline.samples_accepted}; "
-        f"cells {len(runner.pipeline.monitors)}; rejected {rejected or 'none'}",
+        f"cells {len(runner.pipeline.monitors)}; input problems {rejected or 'none'}",
         file=sys.stderr,
     )
     return 0
 
 
 def _progress_bar(total: int, enabled: bool):
-    """A rich progress bar over bytes read; returns update(done) / update(None) to stop."""
+    """A rich progress bar over bytes read: (update(done) / update(None) to stop, its console)."""
     if not enabled:
-        return lambda done: None
+        return (lambda done: None), None
+    from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-    prog = Progress("replay", BarColumn(), DownloadColumn(), TimeRemainingColumn(), transient=True)
+    prog = Progress(
+        "replay", BarColumn(), DownloadColumn(), TimeRemainingColumn(), transient=True, console=Console(stderr=True)
+    )
     task = prog.add_task("replay", total=total)
     prog.start()
 
@@ -209,7 +220,7 @@ def _progress_bar(total: int, enabled: bool):
         else:
             prog.update(task, completed=done)
 
-    return update
+    return update, prog.console
 
 
 def _parse_time(text: str | None) -> float | None:
