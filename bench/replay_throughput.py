@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
 import resource
 import subprocess
@@ -33,19 +34,21 @@ SCENARIOS = ["sym_healthy", "sym_soft_hard", "full_healthy", "sym_cv_rise", "ful
 
 
 def generate(workdir: Path, n_samples: int, n_cells: int) -> tuple[list[Path], Path]:
+    """At least n_cells files holding n_samples in all (scenarios that end early, e.g. after
+    a short, are topped up with more cells)."""
     per_cell = n_samples // n_cells
     files = []
     cells_toml = []
-    for k in range(n_cells):
+    total = 0
+    k = 0
+    while total < n_samples:
         scenario = SCENARIOS[k % len(SCENARIOS)]
         cell = f"C{k}"
         spec = default_spec(scenario)
-        sim = SimulatedCell(cell, scenario, spec, seed=k, start=START, duration_h=per_cell * 10 / 3600 + 1)
-        samples = []
-        for s in sim.samples():
-            samples.append(s)
-            if len(samples) == per_cell:
-                break
+        sim = SimulatedCell(cell, scenario, spec, seed=k, start=START)
+        want = min(per_cell, n_samples - total)
+        samples = list(itertools.islice(sim.samples(), want))
+        total += len(samples)
         path = workdir / f"{cell}.csv"
         with open(path, "w", encoding="utf-8") as fh:
             write_csv(samples, fh)
@@ -54,6 +57,7 @@ def generate(workdir: Path, n_samples: int, n_cells: int) -> tuple[list[Path], P
             f'[cells.{cell}]\nkind = "{spec.kind}"\n'
             + (f"cathode_mass_g = {spec.cathode_mass_g}\n" if spec.cathode_mass_g else "")
         )
+        k += 1
     cfg = workdir / "bench.toml"
     cfg.write_text(f'[daemon]\nstate_dir = "{workdir / "state"}"\n\n' + "\n".join(cells_toml))
     return files, cfg
@@ -131,7 +135,7 @@ def main() -> None:
         files, cfg = generate(workdir, args.samples, args.cells)
         size = sum(f.stat().st_size for f in files) / 2**20
         print(
-            f"generated {args.samples:,} samples in {args.cells} files ({size:.0f} MiB) "
+            f"generated {args.samples:,} samples in {len(files)} files ({size:.0f} MiB) "
             f"in {time.perf_counter() - t0:.1f} s"
         )
         for store in (False, True):

