@@ -221,7 +221,7 @@ def states(detector, items, hook: str = "on_cycle") -> list[str]:
 def test_cv_peak_trend_turning_up_warns_and_linear_cv_is_critical() -> None:
     peaks = [1.00, 0.96, 0.93, 0.91, 0.90, 0.95, 1.02, 1.10, 1.25, 2.6]
     lin = [0.98] * 9 + [0.9995]
-    det = CvCurrentRise(CellSpec(kind="symmetric"))
+    det = CvCurrentRise(CellSpec(kind="symmetric"), {"warmup_cycles": 0})  # the trend logic alone
     got = states(
         det, [cycle(k, cv_peak_A=p * 1e-3, cv_linearity=r) for k, (p, r) in enumerate(zip(peaks, lin, strict=True))]
     )
@@ -229,6 +229,18 @@ def test_cv_peak_trend_turning_up_warns_and_linear_cv_is_critical() -> None:
     assert "warning" in got[5:9]
     assert got.index("warning") <= 7  # 0.90 -> 0.95 -> 1.02: two rises and +13 % above the low
     assert got[-1] == "critical"
+
+
+def test_cv_peak_rising_with_early_contact_improvement_is_healthy() -> None:
+    # a CV check every 6 cycles; contact improves over the first cycles (peak +20 % by the
+    # second check), then interphase growth makes it shrink slowly
+    items = []
+    for k in range(48):
+        peak = 1e-3 * (1.25 - 0.25 * math.exp(-k / 2.5)) * (1 - 0.003 * k) if k % 6 == 0 else None
+        items.append(cycle(k, cv_peak_A=peak, cv_linearity=0.96 if peak else None))
+    assert set(states(CvCurrentRise(CellSpec(kind="symmetric")), items)) == {"ok"}
+    # judged from the very first check, the contact improvement looks like leakage
+    assert "warning" in states(CvCurrentRise(CellSpec(kind="symmetric"), {"warmup_cycles": 0}), items)
 
 
 def test_cv_peak_falling_is_healthy() -> None:

@@ -22,7 +22,7 @@ class CvCurrentRise(Detector):
     name = "cv_current_rise"
     cell_kinds = ("symmetric", "anode-free")
     params = {
-        "warmup_cycles": (6, "early contact improvement raises the peak too: learned, not judged"),
+        "warmup_cycles": (6, "CV checks in these first cycles are ignored: contact improvement raises the peak too"),
         "rise_fraction": (0.10, "rise above the lowest peak so far that turns the trend"),
         "rising_checks": (2, "...seen in this many consecutive CV checks"),
         "omega_threshold": (0.20, "omega (Eq. 3) that fires on its own"),
@@ -47,9 +47,11 @@ class CvCurrentRise(Detector):
         peak = c.cv_peak_A
         if peak is None or peak <= 0 or m.kind_mismatch:
             return None
-        self.checks += 1
         p = self.p
-        if self.initial is None or self.cycles_seen <= p["warmup_cycles"]:
+        if self.cycles_seen <= p["warmup_cycles"]:
+            return None  # contact still improving: such a check is no reference for later ones
+        self.checks += 1
+        if self.initial is None:
             self.initial, self.initial_cycle = peak, c.cycle
             self.lowest, self.lowest_cycle = peak, c.cycle
             self.previous = peak
