@@ -1,5 +1,12 @@
 """Detection benchmark: lead time and false alarms on labelled simulated cells.
 
+Columns: detected = failing cells alerted (warning or critical, from onset - 1 h) before the
+hard short; lead = hours / cycles / fraction of the onset-to-short interval by which the first
+such alert preceded the short (median; min frac is the worst cell); short lat s = the largest
+delay of the hard_short critical after the labelled short; crit<lbl = criticals raised before
+the labelled moment (the cell could no longer hold its voltage); early = alerts more than 1 h
+before the labelled onset; false = alerts on healthy cells.
+
 Generates a fresh labelled scenario set with the simulator (new random seeds each run
 unless --seed is given), writes one canonical CSV per cell, replays them through the real
 `shortwatch replay` command (two processes, one per core), and prints per family:
@@ -182,7 +189,7 @@ def summarise(runs: dict[str, CellRun], method: str) -> list[dict]:
     rows = []
     for fam, rs in sorted(by_family.items()):
         detected = leads_h = None
-        leads_h, leads_c, fracs, latencies, early, false = [], [], [], [], 0, 0
+        leads_h, leads_c, fracs, latencies, early, false, crit_before = [], [], [], [], 0, 0, 0
         n_det = n_eligible = 0
         healthy_h = 0.0
         for r in rs:
@@ -196,7 +203,10 @@ def summarise(runs: dict[str, CellRun], method: str) -> list[dict]:
             onset, short = tr.soft_onset_time, tr.hard_short_time
             crit = [a for a in alerts if a[1] == "hard_short" and a[2] == "critical"]
             if short is not None and crit:
-                latencies.append(crit[0][0] - short)
+                if crit[0][0] >= short:
+                    latencies.append(crit[0][0] - short)
+                else:
+                    crit_before += 1  # the cell could no longer hold its voltage before the labelled short
             early += sum(1 for a in alerts if onset is not None and a[0] < onset - 3600)
             if short is not None and onset is not None and short - onset < 60:
                 continue  # sudden short: no warning is possible; judged by latency
@@ -223,6 +233,7 @@ def summarise(runs: dict[str, CellRun], method: str) -> list[dict]:
                 lead_frac=statistics.median(fracs) if fracs else None,
                 min_frac=min(fracs) if fracs else None,
                 short_latency_s=max(latencies) if latencies else None,
+                crit_before_label=crit_before,
                 early_alarms=early,
                 false_alarms=false if not rs[0].truth.failing else None,
                 false_per_cell_week=(false / (healthy_h / WEEK_H)) if healthy_h else None,
@@ -239,14 +250,14 @@ def print_table(title: str, rows: list[dict]) -> dict:
     print(f"\n## {title}")
     print(
         f"{'family':28} {'cells':>5} {'detected':>9} {'lead h':>7} {'lead cyc':>8} {'lead frac':>9} "
-        f"{'min frac':>8} {'short lat s':>11} {'early':>5} {'false':>5} {'false/cell-wk':>13}"
+        f"{'min frac':>8} {'short lat s':>11} {'crit<lbl':>8} {'early':>5} {'false':>5} {'false/cell-wk':>13}"
     )
     for r in rows:
         print(
             f"{r['family']:28} {r['cells']:>5} {r['detected']:>9} {fmt(r['lead_h']):>7} "
             f"{fmt(r['lead_cycles'], '.0f'):>8} {fmt(r['lead_frac'], '.2f'):>9} {fmt(r['min_frac'], '.2f'):>8} "
-            f"{fmt(r['short_latency_s'], '.0f'):>11} {r['early_alarms']:>5} {fmt(r['false_alarms'], 'd'):>5} "
-            f"{fmt(r['false_per_cell_week'], '.2f'):>13}"
+            f"{fmt(r['short_latency_s'], '.0f'):>11} {r['crit_before_label']:>8} {r['early_alarms']:>5} "
+            f"{fmt(r['false_alarms'], 'd'):>5} {fmt(r['false_per_cell_week'], '.2f'):>13}"
         )
     fails = [r for r in rows if r["family"].startswith("F")]
     heal = [r for r in rows if r["family"].startswith("H")]

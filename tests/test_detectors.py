@@ -148,6 +148,19 @@ def test_low_resistance_healthy_cell_is_not_a_short() -> None:
     assert not firing(alerts, "hard_short")
 
 
+def test_full_cell_that_cannot_hold_its_voltage_stays_critical_until_back_in_range() -> None:
+    settings = parse_settings({"cells": {"F": {"kind": "full", "cathode_mass_g": 0.01}}})
+    p = Pipeline(settings)
+    out = RecordBatch()
+    volts = [3.6 + 0.001 * k for k in range(200)] + [0.95] * 3 + [1.05 + 0.001 * k for k in range(50)]
+    p.process([Sample(T0 + 10 * k, "F", v, 0.0 if k >= 200 else 1e-3) for k, v in enumerate(volts)], "t", out)
+    assert [(a.state, a.severity) for a in out.alerts if a.detector == "hard_short"] == [("firing", "critical")]
+    out = RecordBatch()
+    t = T0 + 10 * len(volts)
+    p.process([Sample(t + 10 * k, "F", 3.5 + 0.001 * k, 1e-3) for k in range(10)], "t", out)
+    assert [a.state for a in out.alerts if a.detector == "hard_short"] == ["resolved"]
+
+
 def test_full_cell_voltage_drop_while_charging_is_a_short() -> None:
     settings = parse_settings({"cells": {"F": {"kind": "full", "cathode_mass_g": 0.01}}})
     p = Pipeline(settings)

@@ -38,6 +38,7 @@ class HardShort(Detector):
         "recover_samples": (6, "consecutive healthy samples that resolve"),
         "full_drop_V": (0.25, "full cells: a sudden drop this large while charging..."),
         "full_floor_V": (1.0, "...or a voltage below this after the cell was charged"),
+        "full_working_V": (3.0, "a full cell is back to health only above this voltage"),
     }
 
     _transient = (*Detector._transient, "symmetric", "i_min", "collapse", "max_v", "r_floor")
@@ -116,7 +117,10 @@ class HardShort(Detector):
         return min(self.p["collapse_fraction"] * expected, self.p["collapse_max_V"]), expected
 
     def _full(self, v: float, i: float) -> tuple[bool, bool]:
-        if v > 3.0:
+        """(shorted, healthy) for a full cell. Healthy means back in the working range: a
+        cell that sank to 1 V and creeps back to 1.1 V has not recovered."""
+        working = self.p["full_working_V"]
+        if v > working:
             self.was_charged = True
         if self.was_charged and v < self.p["full_floor_V"]:
             return True, False
@@ -126,11 +130,10 @@ class HardShort(Detector):
             if charging and v < self.v_before - 0.5 * self.p["full_drop_V"]:
                 return True, False
             self.v_before = None
-            return False, True
-        if charging and self.v_prev is not None and self.v_prev - v > self.p["full_drop_V"]:
+        elif charging and self.v_prev is not None and self.v_prev - v > self.p["full_drop_V"]:
             self.v_before = self.v_prev
             return True, False
-        return False, charging
+        return False, v > working
 
     def _explain(self, v: float, i: float) -> tuple[str, dict[str, Any]]:
         if self.spec.kind == "symmetric":
