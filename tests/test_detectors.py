@@ -117,6 +117,38 @@ def test_unchanged_overpotential_at_higher_current_is_soft_breakdown() -> None:
     assert "did not rise with a higher current density" in fired[0].summary
 
 
+def run_with_rests(tau_of_cycle, asr_of_cycle, n_cycles: int = 30) -> list[AlertEvent]:
+    """30-min half-cycles at 0.5 mA/cm2, each followed by a 20-min rest in which |V| relaxes
+    as exp(-t / tau)."""
+    settings = parse_settings({"cells": {"S": {"kind": "symmetric", "area_cm2": AREA}}})
+    p = Pipeline(settings)
+    out = RecordBatch()
+    t = T0
+    i = 0.5e-3 * AREA
+    for c in range(n_cycles):
+        eta = 0.5e-3 * asr_of_cycle(c)
+        batch = []
+        for sign in (1, -1):
+            for k in range(180):
+                shape = 1.0 + 0.2 * math.exp(-k / 180 / 0.02)
+                batch.append(Sample(t, "S", sign * eta * shape, sign * i, mode="cc"))
+                t += 10.0
+            for k in range(1, 121):
+                batch.append(Sample(t, "S", sign * eta * math.exp(-10.0 * k / tau_of_cycle(c)), 0.0, mode="rest"))
+                t += 10.0
+        p.process(batch, "test", out)
+    return out.alerts
+
+
+def test_faster_relaxation_at_rest_corroborates_a_small_fall() -> None:
+    asr = lambda c: 60.0 if c < 15 else 60.0 * 0.93  # noqa: E731  a 7 % fall: below min_drop alone
+    assert not firing(run_with_rests(lambda c: 600.0, asr), "overpotential_drop")
+    fired = firing(run_with_rests(lambda c: 600.0 if c < 15 else 150.0, asr), "overpotential_drop")
+    assert fired and fired[0].evidence["rest_relaxes_faster"] is True
+    assert fired[0].evidence["rest_tau_ratio"] == pytest.approx(0.25, rel=0.05)
+    assert "faster at rest" in fired[0].summary
+
+
 # ------------------------------------------------------------------ hard_short
 
 
@@ -320,6 +352,7 @@ def charge_step(c: int, q: float = 2e-3, v_end: float = 4.25, dips: int = 0) -> 
         v_dips=dips,
         max_dip_V=0.03 if dips else 0.0,
         rest_decay_V_per_h=None,
+        rest_tau_s=None,
         p_start=None,
         p_end=None,
         p_min=None,

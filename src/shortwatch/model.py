@@ -118,6 +118,7 @@ class StepFeatures:
     v_dips: int  # number of voltage dips while charging at constant current
     max_dip_V: float  # deepest such dip
     rest_decay_V_per_h: float | None  # rests: mean |dV/dt| over the rest
+    rest_tau_s: float | None  # rests: time for |V| to relax to 1/e of its start (None: not reached)
     p_start: float | None
     p_end: float | None
     p_min: float | None

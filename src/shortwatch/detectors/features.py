@@ -20,6 +20,7 @@ TRACE_POINTS = 64
 #: a voltage dip while charging at constant current counts when V falls this far below its
 #: running maximum (V); well above cycler noise, well below a micro-short's 10-50 mV
 DIP_THRESHOLD_V = 0.005
+_INV_E = 0.36787944117144233
 
 
 class StepAccumulator(Stateful):
@@ -53,6 +54,7 @@ class StepAccumulator(Stateful):
         self.trace_v: list[float] = []
         self.stride = 1
         self.since_kept = 0
+        self.rest_tau: float | None = None  # rests: when |V| fell to 1/e of its start
         # voltage dips while charging
         self.run_max = float("-inf")
         self.in_dip = False
@@ -115,6 +117,9 @@ class StepAccumulator(Stateful):
                     self.dips += 1
                 if depth > self.max_dip:
                     self.max_dip = depth
+        elif kind == "rest":
+            if self.rest_tau is None and self.v0 is not None and abs(v) < _INV_E * abs(self.v0):
+                self.rest_tau = t - self.t0
         elif kind == "sweep":
             ai = -i if i < 0 else i
             if ai > self.peak_abs_i:
@@ -172,6 +177,7 @@ class StepAccumulator(Stateful):
             v_dips=self.dips,
             max_dip_V=self.max_dip,
             rest_decay_V_per_h=rest_decay,
+            rest_tau_s=self.rest_tau if kind == "rest" else None,
             p_start=self.p0,
             p_end=self.p_last,
             p_min=self.p_min if has_p else None,

@@ -11,7 +11,8 @@ the area-specific resistance ASR = eta / J of each constant-current half-cycle:
 - a one-sided CUSUM of the fall below the highest smoothed level since warm-up: a sustained
   fall adds up, noise and single odd half-cycles do not;
 - corroborated by the shape of the half-cycle: when the nucleation peak and the end-of-strip
-  rise fade (the trace turns flat and ohmic), a smaller fall suffices; and when a higher
+  rise fade (the trace turns flat and ohmic), or when the voltage relaxes much faster at rest
+  (the leak short-circuits the relaxation), a smaller fall suffices; and when a higher
   current density gives no higher overpotential, soft breakdown is flagged at once.
 """
 
@@ -53,6 +54,7 @@ class OverpotentialDrop(Detector):
         "default_activation_energy_eV": (0.4, "used until one is learned"),
         "reference_temperature_C": (25.0, "ASR is referred to this temperature"),
         "min_temperature_step_C": (2.0, "a change this large teaches the activation energy"),
+        "rest_tau_fade": (0.5, "rests relax 'faster' when their time constant falls below this share"),
         "j_step_ratio": (1.1, "a current-density change beyond this is a new regime (CCD step)"),
         "min_half_cycle_s": (300.0, "shorter half-cycles are not judged"),
     }
@@ -74,6 +76,8 @@ class OverpotentialDrop(Detector):
         self.ea_learned = RobustWindow(9)
         self.prev_by_dir: dict[str, list[float]] = {}  # direction -> [T, asr, J]
         self.fall_start_cycle: int | None = None
+        self.rest_taus = RobustWindow(5)  # relaxation time constants of the early rests (s)
+        self.rest_tau: float | None = None  # the latest one
 
     @property
     def activation_energy(self) -> float:
@@ -95,7 +99,18 @@ class OverpotentialDrop(Detector):
         if 0.05 <= ea <= 1.5:  # a physical value; anything else is not a clean temperature step
             self.ea_learned.add(ea)
 
+    def _learn_rest(self, f: StepFeatures) -> None:
+        """Relaxation time constant of a rest after a half-cycle (time to 1/e of |V0|)."""
+        if f.rest_tau_s is None or abs(f.v_start or 0.0) < 0.005:
+            return  # no clear relaxation to time (or it outlasted the rest)
+        self.rest_tau = f.rest_tau_s
+        if len(self.rest_taus) < self.rest_taus.values.maxlen:  # type: ignore[operator]
+            self.rest_taus.add(f.rest_tau_s)
+
     def on_step(self, f: StepFeatures, m: CellMonitor) -> Verdict | None:
+        if f.step_kind == "rest" and not m.kind_mismatch:
+            self._learn_rest(f)
+            return None
         if f.step_kind not in ("charge", "discharge") or f.asr_ohm_cm2 is None or f.asr_ohm_cm2 <= 0:
             return None
         if m.kind_mismatch:
@@ -139,8 +154,12 @@ class OverpotentialDrop(Detector):
             self.fall_start_cycle = f.cycle
         shape_ratio = shape_level / self.shape_ref if self.shape_ref else None
         flat = shape_ratio is not None and shape_ratio < self.p["shape_fade"]
-        h = self.p["corroborated_threshold"] if flat else self.p["threshold"]
-        min_fall = -math.log(1.0 - (self.p["corroborated_min_drop"] if flat else self.p["min_drop"]))
+        tau_ref = self.rest_taus.median() if len(self.rest_taus) >= 2 else None
+        tau_ratio = self.rest_tau / tau_ref if tau_ref and self.rest_tau else None
+        fast_rest = tau_ratio is not None and tau_ratio < self.p["rest_tau_fade"]
+        corroborated = flat or fast_rest
+        h = self.p["corroborated_threshold"] if corroborated else self.p["threshold"]
+        min_fall = -math.log(1.0 - (self.p["corroborated_min_drop"] if corroborated else self.p["min_drop"]))
         sustained = s > h and fall > min_fall
         if self.eta_unscaled is not None or sustained:
             state = "warning"
@@ -166,6 +185,8 @@ class OverpotentialDrop(Detector):
             "activation_energy_eV": round(self.activation_energy, 3),
             "profile_shape_ratio": None if shape_ratio is None else round(shape_ratio, 3),
             "profile_flat": flat,
+            "rest_tau_ratio": None if tau_ratio is None else round(tau_ratio, 3),
+            "rest_relaxes_faster": fast_rest,
         }
         if self.eta_unscaled:
             evidence.update(self.eta_unscaled)
@@ -176,6 +197,8 @@ class OverpotentialDrop(Detector):
                 why[-1] += f" at {self.p['reference_temperature_C']:.0f} C) since cycle {self.fall_start_cycle}"
             if flat:
                 why.append("the half-cycle profile has turned flat and ohmic")
+            if fast_rest:
+                why.append(f"the voltage relaxes {1 / tau_ratio:.1f}x faster at rest")  # type: ignore[operator]
             if self.eta_unscaled:
                 why.append("the overpotential did not rise with a higher current density")
             summary = f"Soft breakdown suspected in cycle {f.cycle}: " + "; ".join(why)
