@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from replay_cmd import replay_command
 from shortwatch.detectors.stats import PageHinkley
 from shortwatch.model import Sample
 from shortwatch.sensors.canonical_csv import write_csv
@@ -154,19 +155,7 @@ def replay(cfg: Path, files: list[Path], workdir: Path, runs: dict[str, CellRun]
     procs = []
     for k, half in enumerate(halves):
         out = workdir / f"alerts-{k}.jsonl"
-        cmd = [
-            sys.executable,
-            "-m",
-            "shortwatch.cli",
-            "replay",
-            "--config",
-            str(cfg),
-            "--no-store",
-            "--no-progress",
-            "--alerts-out",
-            str(out),
-            *map(str, half),
-        ]
+        cmd = replay_command(cfg, half, out, store=False)
         procs.append((subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True), out))
     for proc, out in procs:
         _, err = proc.communicate()

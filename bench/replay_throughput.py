@@ -17,12 +17,12 @@ import itertools
 import json
 import resource
 import subprocess
-import sys
 import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 
+from replay_cmd import replay_command
 from shortwatch.daemon.pipeline import Pipeline
 from shortwatch.model import RecordBatch
 from shortwatch.sensors.canonical_csv import write_csv
@@ -65,20 +65,7 @@ def generate(workdir: Path, n_samples: int, n_cells: int) -> tuple[list[Path], P
 
 def time_replay(cfg: Path, files: list[Path], store: bool) -> tuple[float, int, float]:
     """(seconds, rows, peak RSS MiB of the child)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "shortwatch.cli",
-        "replay",
-        "--config",
-        str(cfg),
-        "--no-progress",
-        "--alerts-out",
-        "/dev/null",
-        *map(str, files),
-    ]
-    if not store:
-        cmd.insert(-len(files), "--no-store")
+    cmd = replay_command(cfg, files, "/dev/null", store)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     dt = time.perf_counter() - t0

@@ -76,7 +76,3 @@ class AlertManager(Stateful):
                 self.firing[key] = [e["severity"], t]
             else:
                 self.firing.pop(key, None)
-
-    def active(self) -> list[tuple[str, str, str]]:
-        """(cell, detector, severity) of every firing alert."""
-        return [(*k.split("|", 1), v[0]) for k, v in sorted(self.firing.items())]  # type: ignore[misc]
