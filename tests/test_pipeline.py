@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from shortwatch.alerts.manager import AlertManager
 from shortwatch.daemon.pipeline import Pipeline
 from shortwatch.detectors.base import Verdict
@@ -149,3 +151,23 @@ def test_cell_status_changes_are_stored_with_detector_statistics() -> None:
     status = [(d.state, d.time - T0) for d in out.detector_states if d.detector == "cell_status"]
     assert status == [("warning", 80.0), ("ok", 140.0)]  # 3rd filtered sample outside, 3rd back inside
     assert p.monitors["A1"].status == "ok"
+
+
+def test_cycler_and_load_cell_streams_feed_one_cell() -> None:
+    """V/I from a cycler file and P from a load cell, in separate streams and batches: both are
+    accepted (time order is per stream) and the pressure reaches the step features."""
+    p = Pipeline(parse_settings({"cells": {"F": {"kind": "full", "cathode_mass_g": 0.01}}}))
+    out = RecordBatch()
+    n = 720
+    vi = [Sample(T0 + 10 * k, "F", 3.6 + 0.6 * k / n, 1e-3, mode="cc") for k in range(n)]
+    vi += [Sample(T0 + 10 * (n + k), "F", 4.1 - 1.0 * k / n, -1e-3, mode="cc") for k in range(n)]
+    pr = [Sample(T0 + 10 * k + 3, "F", pressure_MPa=5.0 + 3.0 * min(k, 2 * n - k) / n) for k in range(2 * n)]
+    for k in range(0, 2 * n, 6):  # live streams arrive interleaved, a minute at a time
+        p.process(vi[k : k + 6], "cycler.csv", out)
+        p.process(pr[k : k + 6], "loadcell", out)
+    p.finish(out)
+    assert not out.rejected and len(out.samples) == 4 * n
+    charge, discharge = out.steps[0], out.steps[1]
+    assert charge.dP_MPa == pytest.approx(3.0, abs=0.05)
+    assert discharge.dP_MPa == pytest.approx(-3.0, abs=0.05)
+    assert out.cycles[0].dpq_MPa_g_per_Ah is not None

@@ -24,7 +24,9 @@ from shortwatch.storage.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[[list[Sample | Rejected]], Awaitable[None]]
+#: emit(items, origin): ``origin`` names the stream within a source (e.g. the file path), which
+#: is the unit in which samples must arrive in time order; default: the source's name
+Emit = Callable[..., Awaitable[None]]
 CHECKPOINT_VERSION = 1
 TICK_S = 5.0  # live mode: how often wall-clock checks (stale data) run
 
@@ -59,7 +61,7 @@ class Runner:
         self.use_checkpoints = use_checkpoints
         self.on_alerts = on_alerts
         self.pipeline = Pipeline(settings, live=live)
-        self.queue: asyncio.Queue[tuple[str, list[Sample | Rejected], dict[str, Any]]] = asyncio.Queue(
+        self.queue: asyncio.Queue[tuple[str, str, list[Sample | Rejected], dict[str, Any]]] = asyncio.Queue(
             maxsize=max(4, settings.daemon.queue_size // 1000)
         )
         self.source_states: dict[str, dict[str, Any]] = {}
@@ -151,10 +153,10 @@ class Runner:
                 log.error("source %s failed: %s", t.get_name(), r)
 
     async def _run_source(self, src: Source) -> None:
-        async def emit(items: list[Sample | Rejected]) -> None:
+        async def emit(items: list[Sample | Rejected], origin: str | None = None) -> None:
             # the source's position is captured with its batch, so a checkpoint records
             # exactly what has been processed
-            await self.queue.put((src.name, items, src.checkpoint()))
+            await self.queue.put((src.name, origin or src.name, items, src.checkpoint()))
 
         try:
             await src.run(emit)
@@ -164,9 +166,9 @@ class Runner:
             log.exception("source %s stopped with an error", src.name)
             raise
 
-    async def _consume(self, name: str, items: list[Sample | Rejected], src_state: dict[str, Any]) -> None:
+    async def _consume(self, name: str, origin: str, items: list[Sample | Rejected], src_state: dict[str, Any]) -> None:
         out = RecordBatch()
-        self.pipeline.process(items, name, out)
+        self.pipeline.process(items, origin, out)
         self.items_in += len(items)
         self.source_states[name] = src_state
         await self._deliver(out)
@@ -174,5 +176,9 @@ class Runner:
     async def _deliver(self, out: RecordBatch) -> None:
         if self.store is not None and len(out):
             await self.store.write(out)
+            if out.alerts:
+                # an alert goes out only once it is committed: after a kill -9 the stored alert
+                # log is what tells the restarted daemon which transitions were already sent
+                await self.store.flush()
         if out.alerts and self.on_alerts is not None:
             self.on_alerts(out.alerts)

@@ -17,6 +17,9 @@ from shortwatch.settings import CellSpec
 from shortwatch.state import Stateful
 
 STATUS_ORDER = ("ok", "watch", "warning", "critical")
+#: a V/I sample without pressure takes the latest load-cell reading (a separate stream) for
+#: its step features when that reading is at most this old (data seconds)
+PRESSURE_MAX_AGE_S = 120.0
 
 
 class Median3(Stateful):
@@ -57,6 +60,7 @@ class CellMonitor(Stateful):
         self.voltage_V: float | None = None
         self.current_A: float | None = None
         self.pressure_MPa: float | None = None
+        self.pressure_time = 0.0
         self.temperature_C: float | None = None
         self.last_step: dict[str, Any] | None = None
         self.last_cycle: dict[str, Any] | None = None
@@ -86,9 +90,12 @@ class CellMonitor(Stateful):
         """Feed one validated sample; finished steps/cycles go to ``out``, detector
         verdicts to ``verdicts`` (the alert manager turns them into events)."""
         self.last_time = s.time
-        p = s.pressure_MPa
+        p = p_feat = s.pressure_MPa
         if p is not None:
-            p = self.pressure_MPa = self.pressure_filter(p)
+            p = p_feat = self.pressure_MPa = self.pressure_filter(p)
+            self.pressure_time = s.time
+        elif self.pressure_MPa is not None and abs(s.time - self.pressure_time) <= PRESSURE_MAX_AGE_S:
+            p_feat = self.pressure_MPa  # the load cell's latest reading, from its own stream
         if s.temperature_C is not None:
             self.temperature_C = s.temperature_C
         v, i = s.voltage_V, s.current_A
@@ -109,7 +116,7 @@ class CellMonitor(Stateful):
                     self._close_step(open_kind or "rest", open_cycle, out, verdicts, new_cycle, run_detectors=True)
                 self.step.reset()
                 self.step_open = True
-            self.step.add(s.time, v, i, p, s.temperature_C, seg.kind)  # type: ignore[arg-type]
+            self.step.add(s.time, v, i, p_feat, s.temperature_C, seg.kind)  # type: ignore[arg-type]
         for name, hook in self.sample_hooks:
             verdict = hook(s, p, self)
             if verdict is not None:

@@ -88,14 +88,14 @@ class FileSource:
                     if not items:
                         break
                     got_any = True
-                    await emit(items)
+                    await emit(items, path)
                     if self.on_progress is not None:
                         self.on_progress(path, reader.offset)
             if not self.follow:
-                for reader in self.readers.values():
+                for path, reader in self.readers.items():
                     tail = reader.finish()
                     if tail:
-                        await emit(tail)
+                        await emit(tail, path)
                 return
             if not got_any:
                 await asyncio.sleep(self.poll_s)
