@@ -411,6 +411,32 @@ def test_stale_data_tells_silence_from_a_finished_test() -> None:
     assert v is not None and v.state == "watch" and "test appears to have ended" in v.summary
 
 
+def test_stale_alert_resolves_when_data_time_lags_the_wall_clock() -> None:
+    """An exporter that flushes late: the samples that end the silence carry data times
+    before the wall time the alert fired at. The alert must still resolve."""
+    settings = parse_settings({})
+    p = Pipeline(settings, live=True)
+    out = RecordBatch()
+    t_data = 1_000_000.0  # data time far behind the wall clock
+    p.process([Sample(t_data + 10 * k, "L", 0.04, 4e-4) for k in range(30)], "x", out)
+    det = p.monitors["L"].detectors["stale_data"]
+    p.tick(det.last_arrival + 600, out)
+    p.process([Sample(t_data + 400, "L", 0.04, 4e-4)], "x", out)
+    assert [(a.detector, a.state) for a in out.alerts] == [("stale_data", "firing"), ("stale_data", "resolved")]
+    assert not p.alerts.firing
+
+
+def test_hard_short_before_anything_is_learned_can_recover() -> None:
+    settings = parse_settings({"cells": {"S": {"kind": "symmetric", "area_cm2": AREA}}})
+    p = Pipeline(settings)
+    out = RecordBatch()
+    i = 0.5e-3 * AREA
+    samples = [Sample(T0 + 10 * k, "S", 0.00005, i, mode="cc") for k in range(3)]  # 0.05 mV: looks shorted
+    samples += [Sample(T0 + 30 + 10 * k, "S", 0.04, i, mode="cc") for k in range(20)]  # then 40 mV: healthy
+    p.process(samples, "t", out)
+    assert [a.state for a in out.alerts if a.detector == "hard_short"] == ["firing", "resolved"]
+
+
 def test_stale_data_only_runs_live() -> None:
     settings = parse_settings({})
     assert "stale_data" not in Pipeline(settings, live=False).monitor("A").detectors

@@ -34,8 +34,8 @@ class AlertManager(Stateful):
                 )
             )
             key = f"{cell}|{name}"
-            if v.time <= self.last_transition.get(key, float("-inf")):
-                continue  # already decided before a restart: never send it twice
+            if v.time < self.last_transition.get(key, float("-inf")):
+                continue  # decided before a restart (the log has a later transition): never twice
             current = self.firing.get(key)
             if v.state in FIRING_STATES:
                 if current is not None and current[0] == v.state:

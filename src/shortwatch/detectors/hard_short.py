@@ -79,8 +79,8 @@ class HardShort(Detector):
             else:
                 av = v if v > 0 else -v
                 r = self.r_cell
-                if r is None:
-                    shorted, healthy = av < self.r_floor * ai, False
+                if r is None:  # nothing learned yet: judged against the physical floor
+                    shorted, healthy = av < self.r_floor * ai, av > 10.0 * self.r_floor * ai
                 else:
                     expected = r * ai
                     limit = self.collapse * expected

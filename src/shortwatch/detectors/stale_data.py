@@ -37,6 +37,7 @@ class StaleData(Detector):
         self.last_data_time: float | None = None
         self.last_arrival: float | None = None
         self.rest_since: float | None = None  # data time the current went to ~0
+        self.fired_at: float | None = None  # wall time of the last stale verdict
 
     def on_sample(self, s: Sample, pressure: float | None, m: CellMonitor) -> Verdict | None:
         if self.last_data_time is not None and s.time > self.last_data_time:
@@ -51,7 +52,10 @@ class StaleData(Detector):
                 self.rest_since = None
         if self.state_name != "ok":
             summary = f"Data from the cell resumed ({m.cell})"
-            return self.verdict(s.time, "ok", 0.0, None, summary, {"cycle": m.segmenter.cycle}, "")
+            # the alert fired at wall time; data time may lag it (a buffering exporter), and a
+            # transition must not go back in time
+            t = max(s.time, self.fired_at or s.time)
+            return self.verdict(t, "ok", 0.0, None, summary, {"cycle": m.segmenter.cycle}, "")
         return None
 
     def check(self, now: float, m: CellMonitor) -> Verdict | None:
@@ -81,4 +85,5 @@ class StaleData(Detector):
         else:
             summary = f"No data for {silence:.0f} s (expected every {period:.0f} s) while the test was running"
             advice = "Check the instrument, its cable or network link, and the exporter feeding shortwatch."
+        self.fired_at = now
         return self.verdict(now, state, silence, limit, summary, evidence, advice)
