@@ -206,3 +206,17 @@ def test_memory_is_bounded_for_a_very_long_step() -> None:
         m.update(Sample(T0 + 10 * k, "X", 0.001, 0.0), out, [])
     assert len(m.step.trace_t) <= 64
     assert len(json.dumps(m.state())) < 10_000
+
+
+def test_a_data_gap_is_not_integrated_as_charge() -> None:
+    """A 3-h pause in the data during a discharge: the charge that flowed meanwhile is
+    unknown, so it is not counted, and the step and cycle say how long the gap was."""
+    samples = full_cell_cycles(2)
+    gap = 3 * 3600.0
+    for s in samples[1100:]:  # inside the first discharge
+        s.time += gap
+    out = run(CellSpec(kind="full", cathode_mass_g=0.01), samples)
+    discharge = out.steps[2]
+    assert discharge.gap_s == pytest.approx(gap + 10.0)
+    assert discharge.capacity_Ah == pytest.approx(1.8e-3 - 1e-3 * 10 / 3600, rel=1e-6)
+    assert out.cycles[0].gap_s == pytest.approx(gap + 10.0) and out.cycles[1].gap_s == 0.0

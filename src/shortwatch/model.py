@@ -102,7 +102,8 @@ class StepFeatures:
     t_end: float
     n_samples: int
     duration_s: float
-    capacity_Ah: float  # |charge| passed, trapezoidal integral of |I| dt
+    capacity_Ah: float  # |charge| passed: sum of |I| dt, each logged current held over the interval before it
+    gap_s: float  # time in data gaps (intervals over GAP_S): not integrated, features incomplete
     capacity_mAh_cm2: float | None
     current_A: float | None  # mean current (signed)
     current_density_mA_cm2: float | None  # mean |I| / area
@@ -144,6 +145,7 @@ class CycleFeatures:
     n_steps: int
     q_charge_Ah: float
     q_discharge_Ah: float
+    gap_s: float  # time in data gaps within the cycle's steps (its capacities are incomplete)
     ce: float | None  # q_discharge / q_charge
     q_discharge_Ah_g: float | None  # per gram of cathode active mass (full cells)
     eta_charge_V: float | None

@@ -51,8 +51,8 @@ class ChargeAnomaly(Detector):
         self.charges = 0
 
     def on_step(self, f: StepFeatures, m: CellMonitor) -> Verdict | None:
-        if f.step_kind != "charge" or f.n_samples < 10:
-            return None
+        if f.step_kind != "charge" or f.n_samples < 10 or f.gap_s > 0:
+            return None  # a data gap leaves the charge capacity incomplete
         self.charges += 1
         if f.cycle < self.p["skip_first_cycles"]:
             return None
@@ -88,7 +88,7 @@ class ChargeAnomaly(Detector):
         return self._judge(f.t_end, f.cycle)
 
     def on_cycle(self, c: CycleFeatures, m: CellMonitor) -> Verdict | None:
-        if c.ce is None or c.cycle < self.p["skip_first_cycles"] or c.q_charge_Ah <= 0:
+        if c.ce is None or c.cycle < self.p["skip_first_cycles"] or c.q_charge_Ah <= 0 or c.gap_s > 0:
             return None
         med = self.ce.median()
         if med is not None and len(self.ce) >= 3 and c.ce < med - self.p["ce_drop"]:

@@ -55,8 +55,8 @@ class DpqDecline(Detector):
 
     def on_cycle(self, c: CycleFeatures, m: CellMonitor) -> Verdict | None:
         dpq, q = c.dpq_MPa_g_per_Ah, c.q_discharge_Ah_g
-        if dpq is None or q is None:
-            return None
+        if dpq is None or q is None or c.gap_s > 0:
+            return None  # no d(dP)_Q, or a data gap left its capacity incomplete
         if self.spec.fixture == "constant-pressure" and not self.p["constant_pressure"]:
             return None  # a servo holds the stack: d(dP) is a small, noise-dominated number
         typical_q = self.capacity.median()

@@ -20,6 +20,9 @@ TRACE_POINTS = 64
 #: a voltage dip while charging at constant current counts when V falls this far below its
 #: running maximum (V); well above cycler noise, well below a micro-short's 10-50 mV
 DIP_THRESHOLD_V = 0.005
+#: an interval longer than this between two samples is a data gap, not a logging interval
+#: (cyclers log at least every few minutes; EC-Lab's longest default is 10 min)
+GAP_S = 1800.0
 _INV_E = 0.36787944117144233
 
 
@@ -32,10 +35,11 @@ class StepAccumulator(Stateful):
         self.reset()
 
     def reset(self) -> None:
-        """Start a new step. ``t_last``/``i_prev`` carry over: the interval between the
-        previous step's last sample and this step's first belongs to this step."""
+        """Start a new step. ``t_last``/``i_prev`` carry over, so the charge passed between the
+        previous step's last sample and this step's first is credited to this step."""
         self.t0 = self.t_last
         self.n = 0
+        self.gap_s = 0.0
         self.q_pos = 0.0  # Ah passed with positive current
         self.q_neg = 0.0  # Ah passed with negative current
         self.i_sum = 0.0
@@ -72,11 +76,15 @@ class StepAccumulator(Stateful):
             # a cycler's logged current is the average since the previous record (EC-Lab's
             # <I>), so it is held over the interval before it; this reproduces EC-Lab's own
             # Q charge/discharge exactly, where the trapezoid rule is 0.7 % off
-            q = i * (t - self.t_last) / 3600.0
-            if q >= 0:
-                self.q_pos += q
+            dt = t - self.t_last
+            if dt > GAP_S:
+                self.gap_s += dt  # the data stopped: what flowed meanwhile is unknown
             else:
-                self.q_neg -= q
+                q = i * dt / 3600.0
+                if q >= 0:
+                    self.q_pos += q
+                else:
+                    self.q_neg -= q
         self.n += 1
         self.t_last = t
         self.i_prev = i
@@ -162,6 +170,7 @@ class StepAccumulator(Stateful):
             n_samples=n,
             duration_s=duration,
             capacity_Ah=capacity,
+            gap_s=self.gap_s,
             capacity_mAh_cm2=capacity * 1000.0 / area,
             current_A=mean_i,
             current_density_mA_cm2=j,
@@ -235,6 +244,7 @@ class CycleAccumulator(Stateful):
         self.n_steps = 0
         self.q_charge = 0.0
         self.q_discharge = 0.0
+        self.gap_s = 0.0
         self.eta_c_sum = self.eta_d_sum = 0.0
         self.eta_c_n = self.eta_d_n = 0
         self.asr_sum = 0.0
@@ -260,6 +270,7 @@ class CycleAccumulator(Stateful):
         self.t_last = f.t_end
         self.q_charge += acc.q_pos
         self.q_discharge += acc.q_neg
+        self.gap_s += f.gap_s
         kind = f.step_kind
         if f.eta_V is not None:
             if kind in CHARGE_KINDS:
@@ -311,6 +322,7 @@ class CycleAccumulator(Stateful):
             n_steps=self.n_steps,
             q_charge_Ah=self.q_charge,
             q_discharge_Ah=self.q_discharge,
+            gap_s=self.gap_s,
             ce=ce,
             q_discharge_Ah_g=q_g,
             eta_charge_V=self.eta_c_sum / self.eta_c_n if self.eta_c_n else None,
