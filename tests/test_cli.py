@@ -178,3 +178,57 @@ def test_daemon_follows_files_stops_cleanly_and_resumes_after_kill_9(tmp_path: P
     firing = [(e["detector"], e["severity"]) for e in events if e["state"] == "firing"]
     assert firing.count(("hard_short", "critical")) == 1
     assert len(firing) == len(set(firing))
+
+
+def test_replay_reads_the_good_files_when_one_is_unreadable(tmp_path: Path, capsys) -> None:
+    good = tmp_path / "G1.csv"
+    sim_csv(good, "G1", "sym_healthy", hours=5)
+    cr_only = tmp_path / "CR.csv"  # classic Mac line endings: no line break the reader knows
+    cr_only.write_bytes(b"time,cell,voltage_V\r" + b"".join(b"%d,CR,0.05\r" % k for k in range(200_000)))
+    cfg = config(tmp_path, G1="sym_healthy")
+    assert (
+        main(["replay", "--config", str(cfg), "--alerts-out", str(tmp_path / "a.jsonl"), str(cr_only), str(good)]) == 0
+    )
+    err = capsys.readouterr().err
+    assert f"could not read {cr_only}" in err and "CR-only" in err
+    assert f"replayed {sum(1 for _ in iter_file(good))} rows" in err
+
+
+def test_export_rejects_an_unreadable_time(tmp_path: Path, capsys) -> None:
+    cfg = config(tmp_path)
+    (tmp_path / "state").mkdir()
+    SqliteStore(tmp_path / "state" / "shortwatch.sqlite").open()
+    assert main(["export", "--config", str(cfg), "--since", "yesterday", str(tmp_path / "o.csv")]) == 2
+    assert "use ISO-8601 with an offset" in capsys.readouterr().err
+
+
+async def test_a_followed_file_that_is_deleted_and_recreated_is_read_again(tmp_path: Path) -> None:
+    import asyncio
+
+    from shortwatch.sensors.file_source import FileSource
+
+    path = tmp_path / "R1.csv"
+    path.write_text("time,voltage_V\n1,0.1\n2,0.1\n")
+    got: list = []
+
+    async def emit(items, origin=None):
+        got.extend(items)
+
+    src = FileSource([str(path)], follow=True, poll_s=0.05)
+    task = asyncio.create_task(src.run(emit))
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if len(got) == 2:
+                break
+        path.unlink()
+        await asyncio.sleep(0.2)
+        path.write_text("time,voltage_V\n10,0.2\n11,0.2\n12,0.2\n")  # a new file at the same path
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if len(got) == 5:
+                break
+    finally:
+        task.cancel()
+    assert [s.time for s in got] == [1, 2, 10, 11, 12]
+    assert not src.failed

@@ -192,6 +192,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if out is not sys.stdout:
             out.close()
     dt = time.perf_counter() - t0
+    for path, why in source.failed.items():
+        print(f"replay: could not read {path}: {why}", file=sys.stderr)
     rejected = dict(runner.pipeline.rejects.counts)
     print(
         f"replayed {runner.items_in} rows from {len(args.files)} file(s) in {dt:.1f} s "
@@ -231,7 +233,10 @@ def _parse_time(text: str | None) -> float | None:
         return float(text)
     except ValueError:
         pass
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"time {text!r}: use ISO-8601 with an offset, or Unix seconds") from None
     if dt.tzinfo is None:
         raise argparse.ArgumentTypeError(f"time {text!r} needs a UTC offset, e.g. {text}+00:00")
     return dt.timestamp()

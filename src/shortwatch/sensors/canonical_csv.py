@@ -119,7 +119,10 @@ class CanonicalCsvDecoder:
         if self._columns is None:
             self._read_header(line)
             return None
-        parts = line.split(",") if '"' not in line else _split_quoted(line)
+        try:
+            parts = line.split(",") if '"' not in line else _split_quoted(line)
+        except ValueError as exc:
+            return Rejected(self.source, "parse_error", line, detail=str(exc))
         if len(parts) != self._n:
             return Rejected(
                 self.source,
@@ -156,7 +159,10 @@ class CanonicalCsvDecoder:
         return Sample(t, cell, voltage, current, pressure, temperature, cycle, step, mode)
 
     def _read_header(self, line: str) -> None:
-        names = [name.strip() for name in _split_quoted(line.lstrip("\ufeff"))]
+        try:
+            names = [name.strip() for name in _split_quoted(line.lstrip("\ufeff"))]
+        except ValueError as exc:
+            raise FormatError(f"{self.source}: unreadable header: {exc}") from None
         known = set(CSV_COLUMNS)
         index = {}
         for i, name in enumerate(names):
@@ -262,7 +268,11 @@ class CanonicalCsvDecoder:
 
 
 def _split_quoted(line: str) -> list[str]:
-    return next(csv.reader((line,)))
+    """Split a line with quoted fields; ValueError when its quoting cannot be parsed."""
+    try:
+        return next(csv.reader((line,)), [])
+    except csv.Error as exc:
+        raise ValueError(f"unparseable CSV quoting: {exc}") from None
 
 
 def write_csv(samples: Iterable[Sample], out: TextIO, time_format: Literal["iso", "unix"] = "iso") -> int:

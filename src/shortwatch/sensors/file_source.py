@@ -45,7 +45,7 @@ class FileSource:
         self.poll_s = poll_s
         self.on_progress = on_progress
         self.readers: dict[str, FileReader] = {}
-        self.failed: set[str] = set()
+        self.failed: dict[str, str] = {}  # path -> why it could not be read
         self._restored: dict[str, dict[str, Any]] = {}
 
     def _discover(self) -> None:
@@ -56,14 +56,12 @@ class FileSource:
                     continue
                 if not Path(path).is_file():
                     if not glob.has_magic(pattern) and not self.follow:
-                        log.error("%s: no such file", path)
-                        self.failed.add(path)
+                        self._fail(path, "no such file")
                     continue
                 try:
                     reader = FileReader(Path(path), self.fmt, self.cell, self.tz)
                 except (FormatError, OSError) as exc:
-                    log.error("%s: cannot read: %s", path, exc)
-                    self.failed.add(path)
+                    self._fail(path, str(exc))
                     continue
                 if path in self._restored:
                     reader.restore(self._restored[path])
@@ -80,10 +78,13 @@ class FileSource:
                             items = await asyncio.to_thread(reader.read_available, BATCH_LINES)
                         else:  # replay: nothing else waits, and a thread would only contend for the GIL
                             items = reader.read_available(BATCH_LINES)
-                    except (FormatError, OSError) as exc:
-                        log.error("%s: stopped reading: %s", path, exc)
-                        self.failed.add(path)
-                        del self.readers[path]
+                    except FileNotFoundError:
+                        if self.follow:  # rotated or being replaced: the reader keeps its place
+                            break
+                        self._fail(path, "the file disappeared")
+                        break
+                    except Exception as exc:  # one bad file must not stop the others
+                        self._fail(path, str(exc))
                         break
                     if not items:
                         break
@@ -92,13 +93,23 @@ class FileSource:
                     if self.on_progress is not None:
                         self.on_progress(path, reader.offset)
             if not self.follow:
-                for path, reader in self.readers.items():
-                    tail = reader.finish()
+                for path, reader in list(self.readers.items()):
+                    try:
+                        tail = reader.finish()
+                    except Exception as exc:
+                        self._fail(path, str(exc))
+                        continue
                     if tail:
                         await emit(tail, path)
                 return
             if not got_any:
                 await asyncio.sleep(self.poll_s)
+
+    def _fail(self, path: str, why: str) -> None:
+        """Stop reading one file (and say so); the other files go on."""
+        log.error("%s: stopped reading: %s", path, why)
+        self.failed[path] = why
+        self.readers.pop(path, None)
 
     def checkpoint(self) -> dict[str, Any]:
         return {"files": {p: r.checkpoint() for p, r in self.readers.items()}}

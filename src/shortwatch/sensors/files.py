@@ -14,7 +14,7 @@ import os
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from shortwatch.model import CSV_COLUMNS, Rejected, Sample
 from shortwatch.sensors.biologic import MAGIC, BiologicMptDecoder
@@ -28,6 +28,7 @@ Format = Literal["csv", "biologic-mpt"]
 FORMATS: tuple[str, ...] = ("csv", "biologic-mpt")
 _CHUNK = 1 << 20  # bytes per read(): few syscalls, bounded memory
 _HEAD = 4096  # bytes read to detect a format, and fingerprinted to recognise a file again
+MAX_LINE_BYTES = 1 << 20  # no export has a 1 MiB line: beyond it the file has no usable line breaks
 _ENCODING = {"csv": "utf-8", "biologic-mpt": "latin-1"}
 
 Item = Sample | Rejected
@@ -179,12 +180,17 @@ class FileReader:
     def _read(self, max_lines: int) -> list[Item]:
         """One pass: read what the buffer lacks with few large reads, decode complete lines."""
         with self.path.open("rb") as f:
-            self._check_identity(os.fstat(f.fileno()))
+            self._check_identity(os.fstat(f.fileno()), f)
             f.seek(self.offset + len(self._buf))
             while self._buf.count(b"\n") < max_lines and (chunk := f.read(_CHUNK)):
                 self._buf += chunk
         buf = self._buf
         end = _end_of_lines(buf, max_lines)
+        if not end and len(buf) > MAX_LINE_BYTES:
+            raise FormatError(
+                f"{self.path}: no line break in {len(buf)} bytes: not a text export, or CR-only "
+                "(classic Mac) line endings; save it with LF or CRLF line endings"
+            )
         if not end or not self._start_decoder(final=False):
             return []
         assert self._decoder is not None
@@ -201,10 +207,21 @@ class FileReader:
         self._advance(end)
         return out
 
-    def _check_identity(self, st: os.stat_result) -> None:
-        """Start over when the path now holds another file, or the file shrank (rotated/truncated)."""
-        if self._inode is not None and (st.st_ino != self._inode or st.st_size < self.offset + len(self._buf)):
-            what = "replaced" if st.st_ino != self._inode else "truncated"
+    def _check_identity(self, st: os.stat_result, f: BinaryIO) -> None:
+        """Start over when the path now holds another file, or the file shrank (rotated or
+        truncated). The first bytes are compared too: a file deleted and recreated at once
+        often gets the same inode back."""
+        if self._inode is None:
+            self._inode, self._size = st.st_ino, st.st_size
+            return
+        what = None
+        if st.st_ino != self._inode:
+            what = "replaced"
+        elif st.st_size < self.offset + len(self._buf):
+            what = "truncated"
+        elif self._head and f.read(len(self._head)) != self._head:
+            what = "rewritten"
+        if what is not None:
             log.warning("%s: file was %s; reading it from the start", self.path, what)
             self._reset()
         self._inode, self._size = st.st_ino, st.st_size
