@@ -171,3 +171,23 @@ def test_cycler_and_load_cell_streams_feed_one_cell() -> None:
     assert charge.dP_MPa == pytest.approx(3.0, abs=0.05)
     assert discharge.dP_MPa == pytest.approx(-3.0, abs=0.05)
     assert out.cycles[0].dpq_MPa_g_per_Ah is not None
+
+
+def test_restart_after_a_config_fix_resolves_the_stale_alert_and_relearns() -> None:
+    """cell_config advises setting the right kind and restarting; after that restart the cell
+    must not stay in warning, and what was learned under the old config is dropped."""
+    before = Pipeline(parse_settings({"cells": {"H": {"kind": "symmetric"}}}))
+    out = RecordBatch()
+    before.process([Sample(T0 + 10 * k, "H", 2.3, 0.0) for k in range(10)], "f", out)  # rests at 2.3 V
+    assert [(a.detector, a.state) for a in out.alerts] == [("cell_config", "firing")]
+    log = [dict(a.to_json_dict(), time_s=a.time) for a in out.alerts]
+
+    after = Pipeline(parse_settings({"cells": {"H": {"kind": "full", "cathode_mass_g": 0.01}}}))
+    after.load(before.state())
+    after.alerts.replay_log(log)
+    resolved = RecordBatch()
+    after.alerts.resolve_orphans({c: set(m.detectors) for c, m in after.monitors.items()}, resolved)
+    assert [(a.detector, a.state) for a in resolved.alerts] == [("cell_config", "resolved")]
+    m = after.monitors["H"]
+    assert m.status == "ok" and not m.kind_mismatch and m.segmenter.max_abs_i == 0.0  # started afresh
+    assert not after.alerts.firing

@@ -76,3 +76,24 @@ class AlertManager(Stateful):
                 self.firing[key] = [e["severity"], t]
             else:
                 self.firing.pop(key, None)
+
+    def resolve_orphans(self, active: dict[str, set[str]], out: RecordBatch) -> None:
+        """Resolve firing alerts whose detector no longer watches their cell (the config
+        changed, e.g. a cell's kind was corrected): nothing else could ever resolve them."""
+        for key in sorted(self.firing):
+            cell, detector = key.split("|", 1)
+            if detector in active.get(cell, set()):
+                continue
+            severity, t = self.firing.pop(key)
+            self.last_transition[key] = t
+            out.alerts.append(
+                AlertEvent(
+                    time=t,
+                    cell=cell,
+                    detector=detector,
+                    kind="data" if detector in ("stale_data", "cell_config") else "cell",
+                    severity=severity,
+                    state="resolved",
+                    summary=f"{detector} no longer watches cell {cell} (its config changed)",
+                )
+            )

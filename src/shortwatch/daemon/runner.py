@@ -73,8 +73,9 @@ class Runner:
     def checkpoint_path(self):
         return self.settings.daemon.state_dir / "checkpoint.json"
 
-    def restore(self) -> None:
-        """Resume from the last checkpoint, and the alert log written after it."""
+    def restore(self) -> RecordBatch:
+        """Resume from the last checkpoint, and the alert log written after it; returns the
+        resolutions of alerts whose detector the config no longer runs for their cell."""
         data = read_json(self.checkpoint_path)
         if data and data.get("version") == CHECKPOINT_VERSION:
             self.pipeline.load(data.get("pipeline", {}))
@@ -85,6 +86,12 @@ class Runner:
             log.info("resumed from checkpoint of %s", data.get("written"))
         if self.store is not None:
             self.pipeline.alerts.replay_log(self.store.read_alerts())
+        for cell in {k.split("|", 1)[0] for k in self.pipeline.alerts.firing}:
+            self.pipeline.monitor(cell)  # a cell known only from the alert log
+        out = RecordBatch()
+        active = {c: set(m.detectors) for c, m in self.pipeline.monitors.items()}
+        self.pipeline.alerts.resolve_orphans(active, out)
+        return out
 
     async def write_checkpoint(self) -> None:
         if self.store is not None:
@@ -102,7 +109,7 @@ class Runner:
         """Run until every source has ended (replay) or ``stop`` is set (live)."""
         stop = stop or asyncio.Event()
         if self.use_checkpoints:
-            self.restore()
+            await self._deliver(self.restore())
         tasks = [asyncio.create_task(self._run_source(src), name=f"source:{src.name}") for src in self.sources]
         sources_done = asyncio.gather(*tasks, return_exceptions=True)
         stopper = asyncio.create_task(stop.wait())

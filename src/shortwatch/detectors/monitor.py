@@ -7,6 +7,8 @@ bounded state (no history), so it can be checkpointed and a cell can run for mon
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from typing import Any
 
 from shortwatch.detectors.base import Detector, Verdict
@@ -15,6 +17,8 @@ from shortwatch.detectors.segmentation import Segmenter
 from shortwatch.model import CycleFeatures, RecordBatch, Sample, StepFeatures
 from shortwatch.settings import CellSpec
 from shortwatch.state import Stateful
+
+log = logging.getLogger(__name__)
 
 STATUS_ORDER = ("ok", "watch", "warning", "critical")
 #: a V/I sample without pressure takes the latest load-cell reading (a separate stream) for
@@ -68,16 +72,28 @@ class CellMonitor(Stateful):
         self.kind_mismatch = False  # set by cell_config: the data contradict spec.kind
         self.stored_status = "ok"  # the last overall status written to storage
 
+    def spec_fingerprint(self) -> str:
+        return hashlib.sha1(self.spec.model_dump_json().encode()).hexdigest()[:16]
+
     def state(self) -> dict[str, Any]:
         out = super().state()
         out["detectors"] = {name: d.state() for name, d in self.detectors.items()}
+        out["spec_fingerprint"] = self.spec_fingerprint()
         return out
 
     def load(self, state: dict[str, Any]) -> None:
-        super().load({k: v for k, v in state.items() if k != "detectors"})
+        """Resume from a checkpoint, unless the cell's config changed since: then what was
+        learned (baselines in ohm cm2, per gram, per fixture...) no longer applies."""
+        if state.get("spec_fingerprint") != self.spec_fingerprint():
+            log.warning(
+                "cell %s: its config changed since the checkpoint; features and detectors start afresh", self.cell
+            )
+            return
+        super().load({k: v for k, v in state.items() if k not in ("detectors", "spec_fingerprint")})
         for name, sub in state.get("detectors", {}).items():
             if name in self.detectors:
                 self.detectors[name].load(sub)
+        self.verdicts = {n: v for n, v in self.verdicts.items() if n in self.detectors}
 
     @property
     def status(self) -> str:

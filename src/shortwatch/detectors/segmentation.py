@@ -34,6 +34,8 @@ _STEADY_REL_TOL = 0.005
 class Segmenter(Stateful):
     """Online step/cycle segmentation for one cell: O(1) work and state per sample."""
 
+    _transient = ("rest_current_A",)  # from config, which may have changed since a checkpoint
+
     def __init__(self, rest_current_A: float | None = None):
         self.rest_current_A = rest_current_A
         self.max_abs_i = 0.0
