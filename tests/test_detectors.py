@@ -149,6 +149,21 @@ def test_faster_relaxation_at_rest_corroborates_a_small_fall() -> None:
     assert "faster at rest" in fired[0].summary
 
 
+def test_higher_current_in_a_warmer_oven_is_not_soft_breakdown() -> None:
+    # +15 % current and 25 -> 32 C at the same cycle: eta barely changes, because the ASR
+    # fell with temperature (Ea 0.4 eV), not because of a leak
+    def temp(c: int) -> float:
+        return 25.0 if c < 20 else 32.0
+
+    alerts = symmetric_run(
+        lambda c: 100.0 / arrhenius_factor(temp(c), 25.0, 0.4),
+        40,
+        j_of_cycle=lambda c: 0.4 if c < 20 else 0.46,
+        temp_of_cycle=temp,
+    )
+    assert not firing(alerts, "overpotential_drop")
+
+
 # ------------------------------------------------------------------ hard_short
 
 

@@ -22,14 +22,13 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from shortwatch.detectors.base import Detector, Verdict
-from shortwatch.detectors.stats import Cusum, Ewma, RobustWindow, arrhenius_factor
+from shortwatch.detectors.stats import K_B_EV, Cusum, Ewma, RobustWindow, arrhenius_factor
 from shortwatch.model import StepFeatures
 from shortwatch.settings import CellSpec
 
 if TYPE_CHECKING:
     from shortwatch.detectors.monitor import CellMonitor
 
-K_B = 8.617333e-5  # eV/K
 
 ADVICE = (
     "Run a CV check (e.g. ±0.1 V at 0.1-1 mV/s) to confirm electronic leakage: a peak current that "
@@ -95,7 +94,7 @@ class OverpotentialDrop(Detector):
         if prev is None or abs(t - prev[0]) < self.p["min_temperature_step_C"] or abs(math.log(j / prev[2])) > 0.05:
             return
         inv = 1.0 / (prev[0] + 273.15) - 1.0 / (t + 273.15)
-        ea = K_B * math.log(prev[1] / asr) / inv
+        ea = K_B_EV * math.log(prev[1] / asr) / inv
         if 0.05 <= ea <= 1.5:  # a physical value; anything else is not a clean temperature step
             self.ea_learned.add(ea)
 
@@ -121,16 +120,19 @@ class OverpotentialDrop(Detector):
         self._learn_activation_energy(f, j)
         asr = f.asr_ohm_cm2
         temp = f.temperature_C
+        factor = 1.0
         if temp is not None:
-            asr *= arrhenius_factor(temp, self.p["reference_temperature_C"], self.activation_energy)
+            factor = arrhenius_factor(temp, self.p["reference_temperature_C"], self.activation_energy)
+        asr *= factor
+        eta_c = f.eta_V * factor if f.eta_V is not None else None  # eta referred to the reference temperature
         x = math.log(asr)
         shape = ((f.nucleation_V or 0.0) + (f.end_rise_V or 0.0)) / f.eta_V if f.eta_V else 0.0
         self.half_cycles += 1
         self.since_regime += 1
         if self.j_ref is None:
-            self.j_ref, self.eta_ref = j, f.eta_V
+            self.j_ref, self.eta_ref = j, eta_c
         elif abs(math.log(j / self.j_ref)) > math.log(self.p["j_step_ratio"]):
-            self._new_current_regime(f, j, m)
+            self._new_current_regime(j, eta_c)
         warm = self.half_cycles <= 2 * self.p["warmup_cycles"] or self.since_regime <= 2
         level = self.level.update(x)
         shape_level = self.shape.update(shape)
@@ -140,7 +142,7 @@ class OverpotentialDrop(Detector):
             self.level.value = level = x
             self.peak, self.peak_cycle = level, f.cycle
             self.shape_ref = shape_level
-            self.eta_ref = f.eta_V
+            self.eta_ref = eta_c
             return self.verdict(f.t_end, "ok", 0.0, self.p["threshold"]) if self.state_name != "ok" else None
         if self.peak is None or level > self.peak:
             self.peak, self.peak_cycle = level, f.cycle
@@ -149,7 +151,7 @@ class OverpotentialDrop(Detector):
         if s == 0.0:
             self.fall_start_cycle = None
             self.shape_ref = shape_level if self.shape_ref is None else max(self.shape_ref, shape_level)
-            self.eta_ref = f.eta_V
+            self.eta_ref = eta_c
         elif self.fall_start_cycle is None:
             self.fall_start_cycle = f.cycle
         shape_ratio = shape_level / self.shape_ref if self.shape_ref else None
@@ -208,14 +210,15 @@ class OverpotentialDrop(Detector):
             summary = f"ASR back within {100 * self.p['allowance']:.0f}% of its peak at cycle {f.cycle}"
         return self.verdict(f.t_end, state, s, h, summary, evidence, ADVICE)
 
-    def _new_current_regime(self, f: StepFeatures, j: float, m: CellMonitor) -> None:
+    def _new_current_regime(self, j: float, eta_c: float | None) -> None:
         """A current-density step (e.g. a CCD test): healthy eta scales with J, so a higher J
-        with an unchanged or lower eta is itself a sign of soft breakdown (seed 000)."""
+        with an unchanged or lower eta is itself a sign of soft breakdown (seed 000). Both
+        etas are referred to the reference temperature: a warmer oven lowers eta too."""
         ratio = j / self.j_ref  # type: ignore[operator]
-        if ratio >= self.p["j_step_ratio"] and self.eta_ref and f.eta_V is not None and f.eta_V <= self.eta_ref * 1.02:
+        if ratio >= self.p["j_step_ratio"] and self.eta_ref and eta_c is not None and eta_c <= self.eta_ref * 1.02:
             self.eta_unscaled = {
                 "eta_before_V": round(self.eta_ref, 5),
-                "eta_after_V": round(f.eta_V, 5),
+                "eta_after_V": round(eta_c, 5),
                 "j_before_mA_cm2": round(self.j_ref, 4),  # type: ignore[arg-type]
                 "j_after_mA_cm2": round(j, 4),
             }

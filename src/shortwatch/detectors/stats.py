@@ -19,6 +19,8 @@ import numpy as np
 
 from shortwatch.state import Stateful
 
+K_B_EV = 8.617333e-5  # Boltzmann constant, eV/K
+
 
 class Ewma(Stateful):
     _transient = ("alpha",)
@@ -139,5 +141,4 @@ class TrendResidual(Stateful):
 
 def arrhenius_factor(temp_C: float, ref_C: float, ea_eV: float) -> float:
     """Multiply a resistance measured at temp_C by this to refer it to ref_C (R ~ exp(Ea/kT))."""
-    k_b = 8.617333e-5  # eV/K
-    return math.exp(ea_eV / k_b * (1.0 / (ref_C + 273.15) - 1.0 / (temp_C + 273.15)))
+    return math.exp(ea_eV / K_B_EV * (1.0 / (ref_C + 273.15) - 1.0 / (temp_C + 273.15)))
