@@ -88,7 +88,9 @@ def _open_store(settings: Settings, enabled: bool = True):
         return None
     from shortwatch.storage.sqlite import SqliteStore
 
-    store = SqliteStore(settings.store_path, station=settings.daemon.station)
+    store = SqliteStore(
+        settings.store_path, station=settings.daemon.station, max_pending_batches=settings.storage.max_pending_batches
+    )
     store.open()
     return store
 

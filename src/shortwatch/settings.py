@@ -31,7 +31,9 @@ class DaemonSettings(Strict):
     station: str = Field("lab", description="tag written on every point")
     state_dir: Path = Field(Path("var"), description="embedded store, checkpoints, quarantine")
     timezone: str = Field("UTC", description="zone for formats that give local times")
-    queue_size: int = Field(10_000, ge=100, description="samples buffered between sources and monitors")
+    queue_batches: int = Field(
+        16, ge=2, description="batches (up to 5000 samples each) buffered between sources and the pipeline"
+    )
     checkpoint_interval_s: float = Field(30.0, gt=0, description="wall seconds between checkpoints")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     accept_unknown_cells: bool = Field(
@@ -113,8 +115,7 @@ Source = Annotated[SimulatorSource | FileSource, Field(discriminator="type")]
 class StorageSettings(Strict):
     backend: Literal["sqlite"] = "sqlite"
     path: Path | None = Field(None, description="SQLite file; default <state_dir>/shortwatch.sqlite")
-    batch_size: int = Field(5000, ge=1)
-    flush_interval_s: float = Field(1.0, gt=0)
+    max_pending_batches: int = Field(8, ge=1, description="batches waiting for the writer before sources wait")
 
 
 class AlertSettings(Strict):

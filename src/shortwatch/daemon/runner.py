@@ -62,7 +62,7 @@ class Runner:
         self.on_alerts = on_alerts
         self.pipeline = Pipeline(settings, live=live)
         self.queue: asyncio.Queue[tuple[str, str, list[Sample | Rejected], dict[str, Any]]] = asyncio.Queue(
-            maxsize=max(4, settings.daemon.queue_size // 1000)
+            maxsize=settings.daemon.queue_batches
         )
         self.source_states: dict[str, dict[str, Any]] = {}
         self.items_in = 0
