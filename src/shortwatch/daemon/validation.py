@@ -61,9 +61,9 @@ class SampleValidator(Stateful):
     def __init__(self, settings: Settings, rejects: RejectCounter):
         self.settings = settings
         self.rejects = rejects
-        # "stream|cell" -> the last sample accepted from that stream for that cell: time order is
-        # checked per stream, since a cycler file (V, I) and a load cell (P) may feed one cell
-        self.last: dict[str, Sample] = {}
+        # stream -> cell -> the last sample accepted from that stream for that cell: time order
+        # is checked per stream, since a cycler file (V, I) and a load cell (P) may feed one cell
+        self.last: dict[str, dict[str, Sample]] = {}
         self.unknown_cells: list[str] = []
         self.i_limit: dict[str, float] = {}  # cell -> largest plausible |I| (A)
 
@@ -79,8 +79,10 @@ class SampleValidator(Stateful):
             if not self._admit(cell, s, source, quarantine):
                 return None
             i_max = self.i_limit[cell] = J_LIMIT_mA_cm2 * self.settings.cell_spec(cell).area_cm2 / 1000.0
-        key = f"{source}|{cell}"
-        last = self.last.get(key)
+        stream = self.last.get(source)
+        if stream is None:
+            stream = self.last[source] = {}
+        last = stream.get(cell)
         if last is not None and t <= last.time:
             if t == last.time:
                 same = (s.voltage_V, s.current_A, s.pressure_MPa) == (last.voltage_V, last.current_A, last.pressure_MPa)
@@ -104,7 +106,7 @@ class SampleValidator(Stateful):
                 setattr(s, f, None)
             if s.voltage_V is None and s.current_A is None and s.pressure_MPa is None:
                 return None
-        self.last[key] = s
+        stream[cell] = s
         return s
 
     def _admit(self, cell: str, s: Sample, source: str, quarantine: list[Rejected]) -> bool:
@@ -121,12 +123,18 @@ class SampleValidator(Stateful):
 
     def state(self) -> dict[str, Any]:
         out = super().state()
-        out["last"] = {k: [s.time, s.voltage_V, s.current_A, s.pressure_MPa] for k, s in self.last.items()}
+        out["last"] = {
+            src: {c: [s.time, s.voltage_V, s.current_A, s.pressure_MPa] for c, s in cells.items()}
+            for src, cells in self.last.items()
+        }
         return out
 
     def load(self, state: dict[str, Any]) -> None:
         super().load({k: v for k, v in state.items() if k != "last"})
-        self.last = {k: Sample(x[0], k.rpartition("|")[2], x[1], x[2], x[3]) for k, x in state.get("last", {}).items()}
+        self.last = {
+            src: {c: Sample(x[0], c, x[1], x[2], x[3]) for c, x in cells.items()}
+            for src, cells in state.get("last", {}).items()
+        }
 
     def _reject(self, quarantine: list[Rejected], s: Sample, source: str, reason: str, detail: str) -> None:
         r = Rejected(source=source, reason=reason, raw=sample_raw(s), cell=s.cell, time=s.time, detail=detail)
