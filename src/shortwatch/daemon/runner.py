@@ -64,6 +64,7 @@ class Runner:
         self.queue: asyncio.Queue[tuple[str, str, list[Sample | Rejected], dict[str, Any]]] = asyncio.Queue(
             maxsize=settings.daemon.queue_batches
         )
+        self._alert_queue: asyncio.Queue[list[AlertEvent]] = asyncio.Queue()
         self.source_states: dict[str, dict[str, Any]] = {}
         self.items_in = 0
         self.started = time.monotonic()
@@ -108,6 +109,14 @@ class Runner:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Run until every source has ended (replay) or ``stop`` is set (live)."""
         stop = stop or asyncio.Event()
+        courier = asyncio.create_task(self._alert_courier(), name="alerts")
+        try:
+            await self._run(stop)
+            await self._alert_queue.join()  # every alert sent before the run ends
+        finally:
+            courier.cancel()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         if self.use_checkpoints:
             await self._deliver(self.restore())
         tasks = [asyncio.create_task(self._run_source(src), name=f"source:{src.name}") for src in self.sources]
@@ -183,9 +192,20 @@ class Runner:
     async def _deliver(self, out: RecordBatch) -> None:
         if self.store is not None and len(out):
             await self.store.write(out)
-            if out.alerts:
-                # an alert goes out only once it is committed: after a kill -9 the stored alert
-                # log is what tells the restarted daemon which transitions were already sent
-                await self.store.flush()
         if out.alerts and self.on_alerts is not None:
-            self.on_alerts(out.alerts)
+            self._alert_queue.put_nowait(out.alerts)
+
+    async def _alert_courier(self) -> None:
+        """Send alerts in order, each once the store has committed it: after a kill -9 the
+        stored alert log is what tells the restarted daemon which transitions went out. It
+        runs beside the pipeline, so waiting for a commit does not stall the samples."""
+        while True:
+            events = await self._alert_queue.get()
+            try:
+                if self.store is not None:
+                    await self.store.flush()
+                self.on_alerts(events)  # type: ignore[misc]
+            except Exception:  # a failing notifier must not stop the next alerts
+                log.exception("delivering %d alert(s) failed", len(events))
+            finally:
+                self._alert_queue.task_done()
