@@ -47,7 +47,7 @@ class DpqDecline(Detector):
     def __init__(self, spec: CellSpec, overrides: dict[str, Any] | None = None):
         super().__init__(spec, overrides)
         self.trend = TrendResidual(self.p["reference_cycles"], self.p["min_reference"])
-        self.cusum = Cusum(k=self.p["allowance_sigma"], h=self.p["threshold_sigma"])
+        self.cusum = Cusum(k=self.p["allowance_sigma"])
         self.capacity = RobustWindow(7)
         self.seen = 0
         self.decline_start: int | None = None

@@ -61,7 +61,7 @@ class OverpotentialDrop(Detector):
     def __init__(self, spec: CellSpec, overrides: dict[str, Any] | None = None):
         super().__init__(spec, overrides)
         p = self.p
-        self.cusum = Cusum(k=p["allowance"], h=p["threshold"])
+        self.cusum = Cusum(k=p["allowance"])
         self.level = Ewma(alpha=p["smoothing"])
         self.shape = Ewma(alpha=p["smoothing"])
         self.shape_ref: float | None = None

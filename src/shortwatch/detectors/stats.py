@@ -60,28 +60,20 @@ class RobustWindow(Stateful):
 
 
 class Cusum(Stateful):
-    """One-sided CUSUM: S = max(0, S + x - k); alarm when S > h."""
+    """One-sided CUSUM: S = max(0, S + x - k); the caller compares S with its threshold h."""
 
-    _transient = ("k", "h")
+    _transient = ("k",)
 
-    def __init__(self, k: float, h: float):
+    def __init__(self, k: float):
         self.k = k
-        self.h = h
         self.s = 0.0
-        self.run = 0  # updates since S last left zero
 
     def update(self, x: float) -> float:
         self.s = max(0.0, self.s + x - self.k)
-        self.run = self.run + 1 if self.s > 0 else 0
         return self.s
-
-    @property
-    def alarm(self) -> bool:
-        return self.s > self.h
 
     def reset(self) -> None:
         self.s = 0.0
-        self.run = 0
 
 
 class PageHinkley(Stateful):
