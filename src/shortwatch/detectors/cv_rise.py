@@ -76,7 +76,8 @@ class CvCurrentRise(Detector):
             state = "warning"
             summary = (
                 f"CV peak current is rising: {peak * 1e3:.4g} mA at cycle {c.cycle}, "
-                f"{100 * rise:.0f}% above its low at cycle {self.lowest_cycle} (omega {omega:+.2f}): "
+                f"{100 * rise:.0f}% above its low at cycle {self.lowest_cycle} "
+                f"(omega {omega:+.2f} against the first check, cycle {self.initial_cycle}): "
                 "electronic leakage (soft breakdown) suspected"
             )
         elif rise >= p["rise_fraction"] / 2 and self.rising >= 1:
