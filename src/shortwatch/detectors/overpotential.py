@@ -54,6 +54,7 @@ class OverpotentialDrop(Detector):
         "reference_temperature_C": (25.0, "ASR is referred to this temperature"),
         "min_temperature_step_C": (2.0, "a change this large teaches the activation energy"),
         "rest_tau_fade": (0.5, "rests relax 'faster' when their time constant falls below this share"),
+        "regime_relearn_half_cycles": (4, "after a current or temperature step, half-cycles re-learned, not judged"),
         "j_step_ratio": (1.1, "a current-density change beyond this is a new regime (CCD step)"),
         "min_half_cycle_s": (300.0, "shorter half-cycles are not judged"),
     }
@@ -69,6 +70,7 @@ class OverpotentialDrop(Detector):
         self.peak_cycle: int | None = None
         self.half_cycles = 0
         self.since_regime = 0
+        self.t_regime: float | None = None  # temperature of the current regime
         self.j_ref: float | None = None
         self.eta_ref: float | None = None
         self.eta_unscaled: dict[str, float] | None = None
@@ -130,10 +132,22 @@ class OverpotentialDrop(Detector):
         self.half_cycles += 1
         self.since_regime += 1
         if self.j_ref is None:
-            self.j_ref, self.eta_ref = j, eta_c
+            self.j_ref, self.eta_ref, self.t_regime = j, eta_c, temp
         elif abs(math.log(j / self.j_ref)) > math.log(self.p["j_step_ratio"]):
             self._new_current_regime(j, eta_c)
-        warm = self.half_cycles <= 2 * self.p["warmup_cycles"] or self.since_regime <= 2
+            self.t_regime = temp
+        elif (
+            temp is not None
+            and self.t_regime is not None
+            and abs(temp - self.t_regime) >= self.p["min_temperature_step_C"]
+        ):
+            # an oven step: the Arrhenius correction is only as good as the activation energy
+            # (0.05 eV off is 13 % over 20 K), so the level is re-learned at the new temperature
+            self._new_regime()
+            self.t_regime = temp
+        warm = (
+            self.half_cycles <= 2 * self.p["warmup_cycles"] or self.since_regime <= self.p["regime_relearn_half_cycles"]
+        )
         level = self.level.update(x)
         shape_level = self.shape.update(shape)
         if warm and self.eta_unscaled is None:
@@ -163,6 +177,8 @@ class OverpotentialDrop(Detector):
         h = self.p["corroborated_threshold"] if corroborated else self.p["threshold"]
         min_fall = -math.log(1.0 - (self.p["corroborated_min_drop"] if corroborated else self.p["min_drop"]))
         sustained = s > h and fall > min_fall
+        if self.state_name == "warning" and s > 0:
+            sustained = True  # hysteresis: a warning stands until the fall is undone (CUSUM back to 0)
         if self.eta_unscaled is not None or sustained:
             state = "warning"
         elif s > h / 3 or fall > 2 * self.p["allowance"]:
@@ -223,6 +239,10 @@ class OverpotentialDrop(Detector):
                 "j_after_mA_cm2": round(j, 4),
             }
         self.j_ref = j
+        self._new_regime()
+
+    def _new_regime(self) -> None:
+        """A current or temperature step: judge the new level against itself, from scratch."""
         self.since_regime = 0
         self.cusum.reset()
         self.level = Ewma(alpha=self.p["smoothing"])

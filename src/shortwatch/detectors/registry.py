@@ -10,6 +10,7 @@ from shortwatch.detectors.charge_anomaly import ChargeAnomaly
 from shortwatch.detectors.cv_rise import CvCurrentRise
 from shortwatch.detectors.dpq import DpqDecline, PressureMechanics
 from shortwatch.detectors.hard_short import HardShort
+from shortwatch.detectors.load_cell import LoadCell
 from shortwatch.detectors.overpotential import OverpotentialDrop
 from shortwatch.detectors.pressure_window import PressureWindow
 from shortwatch.detectors.stale_data import StaleData
@@ -27,6 +28,7 @@ DETECTORS: dict[str, type[Detector]] = {
         PressureWindow,
         StaleData,
         CellConfig,
+        LoadCell,
     )
 }
 LIVE_ONLY = {StaleData.name}
