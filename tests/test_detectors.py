@@ -83,6 +83,17 @@ def test_soft_breakdown_fires_with_evidence() -> None:
     assert "Soft breakdown suspected" in a.summary and "CV check" in a.advice
 
 
+def test_a_soft_breakdown_warning_stands_across_a_current_step() -> None:
+    # the ASR halves from cycle 12; at cycle 26 the current steps down: the fall is not undone
+    alerts = symmetric_run(
+        lambda c: 80.0 if c < 12 else 80.0 * max(0.5, 1 - 0.05 * (c - 11)),
+        40,
+        j_of_cycle=lambda c: 0.5 if c < 26 else 0.3,
+    )
+    events = [a.state for a in alerts if a.detector == "overpotential_drop"]
+    assert events == ["firing"]
+
+
 def test_quiet_on_slow_interphase_growth() -> None:
     alerts = symmetric_run(lambda c: 80.0 * (1 + 0.004 * c), 60)
     assert not [a for a in alerts if a.kind == "cell"]

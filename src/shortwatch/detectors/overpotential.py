@@ -54,7 +54,8 @@ class OverpotentialDrop(Detector):
         "reference_temperature_C": (25.0, "ASR is referred to this temperature"),
         "min_temperature_step_C": (2.0, "a change this large teaches the activation energy"),
         "rest_tau_fade": (0.5, "rests relax 'faster' when their time constant falls below this share"),
-        "regime_relearn_half_cycles": (4, "after a current or temperature step, half-cycles re-learned, not judged"),
+        "current_relearn_half_cycles": (2, "after a current-density step, half-cycles re-learned, not judged"),
+        "temperature_relearn_half_cycles": (4, "after a temperature step (the cell warms slowly), the same"),
         "j_step_ratio": (1.1, "a current-density change beyond this is a new regime (CCD step)"),
         "min_half_cycle_s": (300.0, "shorter half-cycles are not judged"),
     }
@@ -70,6 +71,8 @@ class OverpotentialDrop(Detector):
         self.peak_cycle: int | None = None
         self.half_cycles = 0
         self.since_regime = 0
+        self.relearn = 2  # half-cycles re-learned after the last regime change
+        self.warned_at: float | None = None  # ln ASR peak the fall was measured from when it warned
         self.t_regime: float | None = None  # temperature of the current regime
         self.j_ref: float | None = None
         self.eta_ref: float | None = None
@@ -143,11 +146,9 @@ class OverpotentialDrop(Detector):
         ):
             # an oven step: the Arrhenius correction is only as good as the activation energy
             # (0.05 eV off is 13 % over 20 K), so the level is re-learned at the new temperature
-            self._new_regime()
+            self._new_regime(self.p["temperature_relearn_half_cycles"])
             self.t_regime = temp
-        warm = (
-            self.half_cycles <= 2 * self.p["warmup_cycles"] or self.since_regime <= self.p["regime_relearn_half_cycles"]
-        )
+        warm = self.half_cycles <= 2 * self.p["warmup_cycles"] or self.since_regime <= self.relearn
         level = self.level.update(x)
         shape_level = self.shape.update(shape)
         if warm and self.eta_unscaled is None:
@@ -157,6 +158,8 @@ class OverpotentialDrop(Detector):
             self.peak, self.peak_cycle = level, f.cycle
             self.shape_ref = shape_level
             self.eta_ref = eta_c
+            if self.state_name == "warning":
+                return None  # re-learning after a step does not undo a fall: the warning stands
             return self.verdict(f.t_end, "ok", 0.0, self.p["threshold"]) if self.state_name != "ok" else None
         if self.peak is None or level > self.peak:
             self.peak, self.peak_cycle = level, f.cycle
@@ -177,10 +180,12 @@ class OverpotentialDrop(Detector):
         h = self.p["corroborated_threshold"] if corroborated else self.p["threshold"]
         min_fall = -math.log(1.0 - (self.p["corroborated_min_drop"] if corroborated else self.p["min_drop"]))
         sustained = s > h and fall > min_fall
-        if self.state_name == "warning" and s > 0:
-            sustained = True  # hysteresis: a warning stands until the fall is undone (CUSUM back to 0)
+        if self.state_name == "warning" and self.warned_at is not None and x < self.warned_at - self.p["allowance"]:
+            sustained = True  # a warning stands until the ASR is back near the level it fell from
         if self.eta_unscaled is not None or sustained:
             state = "warning"
+            if self.state_name != "warning":
+                self.warned_at = self.peak  # the level the ASR fell from
         elif s > h / 3 or fall > 2 * self.p["allowance"]:
             state = "watch"
         else:
@@ -239,10 +244,12 @@ class OverpotentialDrop(Detector):
                 "j_after_mA_cm2": round(j, 4),
             }
         self.j_ref = j
-        self._new_regime()
+        self._new_regime(self.p["current_relearn_half_cycles"])
 
-    def _new_regime(self) -> None:
-        """A current or temperature step: judge the new level against itself, from scratch."""
+    def _new_regime(self, relearn: int) -> None:
+        """A current or temperature step: judge the new level against itself, from scratch,
+        after ``relearn`` half-cycles."""
+        self.relearn = relearn
         self.since_regime = 0
         self.cusum.reset()
         self.level = Ewma(alpha=self.p["smoothing"])
