@@ -191,3 +191,26 @@ def test_restart_after_a_config_fix_resolves_the_stale_alert_and_relearns() -> N
     m = after.monitors["H"]
     assert m.status == "ok" and not m.kind_mismatch and m.segmenter.max_abs_i == 0.0  # started afresh
     assert not after.alerts.firing
+
+
+def test_a_channel_that_keeps_reading_impossible_values_is_a_data_alert() -> None:
+    p = pipeline()
+    out = RecordBatch()
+    samples = [Sample(T0 + 10 * k, "A1", 0.05, 4e-4, 5.0, 25.0) for k in range(5)]
+    samples.append(Sample(T0 + 50, "A1", float("nan"), 4e-4, 5.0, 25.0))  # one glitch: no alert
+    samples += [Sample(T0 + 60 + 10 * k, "A1", 0.05, 4e-4, 5.0, -2500.0) for k in range(12)]  # open thermocouple
+    samples += [Sample(T0 + 200 + 10 * k, "A1", 0.05, 4e-4, 5.0, 25.0) for k in range(12)]  # repaired
+    p.process(samples, "t", out)
+    events = [(a.detector, a.kind, a.state, a.time - T0) for a in out.alerts]
+    assert events == [("channel_fault", "data", "firing", 150.0), ("channel_fault", "data", "resolved", 290.0)]
+    assert out.alerts[0].evidence["channels"] == ["temperature_C"]
+    assert len(out.samples) == 5 + 1 + 12 + 12  # the good channels were kept throughout
+
+
+def test_a_load_cell_stream_in_newtons_is_a_data_alert_though_no_sample_survives() -> None:
+    p = pipeline()
+    out = RecordBatch()
+    p.process([Sample(T0 + 10 * k, "A1", pressure_MPa=393.0) for k in range(12)], "loadcell", out)
+    assert not out.samples and len(out.rejected) == 12
+    assert [(a.detector, a.state) for a in out.alerts] == [("channel_fault", "firing")]
+    assert "force in N?" in out.alerts[0].evidence["example"]

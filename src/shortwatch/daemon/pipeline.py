@@ -54,6 +54,12 @@ class Pipeline:
                 self.rejects.note(item)
                 continue
             s = check(item, source, rejected)  # type: ignore[arg-type]
+            if self.validator.dropped is not None:  # channels of this sample were impossible
+                m = monitors.get(item.cell) or self.monitor(item.cell)  # type: ignore[union-attr]
+                m.channel_fault(*self.validator.dropped, item.time, verdicts)  # type: ignore[union-attr]
+                self.validator.dropped = None
+                if verdicts:
+                    self._judge(m, verdicts, out)
             if s is None:
                 continue
             accepted.append(s)

@@ -56,7 +56,7 @@ class RejectCounter:
 class SampleValidator(Stateful):
     """Per-cell last timestamps and the checks above; its state is checkpointed."""
 
-    _transient = ("settings", "rejects", "i_limit")
+    _transient = ("settings", "rejects", "i_limit", "dropped")
 
     def __init__(self, settings: Settings, rejects: RejectCounter):
         self.settings = settings
@@ -66,6 +66,8 @@ class SampleValidator(Stateful):
         self.last: dict[str, dict[str, Sample]] = {}
         self.unknown_cells: list[str] = []
         self.i_limit: dict[str, float] = {}  # cell -> largest plausible |I| (A)
+        # (channels, why) the last check dropped; the pipeline takes and clears it
+        self.dropped: tuple[tuple[str, ...], str] | None = None
 
     def check(self, s: Sample, source: str, quarantine: list[Rejected]) -> Sample | None:
         """The sample to accept (possibly with channels dropped), or None."""
@@ -102,6 +104,7 @@ class SampleValidator(Stateful):
             bad = _bad_channels(s, self.settings.cell_spec(cell).area_cm2)
             reason = "non_finite" if any(not math.isfinite(getattr(s, f)) for f, _ in bad) else "out_of_range"
             self._reject(quarantine, s, source, reason, "; ".join(msg for _, msg in bad))
+            self.dropped = (tuple(f for f, _ in bad), quarantine[-1].detail)
             for f, _ in bad:
                 setattr(s, f, None)
             if s.voltage_V is None and s.current_A is None and s.pressure_MPa is None:

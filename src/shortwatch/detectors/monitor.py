@@ -200,6 +200,14 @@ class CellMonitor(Stateful):
         for d in self.detectors.values():
             self._record(d.name, d.on_cycle(c, self), verdicts)
 
+    def channel_fault(
+        self, channels: tuple[str, ...], detail: str, t: float, verdicts: list[tuple[str, Verdict]]
+    ) -> None:
+        """The validator dropped impossible values of these channels from a sample."""
+        d = self.detectors.get("channel_fault")
+        if d is not None:
+            self._record(d.name, d.fault(channels, detail, t, self), verdicts)  # type: ignore[attr-defined]
+
     def tick(self, now: float, verdicts: list[tuple[str, Verdict]]) -> None:
         """Wall-clock checks (live mode): only the stale-data detector has one."""
         for d in self.detectors.values():

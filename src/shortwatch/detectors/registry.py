@@ -6,6 +6,7 @@ from typing import Any
 
 from shortwatch.detectors.base import Detector
 from shortwatch.detectors.cell_config import CellConfig
+from shortwatch.detectors.channel_fault import ChannelFault
 from shortwatch.detectors.charge_anomaly import ChargeAnomaly
 from shortwatch.detectors.cv_rise import CvCurrentRise
 from shortwatch.detectors.dpq import DpqDecline, PressureMechanics
@@ -29,6 +30,7 @@ DETECTORS: dict[str, type[Detector]] = {
         StaleData,
         CellConfig,
         LoadCell,
+        ChannelFault,
     )
 }
 LIVE_ONLY = {StaleData.name}
