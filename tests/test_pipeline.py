@@ -214,3 +214,14 @@ def test_a_load_cell_stream_in_newtons_is_a_data_alert_though_no_sample_survives
     assert not out.samples and len(out.rejected) == 12
     assert [(a.detector, a.state) for a in out.alerts] == [("channel_fault", "firing")]
     assert "force in N?" in out.alerts[0].evidence["example"]
+
+
+def test_a_renamed_copy_of_a_cycler_export_is_a_repeat_not_new_data() -> None:
+    p = pipeline()
+    out = RecordBatch()
+    rows = [Sample(T0 + 10 * k, "A1", 0.05, 4e-4, 5.0) for k in range(50)]
+    p.process(rows, "/data/A1.csv", out)
+    copy = [Sample(x.time, x.cell, x.voltage_V, x.current_A, x.pressure_MPa) for x in rows]
+    p.process(copy, "/data/A1-0301.csv", out)  # the exporter renamed the finished file
+    assert len(out.samples) == 50  # the copy is set aside: older than the cell's last sample, or equal to it
+    assert {r.reason for r in out.rejected} == {"out_of_order", "duplicate"} and len(out.rejected) == 50

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 #: emit(items, origin): ``origin`` names the stream within a source (e.g. the file path), which
 #: is the unit in which samples must arrive in time order; default: the source's name
 Emit = Callable[..., Awaitable[None]]
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: validator order state per cell (V/I) and per stream (auxiliary)
 TICK_S = 5.0  # live mode: how often wall-clock checks (stale data) run
 
 

@@ -61,9 +61,11 @@ class SampleValidator(Stateful):
     def __init__(self, settings: Settings, rejects: RejectCounter):
         self.settings = settings
         self.rejects = rejects
-        # stream -> cell -> the last sample accepted from that stream for that cell: time order
-        # is checked per stream, since a cycler file (V, I) and a load cell (P) may feed one cell
-        self.last: dict[str, dict[str, Sample]] = {}
+        # Time order: a cell's V/I samples are one series whatever stream they come in (so a
+        # renamed or copied export is recognised as a repeat), while samples with neither V nor
+        # I (a load cell, a thermometer) are ordered within their own stream, beside it.
+        self.last: dict[str, Sample] = {}  # cell -> its last accepted V/I sample
+        self.aux: dict[str, dict[str, Sample]] = {}  # stream -> cell -> its last auxiliary sample
         self.unknown_cells: list[str] = []
         self.i_limit: dict[str, float] = {}  # cell -> largest plausible |I| (A)
         # (channels, why) the last check dropped; the pipeline takes and clears it
@@ -81,10 +83,13 @@ class SampleValidator(Stateful):
             if not self._admit(cell, s, source, quarantine):
                 return None
             i_max = self.i_limit[cell] = J_LIMIT_mA_cm2 * self.settings.cell_spec(cell).area_cm2 / 1000.0
-        stream = self.last.get(source)
-        if stream is None:
-            stream = self.last[source] = {}
-        last = stream.get(cell)
+        if s.voltage_V is not None or s.current_A is not None:
+            book = self.last
+        else:
+            book = self.aux.get(source)
+            if book is None:
+                book = self.aux[source] = {}
+        last = book.get(cell)
         if last is not None and t <= last.time:
             if t == last.time:
                 same = (s.voltage_V, s.current_A, s.pressure_MPa) == (last.voltage_V, last.current_A, last.pressure_MPa)
@@ -109,7 +114,7 @@ class SampleValidator(Stateful):
                 setattr(s, f, None)
             if s.voltage_V is None and s.current_A is None and s.pressure_MPa is None:
                 return None
-        stream[cell] = s
+        book[cell] = s
         return s
 
     def _admit(self, cell: str, s: Sample, source: str, quarantine: list[Rejected]) -> bool:
@@ -126,23 +131,31 @@ class SampleValidator(Stateful):
 
     def state(self) -> dict[str, Any]:
         out = super().state()
-        out["last"] = {
-            src: {c: [s.time, s.voltage_V, s.current_A, s.pressure_MPa] for c, s in cells.items()}
-            for src, cells in self.last.items()
-        }
+        out["last"] = {c: _row(s) for c, s in self.last.items()}
+        out["aux"] = {src: {c: _row(s) for c, s in cells.items()} for src, cells in self.aux.items()}
         return out
 
     def load(self, state: dict[str, Any]) -> None:
-        super().load({k: v for k, v in state.items() if k != "last"})
-        self.last = {
-            src: {c: Sample(x[0], c, x[1], x[2], x[3]) for c, x in cells.items()}
-            for src, cells in state.get("last", {}).items()
+        super().load({k: v for k, v in state.items() if k not in ("last", "aux")})
+        self.last = {c: _sample(c, x) for c, x in state.get("last", {}).items() if isinstance(x, list)}
+        self.aux = {
+            src: {c: _sample(c, x) for c, x in cells.items()}
+            for src, cells in state.get("aux", {}).items()
+            if isinstance(cells, dict)
         }
 
     def _reject(self, quarantine: list[Rejected], s: Sample, source: str, reason: str, detail: str) -> None:
         r = Rejected(source=source, reason=reason, raw=sample_raw(s), cell=s.cell, time=s.time, detail=detail)
         quarantine.append(r)
         self.rejects.note(r)
+
+
+def _row(s: Sample) -> list[Any]:
+    return [s.time, s.voltage_V, s.current_A, s.pressure_MPa]
+
+
+def _sample(cell: str, row: list[Any]) -> Sample:
+    return Sample(row[0], cell, row[1], row[2], row[3])
 
 
 def _bad_channels(s: Sample, area_cm2: float) -> list[tuple[str, str]]:
