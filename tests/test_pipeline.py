@@ -175,21 +175,26 @@ def test_cycler_and_load_cell_streams_feed_one_cell() -> None:
 
 def test_restart_after_a_config_fix_resolves_the_stale_alert_and_relearns() -> None:
     """cell_config advises setting the right kind and restarting; after that restart the cell
-    must not stay in warning, and what was learned under the old config is dropped."""
+    must not stay in warning, its detectors re-learn, and step/cycle numbering carries on (the
+    store keys rows by them)."""
     before = Pipeline(parse_settings({"cells": {"H": {"kind": "symmetric"}}}))
     out = RecordBatch()
-    before.process([Sample(T0 + 10 * k, "H", 2.3, 0.0) for k in range(10)], "f", out)  # rests at 2.3 V
+    before.process([Sample(T0 + 10 * k, "H", 3.5, 1e-3, mode="cc") for k in range(5)], "f", out)
+    before.process([Sample(T0 + 50 + 10 * k, "H", 2.3, 0.0, mode="rest") for k in range(10)], "f", out)
     assert [(a.detector, a.state) for a in out.alerts] == [("cell_config", "firing")]
     log = [dict(a.to_json_dict(), time_s=a.time) for a in out.alerts]
+    step_index = before.monitors["H"].step_index
 
     after = Pipeline(parse_settings({"cells": {"H": {"kind": "full", "cathode_mass_g": 0.01}}}))
     after.load(before.state())
     after.alerts.replay_log(log)
     resolved = RecordBatch()
-    after.alerts.resolve_orphans({c: set(m.detectors) for c, m in after.monitors.items()}, resolved)
-    assert [(a.detector, a.state) for a in resolved.alerts] == [("cell_config", "resolved")]
+    watched = {c: set() if m.relearning else set(m.detectors) for c, m in after.monitors.items()}
+    after.alerts.resolve_orphans(watched, {"cell_config": "data"}, resolved)
+    assert [(a.detector, a.kind, a.state) for a in resolved.alerts] == [("cell_config", "data", "resolved")]
     m = after.monitors["H"]
-    assert m.status == "ok" and not m.kind_mismatch and m.segmenter.max_abs_i == 0.0  # started afresh
+    assert m.status == "ok" and not m.kind_mismatch and m.relearning
+    assert m.step_index == step_index and m.step_index > 0  # numbering carries on
     assert not after.alerts.firing
 
 

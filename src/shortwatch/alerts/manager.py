@@ -77,12 +77,13 @@ class AlertManager(Stateful):
             else:
                 self.firing.pop(key, None)
 
-    def resolve_orphans(self, active: dict[str, set[str]], out: RecordBatch) -> None:
-        """Resolve firing alerts whose detector no longer watches their cell (the config
-        changed, e.g. a cell's kind was corrected): nothing else could ever resolve them."""
+    def resolve_orphans(self, watched: dict[str, set[str]], kinds: dict[str, str], out: RecordBatch) -> None:
+        """Resolve firing alerts that nothing could ever resolve: their detector no longer
+        watches the cell, re-learns from scratch (the cell's config changed), or the cell is
+        no longer monitored."""
         for key in sorted(self.firing):
             cell, detector = key.split("|", 1)
-            if detector in active.get(cell, set()):
+            if detector in watched.get(cell, set()):
                 continue
             severity, t = self.firing.pop(key)
             self.last_transition[key] = t
@@ -91,9 +92,9 @@ class AlertManager(Stateful):
                     time=t,
                     cell=cell,
                     detector=detector,
-                    kind="data" if detector in ("stale_data", "cell_config") else "cell",
+                    kind=kinds.get(detector, "cell"),  # type: ignore[arg-type]
                     severity=severity,
                     state="resolved",
-                    summary=f"{detector} no longer watches cell {cell} (its config changed)",
+                    summary=f"{detector} no longer judges cell {cell} as before (its config changed); it re-learns",
                 )
             )

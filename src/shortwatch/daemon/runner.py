@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from shortwatch.daemon.pipeline import Pipeline
+from shortwatch.detectors.registry import DETECTORS
 from shortwatch.model import AlertEvent, RecordBatch, Rejected, Sample
 from shortwatch.settings import Settings
 from shortwatch.state import read_json, write_json_atomic
@@ -87,11 +88,9 @@ class Runner:
             log.info("resumed from checkpoint of %s", data.get("written"))
         if self.store is not None:
             self.pipeline.alerts.replay_log(self.store.read_alerts())
-        for cell in {k.split("|", 1)[0] for k in self.pipeline.alerts.firing}:
-            self.pipeline.monitor(cell)  # a cell known only from the alert log
         out = RecordBatch()
-        active = {c: set(m.detectors) for c, m in self.pipeline.monitors.items()}
-        self.pipeline.alerts.resolve_orphans(active, out)
+        watched = {c: set() if m.relearning else set(m.detectors) for c, m in self.pipeline.monitors.items()}
+        self.pipeline.alerts.resolve_orphans(watched, {n: d.kind for n, d in DETECTORS.items()}, out)
         return out
 
     async def write_checkpoint(self) -> None:

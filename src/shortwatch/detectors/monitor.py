@@ -46,7 +46,7 @@ class Median3(Stateful):
 class CellMonitor(Stateful):
     """Per-cell pipeline state: segmenter, accumulators, detectors and the latest values."""
 
-    _transient = ("spec", "detectors", "sample_hooks")
+    _transient = ("spec", "detectors", "sample_hooks", "relearning")
 
     def __init__(self, cell: str, spec: CellSpec, detectors: list[Detector] | None = None):
         self.cell = cell
@@ -71,6 +71,7 @@ class CellMonitor(Stateful):
         self.verdicts: dict[str, dict[str, Any]] = {}
         self.kind_mismatch = False  # set by cell_config: the data contradict spec.kind
         self.stored_status = "ok"  # the last overall status written to storage
+        self.relearning = False  # restored under a changed config: detectors start afresh
 
     def spec_fingerprint(self) -> str:
         return hashlib.sha1(self.spec.model_dump_json().encode()).hexdigest()[:16]
@@ -82,18 +83,20 @@ class CellMonitor(Stateful):
         return out
 
     def load(self, state: dict[str, Any]) -> None:
-        """Resume from a checkpoint, unless the cell's config changed since: then what was
-        learned (baselines in ohm cm2, per gram, per fixture...) no longer applies."""
+        """Resume from a checkpoint. If the cell's config changed since, step and cycle
+        numbering and the open step carry on (stored rows keep their keys), but what the
+        detectors learned (baselines in ohm cm2, per gram, per fixture) is dropped."""
+        super().load({k: v for k, v in state.items() if k not in ("detectors", "spec_fingerprint", "verdicts")})
         if state.get("spec_fingerprint") != self.spec_fingerprint():
-            log.warning(
-                "cell %s: its config changed since the checkpoint; features and detectors start afresh", self.cell
-            )
+            log.warning("cell %s: its config changed since the checkpoint; its detectors re-learn", self.cell)
+            self.relearning = True
+            self.kind_mismatch = False
+            self.stored_status = "ok"
             return
-        super().load({k: v for k, v in state.items() if k not in ("detectors", "spec_fingerprint")})
         for name, sub in state.get("detectors", {}).items():
             if name in self.detectors:
                 self.detectors[name].load(sub)
-        self.verdicts = {n: v for n, v in self.verdicts.items() if n in self.detectors}
+        self.verdicts = {n: v for n, v in state.get("verdicts", {}).items() if n in self.detectors}
 
     @property
     def status(self) -> str:
