@@ -530,3 +530,36 @@ def test_detector_parameters_from_config_and_unknown_ones_rejected() -> None:
         "detectors.overpotential_drop.treshold: unknown parameter" in text
         and "detectors.nope: unknown detector" in text
     )
+
+
+def test_slow_soft_breakdown_under_a_daily_temperature_swing_is_detected() -> None:
+    # +-2.5 C over a day (24 cycles of 1 h) must not keep resetting the statistic
+    def temp(c: int) -> float:
+        return 25.0 + 2.5 * math.sin(2 * math.pi * c / 24)
+
+    def asr(c: int) -> float:
+        r_ion = 80.0 / arrhenius_factor(temp(c), 25.0, 0.4)
+        if c < 15:
+            return r_ion
+        r_e = 4000.0 * math.exp(-(c - 15) / 15.0)
+        return r_ion * r_e / (r_ion + r_e)
+
+    fired = firing(symmetric_run(asr, 70, temp_of_cycle=temp), "overpotential_drop")
+    assert fired and fired[0].evidence["cycle"] <= 55
+
+
+def test_a_low_resistance_cell_recovers_from_an_early_false_short() -> None:
+    settings = parse_settings({"cells": {"S": {"kind": "symmetric", "area_cm2": AREA}}})
+    p = Pipeline(settings)
+    out = RecordBatch()
+    i = 0.5e-3 * AREA
+    samples = [Sample(T0 + 10 * k, "S", 0.00001, i, mode="cc") for k in range(3)]
+    samples += [Sample(T0 + 30 + 10 * k, "S", 0.0025, i, mode="cc") for k in range(20)]  # 5 ohm cm2: healthy
+    p.process(samples, "t", out)
+    assert [a.state for a in out.alerts if a.detector == "hard_short"] == ["firing", "resolved"]
+
+
+def test_load_cell_detector_watches_full_cells_only() -> None:
+    p = Pipeline(parse_settings({"cells": {"S": {"kind": "symmetric"}, "F": {"kind": "full"}}}))
+    assert "load_cell" not in p.monitor("S").detectors
+    assert "load_cell" in p.monitor("F").detectors

@@ -220,3 +220,14 @@ def test_a_data_gap_is_not_integrated_as_charge() -> None:
     assert discharge.gap_s == pytest.approx(gap + 10.0)
     assert discharge.capacity_Ah == pytest.approx(1.8e-3 - 1e-3 * 10 / 3600, rel=1e-6)
     assert out.cycles[0].gap_s == pytest.approx(gap + 10.0) and out.cycles[1].gap_s == 0.0
+
+
+def test_a_rest_logged_hourly_is_not_a_data_gap() -> None:
+    samples = [Sample(T0 + 10 * k, "F", 3.6 + 0.0008 * k, 1e-3, 5.0, mode="cc") for k in range(720)]
+    t = samples[-1].time
+    samples += [Sample(t + 3600 * (k + 1), "F", 4.1, 0.0, 5.0, mode="rest") for k in range(6)]  # hourly
+    t = samples[-1].time
+    samples += [Sample(t + 10 * (k + 1), "F", 4.0 - 0.001 * k, -1e-3, 5.0, mode="cc") for k in range(600)]
+    out = run(CellSpec(kind="full", cathode_mass_g=0.01), samples)
+    assert [s.step_kind for s in out.steps] == ["charge", "rest", "discharge"]
+    assert all(s.gap_s == 0.0 for s in out.steps) and out.cycles[0].gap_s == 0.0

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 Emit = Callable[..., Awaitable[None]]
 CHECKPOINT_VERSION = 2  # 2: validator order state per cell (V/I) and per stream (auxiliary)
 TICK_S = 5.0  # live mode: how often wall-clock checks (stale data) run
+ALERT_DRAIN_S = 30.0  # at the end of a run, how long to wait for queued alerts to go out
 
 
 class Source(Protocol):
@@ -111,8 +112,11 @@ class Runner:
         courier = asyncio.create_task(self._alert_courier(), name="alerts")
         try:
             await self._run(stop)
-            await self._alert_queue.join()  # every alert sent before the run ends
         finally:
+            # alerts already committed are sent before the run ends, even when it ends badly
+            # (they are in the alert log, so a restart would count them as sent)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._alert_queue.join(), timeout=ALERT_DRAIN_S)
             courier.cancel()
 
     async def _run(self, stop: asyncio.Event) -> None:

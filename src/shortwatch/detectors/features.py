@@ -77,7 +77,7 @@ class StepAccumulator(Stateful):
             # <I>), so it is held over the interval before it; this reproduces EC-Lab's own
             # Q charge/discharge exactly, where the trapezoid rule is 0.7 % off
             dt = t - self.t_last
-            if dt > GAP_S:
+            if dt > GAP_S and kind != "rest":  # a rest logged hourly loses no charge
                 self.gap_s += dt  # the data stopped: what flowed meanwhile is unknown
             else:
                 q = i * dt / 3600.0

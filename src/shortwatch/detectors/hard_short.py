@@ -80,7 +80,7 @@ class HardShort(Detector):
                 av = v if v > 0 else -v
                 r = self.r_cell
                 if r is None:  # nothing learned yet: judged against the physical floor
-                    shorted, healthy = av < self.r_floor * ai, av > 10.0 * self.r_floor * ai
+                    shorted, healthy = av < self.r_floor * ai, av > 3.0 * self.r_floor * ai
                 else:
                     expected = r * ai
                     limit = self.collapse * expected

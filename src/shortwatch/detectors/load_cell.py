@@ -22,6 +22,9 @@ class LoadCell(Detector):
     name = "load_cell"
     kind = "data"
     per_sample = True
+    # in a symmetric cell, plating one side and stripping the other leave the stack height,
+    # and so a coarsely rounded reading, unchanged for hours: no evidence of a stuck sensor
+    cell_kinds = ("full", "anode-free")
     params = {
         "stuck_s": (3600.0, "an unchanged raw reading under current for this long (data seconds) is stuck"),
         "constant_pressure": (False, "judge constant-pressure fixtures too (a servo may hold the reading)"),

@@ -73,7 +73,7 @@ class OverpotentialDrop(Detector):
         self.since_regime = 0
         self.relearn = 2  # half-cycles re-learned after the last regime change
         self.warned_at: float | None = None  # ln ASR peak the fall was measured from when it warned
-        self.t_regime: float | None = None  # temperature of the current regime
+        self.t_regime: float | None = None  # temperature of the previous CC half-cycle
         self.j_ref: float | None = None
         self.eta_ref: float | None = None
         self.eta_unscaled: dict[str, float] | None = None
@@ -135,19 +135,20 @@ class OverpotentialDrop(Detector):
         self.half_cycles += 1
         self.since_regime += 1
         if self.j_ref is None:
-            self.j_ref, self.eta_ref, self.t_regime = j, eta_c, temp
+            self.j_ref, self.eta_ref = j, eta_c
         elif abs(math.log(j / self.j_ref)) > math.log(self.p["j_step_ratio"]):
             self._new_current_regime(j, eta_c)
-            self.t_regime = temp
         elif (
             temp is not None
             and self.t_regime is not None
             and abs(temp - self.t_regime) >= self.p["min_temperature_step_C"]
         ):
-            # an oven step: the Arrhenius correction is only as good as the activation energy
-            # (0.05 eV off is 13 % over 20 K), so the level is re-learned at the new temperature
+            # an abrupt oven step (from one half-cycle to the next, not a slow daily swing):
+            # the Arrhenius correction is only as good as the activation energy (0.05 eV off is
+            # 13 % over 20 K), so the level is re-learned at the new temperature
             self._new_regime(self.p["temperature_relearn_half_cycles"])
-            self.t_regime = temp
+        if temp is not None:
+            self.t_regime = temp  # the previous half-cycle's temperature, for the next comparison
         warm = self.half_cycles <= 2 * self.p["warmup_cycles"] or self.since_regime <= self.relearn
         level = self.level.update(x)
         shape_level = self.shape.update(shape)
@@ -247,10 +248,10 @@ class OverpotentialDrop(Detector):
         self._new_regime(self.p["current_relearn_half_cycles"])
 
     def _new_regime(self, relearn: int) -> None:
-        """A current or temperature step: judge the new level against itself, from scratch,
-        after ``relearn`` half-cycles."""
+        """A current or temperature step: the level is re-anchored after ``relearn``
+        half-cycles; the fall accumulated so far (the CUSUM) is kept, so steps cannot hide a
+        slow fall."""
         self.relearn = relearn
         self.since_regime = 0
-        self.cusum.reset()
         self.level = Ewma(alpha=self.p["smoothing"])
         self.peak = None

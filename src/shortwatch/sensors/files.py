@@ -184,6 +184,8 @@ class FileReader:
             f.seek(self.offset + len(self._buf))
             while self._buf.count(b"\n") < max_lines and (chunk := f.read(_CHUNK)):
                 self._buf += chunk
+                if len(self._buf) > MAX_LINE_BYTES and b"\n" not in self._buf:
+                    break  # no line breaks: stop reading, the check below says why
         buf = self._buf
         end = _end_of_lines(buf, max_lines)
         if not end and len(buf) > MAX_LINE_BYTES:
