@@ -232,3 +232,35 @@ async def test_a_followed_file_that_is_deleted_and_recreated_is_read_again(tmp_p
         task.cancel()
     assert [s.time for s in got] == [1, 2, 10, 11, 12]
     assert not src.failed
+
+
+async def test_idle_followed_files_are_retired_and_revived_when_they_grow(tmp_path: Path) -> None:
+    import asyncio
+
+    from shortwatch.sensors.file_source import FileSource
+
+    path = tmp_path / "D1.csv"
+    path.write_text("time,voltage_V\n1,0.1\n2,0.1\n")
+    got: list = []
+
+    async def emit(items, origin=None):
+        got.extend(items)
+
+    src = FileSource([str(path)], follow=True, poll_s=0.05, retire_after_s=0.3, idle_check_s=0.2)
+    task = asyncio.create_task(src.run(emit))
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if str(path) in src.idle:
+                break
+        assert str(path) in src.idle and str(path) not in src.readers  # retired, not reopened
+        assert src.checkpoint()["files"][str(path)]["offset"] > 0  # its place is kept
+        with open(path, "a") as fh:
+            fh.write("3,0.2\n4,0.2\n")
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if len(got) == 4:
+                break
+    finally:
+        task.cancel()
+    assert [s.time for s in got] == [1, 2, 3, 4]  # revived where it stopped: nothing twice

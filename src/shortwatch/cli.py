@@ -78,6 +78,7 @@ def build_sources(settings: Settings) -> list[Source]:
                     follow=cfg.follow,
                     poll_s=cfg.poll_s,
                     name=f"file-{n}",
+                    retire_after_s=cfg.retire_after_s,
                 )
             )
     return sources

@@ -107,6 +107,9 @@ class FileSource(Strict):
     cell: str | None = Field(None, description="cell id for files with no cell column (default: file stem)")
     follow: bool = Field(True, description="keep reading as the files grow")
     poll_s: float = Field(2.0, gt=0)
+    retire_after_s: float = Field(
+        3600.0, gt=0, description="a followed file that has not grown this long is only checked every 30 s"
+    )
 
 
 Source = Annotated[SimulatorSource | FileSource, Field(discriminator="type")]
