@@ -60,3 +60,24 @@ def test_healthy_real_export_gives_no_cell_alerts(kind: str) -> None:
     data = [a.detector for a in out.alerts if a.kind == "data"]
     # a half cell taken for symmetric rests at volts: said once, as a data alert
     assert data == (["cell_config"] if kind == "symmetric" else [])
+
+
+def test_replay_command_on_the_real_export_gives_no_cell_alerts(tmp_path: Path) -> None:
+    from shortwatch.cli import main
+
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(
+        f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n[cells."gcpl.pr_182.1"]\nkind = "full"\narea_cm2 = 1.0\n'
+    )
+    alerts = tmp_path / "alerts.jsonl"
+    assert main(["replay", "--config", str(cfg), "--alerts-out", str(alerts), str(MPT)]) == 0
+    assert alerts.read_text() == ""  # no alert of any kind on a healthy cell
+
+    from shortwatch.storage.sqlite import SqliteStore
+
+    store = SqliteStore(tmp_path / "state" / "shortwatch.sqlite")
+    store.open()
+    try:
+        assert store.count("sample") == 2533 and store.count("cycle") == 5
+    finally:
+        store.close()
