@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -202,32 +203,36 @@ def test_export_rejects_an_unreadable_time(tmp_path: Path, capsys) -> None:
     assert "use ISO-8601 with an offset" in capsys.readouterr().err
 
 
-async def test_a_followed_file_that_is_deleted_and_recreated_is_read_again(tmp_path: Path) -> None:
-    import asyncio
-
+def _follow(path: Path, **kw):
+    """A live FileSource on one file, collecting what it emits: (source, items, task)."""
     from shortwatch.sensors.file_source import FileSource
 
-    path = tmp_path / "R1.csv"
-    path.write_text("time,voltage_V\n1,0.1\n2,0.1\n")
     got: list = []
 
     async def emit(items, origin=None):
         got.extend(items)
 
-    src = FileSource([str(path)], follow=True, poll_s=0.05)
-    task = asyncio.create_task(src.run(emit))
+    src = FileSource([str(path)], follow=True, poll_s=0.05, **kw)
+    return src, got, asyncio.create_task(src.run(emit))
+
+
+async def _until(pred, timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if pred():
+            return
+        await asyncio.sleep(0.05)
+
+
+async def test_a_followed_file_that_is_deleted_and_recreated_is_read_again(tmp_path: Path) -> None:
+    path = tmp_path / "R1.csv"
+    path.write_text("time,voltage_V\n1,0.1\n2,0.1\n")
+    src, got, task = _follow(path)
     try:
-        for _ in range(100):
-            await asyncio.sleep(0.05)
-            if len(got) == 2:
-                break
+        await _until(lambda: len(got) == 2)
         path.unlink()
         await asyncio.sleep(0.2)
         path.write_text("time,voltage_V\n10,0.2\n11,0.2\n12,0.2\n")  # a new file at the same path
-        for _ in range(100):
-            await asyncio.sleep(0.05)
-            if len(got) == 5:
-                break
+        await _until(lambda: len(got) == 5)
     finally:
         task.cancel()
     assert [s.time for s in got] == [1, 2, 10, 11, 12]
@@ -235,32 +240,16 @@ async def test_a_followed_file_that_is_deleted_and_recreated_is_read_again(tmp_p
 
 
 async def test_idle_followed_files_are_retired_and_revived_when_they_grow(tmp_path: Path) -> None:
-    import asyncio
-
-    from shortwatch.sensors.file_source import FileSource
-
     path = tmp_path / "D1.csv"
     path.write_text("time,voltage_V\n1,0.1\n2,0.1\n")
-    got: list = []
-
-    async def emit(items, origin=None):
-        got.extend(items)
-
-    src = FileSource([str(path)], follow=True, poll_s=0.05, retire_after_s=0.3, idle_check_s=0.2)
-    task = asyncio.create_task(src.run(emit))
+    src, got, task = _follow(path, retire_after_s=0.3, idle_check_s=0.2)
     try:
-        for _ in range(100):
-            await asyncio.sleep(0.05)
-            if str(path) in src.idle:
-                break
+        await _until(lambda: str(path) in src.idle)
         assert str(path) in src.idle and str(path) not in src.readers  # retired, not reopened
         assert src.checkpoint()["files"][str(path)]["offset"] > 0  # its place is kept
         with open(path, "a") as fh:
             fh.write("3,0.2\n4,0.2\n")
-        for _ in range(100):
-            await asyncio.sleep(0.05)
-            if len(got) == 4:
-                break
+        await _until(lambda: len(got) == 4)
     finally:
         task.cancel()
     assert [s.time for s in got] == [1, 2, 3, 4]  # revived where it stopped: nothing twice
