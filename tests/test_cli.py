@@ -49,7 +49,24 @@ def test_replay_stores_alerts_and_export_round_trips(tmp_path: Path) -> None:
     events = [json.loads(x) for x in alerts_out.read_text().splitlines()]
     crit = [e for e in events if e["detector"] == "hard_short" and e["state"] == "firing"]
     assert len(crit) == 1 and crit[0]["severity"] == "critical"
-    assert set(crit[0]) == {"time", "cell", "detector", "kind", "severity", "state", "summary", "evidence", "advice"}
+    assert set(crit[0]) == {
+        "id",
+        "episode",
+        "time",
+        "station",
+        "cell",
+        "source",
+        "detector",
+        "kind",
+        "severity",
+        "state",
+        "reminder",
+        "summary",
+        "evidence",
+        "advice",
+    }
+    assert crit[0]["episode"] == f"S1/hard_short/{crit[0]['time']}"
+    assert crit[0]["station"] == "t"
     t_alert = time.mktime(time.strptime(crit[0]["time"][:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
     assert 0 <= t_alert - sim.truth.hard_short_time <= 30  # critical within 30 s of data time
 

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import json
 import logging
 import signal
 import sys
@@ -14,11 +13,12 @@ import time
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from shortwatch import __version__
+from shortwatch.alerts.jsonl import JsonlAlertWriter
+from shortwatch.daemon.lock import StateDirBusyError, state_dir_lock
 from shortwatch.daemon.runner import Runner, Source
-from shortwatch.model import AlertEvent
 from shortwatch.settings import ConfigError, FileSource, Settings, SimulatorSource, load_settings, parse_settings
 
 log = logging.getLogger("shortwatch")
@@ -96,13 +96,19 @@ def _open_store(settings: Settings, enabled: bool = True):
     return store
 
 
-def _alert_writer(out: TextIO):
-    def write(events: list[AlertEvent]) -> None:
-        for e in events:
-            out.write(json.dumps(e.to_json_dict()) + "\n")
-        out.flush()
+class _AlertCollector:
+    """The demo's reader of the log: this run's alert events, in order."""
 
-    return write
+    name = "demo"
+    table = "alert"
+    batch_rows = 500
+    ephemeral = True
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    async def deliver(self, rows: list[dict[str, Any]]) -> None:
+        self.events.extend(rows)
 
 
 # ---------------------------------------------------------------- commands
@@ -128,26 +134,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     _setup_logging(settings.daemon.log_level)
     if not settings.sources:
         raise ConfigError(["sources: the daemon needs at least one [[sources]] entry"])
+    with state_dir_lock(settings.daemon.state_dir, "run"):
+        return _run_daemon(settings)
+
+
+def _run_daemon(settings: Settings) -> int:
     sources = build_sources(settings)
     store = _open_store(settings)
-    jsonl = None
+    consumers: list[Any] = []
     if settings.alerts.jsonl_path:
-        settings.alerts.jsonl_path.parent.mkdir(parents=True, exist_ok=True)
-        jsonl = open(settings.alerts.jsonl_path, "a", encoding="utf-8")  # noqa: SIM115
+        consumers.append(JsonlAlertWriter(settings.alerts.jsonl_path))
+    runner: Runner | None = None
 
     async def main() -> None:
+        nonlocal runner
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        runner = Runner(
-            settings,
-            sources,
-            store,
-            live=True,
-            use_checkpoints=True,
-            on_alerts=_alert_writer(jsonl) if jsonl else None,
-        )
+        runner = Runner(settings, sources, store, live=True, use_checkpoints=True, consumers=consumers, drain_s=5.0)
         log.info("shortwatch %s running: %d sources, state in %s", __version__, len(sources), settings.daemon.state_dir)
         await runner.run(stop)
         log.info("stopped: %d items in, rejected %s", runner.items_in, dict(runner.pipeline.rejects.counts))
@@ -155,11 +160,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         asyncio.run(main())
     finally:
-        if store is not None:
-            store.close()
-        if jsonl is not None:
-            jsonl.close()
+        for c in consumers:
+            c.close()
+        failed = _close_store(store)
+    if failed or (runner is not None and runner.store_failed):
+        print(f"shortwatch: {failed or runner.store_failed}", file=sys.stderr)  # type: ignore[union-attr]
+        print("shortwatch: stopped with data not stored; the next start reads it again", file=sys.stderr)
+        return 1
     return 0
+
+
+def _close_store(store: Any) -> str | None:
+    """Close the store, giving a writer that cannot write a bounded time; why it failed, or None."""
+    if store is None:
+        return None
+    from shortwatch.storage.sqlite import StoreClosedError
+
+    try:
+        store.close(timeout=10.0)
+    except StoreClosedError as exc:
+        return str(exc)
+    return None
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -182,18 +203,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
         name="replay",
         on_progress=lambda path, off: (offsets.__setitem__(path, off), progress(sum(offsets.values()))),
     )
-    store = _open_store(settings, enabled=not args.no_store)
-    out = open(args.alerts_out, "w", encoding="utf-8") if args.alerts_out else sys.stdout  # noqa: SIM115
-    t0 = time.perf_counter()
-    runner = Runner(settings, [source], store, live=False, use_checkpoints=False, on_alerts=_alert_writer(out))
-    try:
-        asyncio.run(runner.run())
-    finally:
-        progress(None)
-        if store is not None:
-            store.close()
-        if out is not sys.stdout:
-            out.close()
+    lock = contextlib.nullcontext() if args.no_store else state_dir_lock(settings.daemon.state_dir, "replay")
+    with lock:
+        store = _open_store(settings, enabled=not args.no_store)
+        out = open(args.alerts_out, "w", encoding="utf-8") if args.alerts_out else sys.stdout  # noqa: SIM115
+        # this run's transitions, read from the log like every other reader's (from its head at the start)
+        alerts_out = JsonlAlertWriter(stream=out, name="replay-out", ephemeral=True)
+        t0 = time.perf_counter()
+        runner = Runner(settings, [source], store, live=False, use_checkpoints=False, consumers=[alerts_out])
+        try:
+            asyncio.run(runner.run())
+        finally:
+            progress(None)
+            failed = _close_store(store)
+            if out is not sys.stdout:
+                out.close()
     dt = time.perf_counter() - t0
     for path, why in source.failed.items():
         print(f"replay: could not read {path}: {why}", file=sys.stderr)
@@ -204,6 +228,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         f"cells {len(runner.pipeline.monitors)}; input problems {rejected or 'none'}",
         file=sys.stderr,
     )
+    if failed or runner.store_failed:
+        print(f"replay: {failed or runner.store_failed}; what was not stored is not imported", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -280,8 +307,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             p.unlink(missing_ok=True)  # a demo starts from scratch
     sources = build_sources(settings)
     store = _open_store(settings)
-    alerts: list[AlertEvent] = []
-    runner = Runner(settings, sources, store, live=False, use_checkpoints=False, on_alerts=alerts.extend)
+    collector = _AlertCollector()
+    alerts = collector.events
+    runner = Runner(settings, sources, store, live=False, use_checkpoints=False, consumers=[collector])
     console = Console()
     if not console.is_terminal:
         console = Console(width=220)  # a log or pipe: print the final table at full width
@@ -314,7 +342,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         console.print(snapshot_table())
     for e in alerts:
         console.print(
-            f"{e.to_json_dict()['time'][:19]}  {e.cell:4} {e.severity:8} {e.state:8} {e.detector}: {e.summary}"
+            f"{e['time'][:19]}  {e['cell']:4} {e['severity']:8} {e['state']:8} {e['detector']}: {e['summary']}"
         )
     console.print(f"report: {index.resolve()}")
     return 0
@@ -403,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         for p in exc.problems:
             print(f"  {p}", file=sys.stderr)
         return 2
-    except argparse.ArgumentTypeError as exc:
+    except (argparse.ArgumentTypeError, StateDirBusyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
