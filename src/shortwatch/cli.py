@@ -90,7 +90,10 @@ def _open_store(settings: Settings, enabled: bool = True):
     from shortwatch.storage.sqlite import SqliteStore
 
     store = SqliteStore(
-        settings.store_path, station=settings.daemon.station, max_pending_batches=settings.storage.max_pending_batches
+        settings.store_path,
+        station=settings.daemon.station,
+        max_pending_batches=settings.storage.max_pending_batches,
+        quarantine_rows_per_reason=settings.storage.quarantine_rows_per_reason,
     )
     store.open()
     return store
@@ -147,7 +150,13 @@ def _run_daemon(settings: Settings, early_stop: list[int]) -> int:
     store = _open_store(settings)
     consumers: list[Any] = []
     if settings.alerts.jsonl_path:
-        consumers.append(JsonlAlertWriter(settings.alerts.jsonl_path))
+        consumers.append(
+            JsonlAlertWriter(
+                settings.alerts.jsonl_path,
+                max_bytes=int(settings.alerts.jsonl_max_mb * 1e6),
+                keep=settings.alerts.jsonl_keep,
+            )
+        )
     runner: Runner | None = None
 
     async def main() -> None:

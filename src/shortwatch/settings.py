@@ -35,6 +35,9 @@ class DaemonSettings(Strict):
         16, ge=2, description="batches (up to 5000 samples each) buffered between sources and the pipeline"
     )
     checkpoint_interval_s: float = Field(30.0, gt=0, description="wall seconds between checkpoints")
+    shutdown_timeout_s: float = Field(
+        30.0, gt=0, description="on stop, how long a store that cannot write (a full disk) gets before the run gives up"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     accept_unknown_cells: bool = Field(
         True, description="monitor cells with no [cells] section using defaults (false: quarantine them)"
@@ -119,10 +122,18 @@ class StorageSettings(Strict):
     backend: Literal["sqlite"] = "sqlite"
     path: Path | None = Field(None, description="SQLite file; default <state_dir>/shortwatch.sqlite")
     max_pending_batches: int = Field(8, ge=1, description="batches waiting for the writer before sources wait")
+    retention_days: float | None = Field(
+        None, gt=0, description="remove local rows older than this (data time) that every reader has passed; none: keep"
+    )
+    quarantine_rows_per_reason: int = Field(
+        10_000, ge=1, description="raw rejected inputs kept per reason; beyond it only a count"
+    )
 
 
 class AlertSettings(Strict):
     jsonl_path: Path | None = Field(None, description="append every alert transition here as JSON lines")
+    jsonl_max_mb: float = Field(64.0, gt=0, description="rotate the JSONL file at this size (alerts.jsonl.1, ...)")
+    jsonl_keep: int = Field(5, ge=0, description="rotated JSONL files kept")
 
 
 class Settings(Strict):

@@ -41,6 +41,8 @@ class JsonlAlertWriter:
         name: str = "jsonl",
         ephemeral: bool = False,
         fsync: bool = True,
+        max_bytes: int = 64_000_000,
+        keep: int = 5,
     ):
         if (path is None) == (stream is None):
             raise ValueError("give a path or a stream")
@@ -48,6 +50,8 @@ class JsonlAlertWriter:
         self.path = path
         self.ephemeral = ephemeral
         self.fsync = fsync
+        self.max_bytes = max_bytes  # rotate past this size, keeping ``keep`` old files: years on one disk
+        self.keep = keep
         self._stream = stream
         self._file: TextIO | None = None
 
@@ -75,6 +79,8 @@ class JsonlAlertWriter:
             self._stream.write(text)
             self._stream.flush()
             return
+        if self._file is not None and self._file.tell() >= self.max_bytes:
+            self._rotate()
         if self._file is None:
             assert self.path is not None
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +89,23 @@ class JsonlAlertWriter:
         self._file.flush()
         if self.fsync:
             os.fsync(self._file.fileno())
+
+    def _rotate(self) -> None:
+        """alerts.jsonl -> alerts.jsonl.1 -> ... -> alerts.jsonl.<keep> (dropped). Everything in
+        the file was acknowledged before this write, so the new file may start empty."""
+        assert self.path is not None and self._file is not None
+        self._file.close()
+        self._file = None
+        for n in range(self.keep, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{n}")
+            if n == self.keep:
+                older.unlink(missing_ok=True)
+            newer = self.path.with_name(f"{self.path.name}.{n - 1}") if n > 1 else self.path
+            if newer.exists():
+                newer.rename(older)
+        if self.keep == 0:
+            self.path.unlink(missing_ok=True)
+        log.info("%s: rotated (over %d bytes)", self.path, self.max_bytes)
 
     def close(self) -> None:
         if self._file is not None:

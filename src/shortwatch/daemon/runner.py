@@ -38,7 +38,7 @@ Emit = Callable[..., Awaitable[None]]
 CHECKPOINT_VERSION = 2  # 2: validator order state per cell (V/I) and per stream (auxiliary)
 TICK_S = 5.0  # live mode: how often wall-clock checks (stale data) run
 DRAIN_S = 30.0  # at the end of a run, how long the log's readers get to catch up
-SHUTDOWN_FLUSH_S = 30.0  # at the end of a run, how long to wait for the store before giving up
+RETENTION_EVERY_S = 3600.0  # live mode: how often old rows that every reader passed are removed
 
 
 class Source(Protocol):
@@ -78,6 +78,7 @@ class Runner:
         self.pending_after_drain: dict[str, int] = {}  # reader -> rows it had not delivered at the end
         self.store_failed: str | None = None  # why the store could not be flushed at the end
         self._on_commit: collections.deque[tuple[int, Callable[[], None]]] = collections.deque()
+        self._unwritten: list[tuple[RecordBatch, Callable[[], None] | None]] = []
         self.source_states: dict[str, dict[str, Any]] = {}
         self.items_in = 0
         self.started = time.monotonic()
@@ -135,6 +136,8 @@ class Runner:
             for pump in self.pumps:  # each knows where it starts before this run logs anything
                 await pump.start()
             readers = [asyncio.create_task(p.run(), name=f"reader:{p.consumer.name}") for p in self.pumps]
+            if self.live and self.store is not None and self.settings.storage.retention_days:
+                readers.append(asyncio.create_task(self._retention(), name="retention"))
             await self._run(stop)
             await self._drain()
         finally:
@@ -143,6 +146,19 @@ class Runner:
             await asyncio.gather(*readers, return_exceptions=True)
             if self.store is not None:
                 self.store.remove_commit_listener(listener)
+
+    async def _retention(self) -> None:
+        """Keep the local disk bounded: hourly, remove rows past ``storage.retention_days`` that
+        every reader has acknowledged."""
+        days = self.settings.storage.retention_days
+        while True:
+            try:
+                deleted = await asyncio.to_thread(self.store.enforce_retention, days)  # type: ignore[union-attr]
+                if any(deleted.values()):
+                    log.info("retention (%g days): removed %s", days, {t: n for t, n in deleted.items() if n})
+            except Exception:
+                log.exception("retention failed; trying again in %.0f s", RETENTION_EVERY_S)
+            await asyncio.sleep(RETENTION_EVERY_S)
 
     def _committed(self, batch_seq: int) -> None:
         """A commit landed: wake the readers, acknowledge what sources handed over."""
@@ -187,7 +203,8 @@ class Runner:
         try:
             while not stop.is_set():
                 if not self.queue.empty():
-                    await self._consume(*self.queue.get_nowait())
+                    # a store that cannot take the batch (disk full) must not keep a stop waiting
+                    await _first(self._consume(*self.queue.get_nowait()), stopper)
                 elif sources_done.done():
                     break
                 else:
@@ -200,12 +217,12 @@ class Runner:
                         with contextlib.suppress(asyncio.CancelledError):
                             await getter
                     elif not getter.cancelled():
-                        await self._consume(*getter.result())
+                        await _first(self._consume(*getter.result()), stopper)
                 if self.live and time.monotonic() - last_tick > TICK_S:
                     last_tick = time.monotonic()
                     out = RecordBatch()
                     self.pipeline.tick(time.time(), out)
-                    await self._deliver(out)
+                    await _first(self._deliver(out), stopper)
                 # a store that cannot write (disk full) must not keep a stop request waiting
                 checkpoint_due = self.use_checkpoints and time.monotonic() - self._last_checkpoint > interval
                 if checkpoint_due and await _first(self._flush(), stopper):
@@ -222,11 +239,13 @@ class Runner:
 
     async def _shut_down(self) -> None:
         """Process what sources handed over, then commit and checkpoint, all within
-        SHUTDOWN_FLUSH_S: a store that cannot write (a full disk) gets that long, then the run
+        ``daemon.shutdown_timeout_s``: a store that cannot write (a full disk) gets that long, then the run
         ends with ``store_failed`` set and the checkpoint left at the last committed point, so a
         restart reads again what was not stored."""
 
         async def finish() -> None:
+            while self._unwritten:  # a batch whose write a stop request interrupted goes first
+                await self._deliver(*self._unwritten.pop(0))
             while not self.queue.empty():  # what sources handed over is never dropped
                 await self._consume(*self.queue.get_nowait())
             if not self.live:
@@ -235,14 +254,18 @@ class Runner:
                 await self._deliver(out)
             await self._flush()
 
+        timeout = self.settings.daemon.shutdown_timeout_s
         try:
-            await asyncio.wait_for(finish(), SHUTDOWN_FLUSH_S)
+            await asyncio.wait_for(finish(), timeout)
         except (TimeoutError, StoreClosedError) as exc:
             self.store_failed = (
-                f"the store {getattr(self.store, 'path', '')} could not be written within {SHUTDOWN_FLUSH_S:.0f} s "
+                f"the store {getattr(self.store, 'path', '')} could not be written within {timeout:.0f} s "
                 f"({self.store.stats['last_error'] if self.store is not None else exc})"
             )
             log.error("%s; the checkpoint stays at the last committed point", self.store_failed)
+            if self.store is not None:  # give up: its writer stops retrying, and threads waiting on it return
+                with contextlib.suppress(StoreClosedError):
+                    await asyncio.to_thread(self.store.close, 5.0)
             return
         if self.use_checkpoints:
             await self.write_checkpoint()
@@ -287,7 +310,11 @@ class Runner:
             if on_commit is not None:
                 _call_safely(on_commit)
             return
-        batch_seq = await self.store.write(out)
+        try:
+            batch_seq = await self.store.write(out)
+        except asyncio.CancelledError:
+            self._unwritten.append((out, on_commit))  # processed, not yet stored: never dropped
+            raise
         if on_commit is not None:
             if self.store.committed >= batch_seq:
                 _call_safely(on_commit)

@@ -235,6 +235,12 @@ CREATE TABLE IF NOT EXISTS cursor (
     updated REAL NOT NULL,
     PRIMARY KEY (name, tbl)
 );
+CREATE TABLE IF NOT EXISTS quarantine_overflow (
+    reason TEXT PRIMARY KEY,
+    dropped INTEGER NOT NULL,
+    last_received REAL NOT NULL,
+    last_raw TEXT
+);
 CREATE TABLE IF NOT EXISTS commit_log (
     tbl TEXT NOT NULL,
     last_seq INTEGER NOT NULL,
@@ -403,6 +409,7 @@ class SqliteStore:
         max_pending_batches: int = 8,
         *,
         busy_timeout_s: float = 1.0,
+        quarantine_rows_per_reason: int = 10_000,
     ):
         if max_pending_batches < 1:
             raise ValueError("max_pending_batches must be at least 1")
@@ -425,6 +432,11 @@ class SqliteStore:
         self._local = threading.local()
         self._read_conns: dict[threading.Thread, sqlite3.Connection] = {}
         self._seq: dict[str, int] = dict.fromkeys(LOG_TABLES, 0)  # per log table: the last seq given out
+        # A year unattended must not fill the disk with one broken channel's rows: the first
+        # quarantine_rows_per_reason raw inputs of a reason are kept, the rest only counted.
+        self.quarantine_rows_per_reason = quarantine_rows_per_reason
+        self._quarantined: collections.Counter[str] = collections.Counter()  # reason -> raw rows kept
+        self._overflow: dict[str, tuple[int, float, str]] = {}  # reason -> (inputs only counted, last seen, raw)
         self._listeners: list[Callable[[int], None]] = []
         self._ack_lock = threading.Lock()
         self._ack_conn: sqlite3.Connection | None = None
@@ -460,6 +472,9 @@ class SqliteStore:
             self._max_statement_rows = max(1, min(_MAX_STATEMENT_ROWS, limit // _NCOL))
             self._cell_ids = dict(conn.execute("SELECT name, id FROM cell"))
             self._seq = {t: conn.execute(f"SELECT coalesce(max(seq), 0) FROM {t}").fetchone()[0] for t in LOG_TABLES}
+            self._quarantined = collections.Counter(
+                dict(conn.execute("SELECT reason, count(*) FROM quarantine GROUP BY reason"))
+            )
         except BaseException:
             conn.close()
             raise
@@ -683,9 +698,13 @@ class SqliteStore:
         salvage = False
         records = sum(len(i.batch) for i in group)
         seq_before = dict(self._seq)
+        quarantined_before = collections.Counter(self._quarantined)
         while True:
             t0 = time.perf_counter()
-            self._seq = dict(seq_before)  # a rolled-back attempt's numbers are given out again
+            # a rolled-back attempt's numbers and counts are given out again
+            self._seq = dict(seq_before)
+            self._quarantined = collections.Counter(quarantined_before)
+            self._overflow = {}
             try:
                 if self._cell_ids_stale:
                     self._cell_ids = dict(self._conn().execute("SELECT name, id FROM cell"))
@@ -796,6 +815,26 @@ class SqliteStore:
             lambda x: (st, item.received, *_get_rejected(x), _quarantine_key(x)),
         )
 
+    def _insert_quarantined(self, conn: sqlite3.Connection, row: tuple[Any, ...], r: Rejected) -> int:
+        """Insert one rejected input within its reason's bound; beyond it, only count it."""
+        if self._quarantined[r.reason] >= self.quarantine_rows_per_reason:
+            n, _, _ = self._overflow.get(r.reason, (0, 0.0, ""))
+            self._overflow[r.reason] = (n + 1, row[1], r.raw[:1000])
+            return 0
+        n = conn.execute(_QUARANTINE_SQL, row).rowcount  # 0: the same input again (a re-read)
+        self._quarantined[r.reason] += n
+        return n
+
+    def _write_overflow(self, conn: sqlite3.Connection) -> None:
+        if self._overflow:
+            conn.executemany(
+                "INSERT INTO quarantine_overflow (reason, dropped, last_received, last_raw) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (reason) DO UPDATE SET dropped = dropped + excluded.dropped, "
+                "last_received = excluded.last_received, last_raw = excluded.last_raw",
+                [(reason, *v) for reason, v in self._overflow.items()],
+            )
+            self._overflow.clear()
+
     def _next_seq(self, table: str) -> int:
         self._seq[table] += 1
         return self._seq[table]
@@ -814,9 +853,12 @@ class SqliteStore:
         samples = batches[0].samples if len(batches) == 1 else [s for b in batches for s in b.samples]
         flat = self._sample_params(samples)
         others: dict[str, tuple[str, list[tuple[Any, ...]]]] = {}
+        quarantined: list[tuple[tuple[Any, ...], Rejected]] = []
         for item in group:
             for table, sql, records, to_row in self._record_tables(item):
-                if records:
+                if table == "quarantine":
+                    quarantined.extend(((*to_row(x), self._next_seq(table)), x) for x in records)
+                elif records:
                     rows = others.setdefault(table, (sql, []))[1]
                     rows.extend((*to_row(x), self._next_seq(table)) for x in records)
         conn.execute("BEGIN IMMEDIATE")
@@ -826,6 +868,9 @@ class SqliteStore:
             before_changes = conn.total_changes
             conn.executemany(sql, rows)
             counts[table] = conn.total_changes - before_changes
+        if quarantined:
+            counts["quarantine"] = sum(self._insert_quarantined(conn, row, r) for row, r in quarantined)
+        self._write_overflow(conn)
         self._log_commit(conn, before)
         conn.execute("COMMIT")
         return counts, len(samples) - inserted
@@ -851,7 +896,11 @@ class SqliteStore:
             for table, sql, records, to_row in self._record_tables(item):
                 for record in records:
                     try:
-                        counts[table] += conn.execute(sql, (*to_row(record), self._next_seq(table))).rowcount
+                        row = (*to_row(record), self._next_seq(table))
+                        if table == "quarantine":
+                            counts[table] += self._insert_quarantined(conn, row, record)
+                        else:
+                            counts[table] += conn.execute(sql, row).rowcount
                     except _DATA_ERRORS as exc:
                         refused.append((table, record, exc))
         for table, record, exc in refused:
@@ -866,7 +915,8 @@ class SqliteStore:
                 detail=f"{type(exc).__name__}: {exc}",
             )
             row = (self.station, time.time(), *_get_rejected(r), _quarantine_key(r), self._next_seq("quarantine"))
-            counts["quarantine"] += conn.execute(_QUARANTINE_SQL, row).rowcount
+            counts["quarantine"] += self._insert_quarantined(conn, row, r)
+        self._write_overflow(conn)
         self._log_commit(conn, before)
         conn.execute("COMMIT")
         if refused:
@@ -1023,6 +1073,15 @@ class SqliteStore:
         for d in rows:
             del d["id"]
         return rows[::-1]
+
+    def quarantine_summary(self) -> list[dict[str, Any]]:
+        """Per reason: raw rows kept, and inputs only counted beyond the bound."""
+        return self._read_dicts(
+            "SELECT r.reason, r.kept, coalesce(o.dropped, 0) AS dropped FROM "
+            "(SELECT reason, count(*) AS kept FROM quarantine GROUP BY reason) AS r "
+            "LEFT JOIN quarantine_overflow AS o ON o.reason = r.reason ORDER BY r.reason",
+            (),
+        )
 
     def read_detector_states(self, cell: str) -> list[dict[str, Any]]:
         """The cell's detector statistics in time order, as DetectorStatus fields."""
