@@ -90,6 +90,8 @@ class BiologicMptDecoder:
                 detail=f"{n - 1 if not parts[-1] else n} fields, the header has {self._n}",
             )
         parts.append("")  # the field that absent columns point at
+        if "_" in text_line:  # float() takes "1_000"; the slow path refuses it
+            return self._decode_slowly(line, parts)
         i_time, i_voltage, i_current, i_mode, i_cycle, i_temp = self._index
         try:
             t = self._t0 + float(parts[i_time])
