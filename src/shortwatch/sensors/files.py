@@ -116,6 +116,11 @@ class FileReader:
         self._encoding = ""
 
     @property
+    def pending_bytes(self) -> int:
+        """Bytes read past the last complete line (a line still being written)."""
+        return len(self._buf)
+
+    @property
     def format(self) -> str | None:
         """The file's format; None while ``auto`` has not yet seen enough of the file to tell."""
         return self._format
