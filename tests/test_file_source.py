@@ -185,3 +185,27 @@ async def test_a_pattern_that_matches_nothing_is_reported_and_again_when_it_matc
     assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
     infos = [r for r in caplog.records if "now matches 1 file(s)" in r.getMessage()]
     assert len(infos) == 1 and infos[0].levelno == logging.INFO
+
+
+async def test_a_file_unreadable_at_restart_keeps_its_position_in_checkpoints(tmp_path: Path) -> None:
+    path = tmp_path / "A1.csv"
+    path.write_text("time,voltage_V\n" + "".join(f"{k},0.1\n" for k in range(50)))
+    first, got, task = follow([str(path)], poll_s=0.05)
+    try:
+        assert await until(lambda: len(got) == 50)
+    finally:
+        task.cancel()
+    state = first.checkpoint()
+    aside = tmp_path / "aside"
+    os.rename(path, aside)  # gone while the daemon restarts
+    second, got2, task = follow([str(path)], poll_s=0.05)
+    second.restore(state)
+    try:
+        await asyncio.sleep(0.3)
+        assert second.checkpoint()["files"][str(path)]["offset"] == state["files"][str(path)]["offset"]
+        os.rename(aside, path)
+        append(path, "50,0.1\n")
+        assert await until(lambda: len(got2) == 1)
+    finally:
+        task.cancel()
+    assert [s.time for s in got2] == [50]  # not the 50 old rows again

@@ -128,38 +128,46 @@ class SampleValidator(Stateful):
                 book = self.aux[source] = {}
         last = book.get(cell)
         if last is not None and not (last.time < t <= last.time + self._jump_s):
-            if t > last.time:
-                reason, detail = "future_time", f"{(t - last.time) / 86400:.0f} days after the cell's previous sample"
-            elif t == last.time:
-                same = (s.voltage_V, s.current_A, s.pressure_MPa) == (last.voltage_V, last.current_A, last.pressure_MPa)
-                reason = "duplicate" if same else "duplicate_time"
-                detail = "same time and values as the previous sample" if same else "same time, other values"
-            else:
-                reason, detail = "out_of_order", f"{last.time - t:.3f} s older than the cell's last sample"
-            self._reject(quarantine, s, source, reason, detail)
+            self._reject_order(s, last, source, quarantine)
             return None
-        if (s.cycle is not None or s.step is not None) and not (
-            (s.cycle is None or (type(s.cycle) is int and 0 <= s.cycle <= INT_MAX))
-            and (s.step is None or (type(s.step) is int and 0 <= s.step <= INT_MAX))
-        ):
-            self._drop_integers(s, source, quarantine)
-        v, i, p, temp = s.voltage_V, s.current_A, s.pressure_MPa, s.temperature_C
+        v, i, p, temp, cyc, step = s.voltage_V, s.current_A, s.pressure_MPa, s.temperature_C, s.cycle, s.step
         if not (
             (v is None or -V_LIMIT <= v <= V_LIMIT)
             and (i is None or -i_max <= i <= i_max)
             and (p is None or P_RANGE[0] <= p <= P_RANGE[1])
             and (temp is None or T_RANGE[0] <= temp <= T_RANGE[1])
+            and (cyc is None or (type(cyc) is int and 0 <= cyc <= INT_MAX))
+            and (step is None or (type(step) is int and 0 <= step <= INT_MAX))
         ):
+            if not (
+                (cyc is None or (type(cyc) is int and 0 <= cyc <= INT_MAX))
+                and (step is None or (type(step) is int and 0 <= step <= INT_MAX))
+            ):
+                self._drop_integers(s, source, quarantine)
             bad = _bad_channels(s, self.settings.cell_spec(cell).area_cm2)
-            reason = "non_finite" if any(not math.isfinite(getattr(s, f)) for f, _ in bad) else "out_of_range"
-            self._reject(quarantine, s, source, reason, "; ".join(msg for _, msg in bad))
-            self.dropped = (tuple(f for f, _ in bad), quarantine[-1].detail)
-            for f, _ in bad:
-                setattr(s, f, None)
-            if s.voltage_V is None and s.current_A is None and s.pressure_MPa is None:
-                return None
+            if bad:
+                reason = "non_finite" if any(not math.isfinite(getattr(s, f)) for f, _ in bad) else "out_of_range"
+                self._reject(quarantine, s, source, reason, "; ".join(msg for _, msg in bad))
+                self.dropped = (tuple(f for f, _ in bad), quarantine[-1].detail)
+                for f, _ in bad:
+                    setattr(s, f, None)
+                if s.voltage_V is None and s.current_A is None and s.pressure_MPa is None:
+                    return None
         book[cell] = s
         return s
+
+    def _reject_order(self, s: Sample, last: Sample, source: str, quarantine: list[Rejected]) -> None:
+        """Quarantine a sample not after the cell's last one, or implausibly far after it."""
+        t = s.time
+        if t > last.time:
+            reason, detail = "future_time", f"{(t - last.time) / 86400:.0f} days after the cell's previous sample"
+        elif t == last.time:
+            same = (s.voltage_V, s.current_A, s.pressure_MPa) == (last.voltage_V, last.current_A, last.pressure_MPa)
+            reason = "duplicate" if same else "duplicate_time"
+            detail = "same time and values as the previous sample" if same else "same time, other values"
+        else:
+            reason, detail = "out_of_order", f"{last.time - t:.3f} s older than the cell's last sample"
+        self._reject(quarantine, s, source, reason, detail)
 
     def _time_ok(self, s: Sample, source: str, quarantine: list[Rejected]) -> bool:
         """The rare times outside [1900, the cached horizon]: refresh the horizon, or reject."""

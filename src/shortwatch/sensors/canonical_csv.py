@@ -204,11 +204,7 @@ class CanonicalCsvDecoder:
         """
         if len(text) >= 25 and text[16] == ":" and text[-6] in "+-" and text[-3] == ":":
             sec = text[17:-6]
-            if not (
-                sec[:2] < "60"
-                and sec[:2].isdigit()
-                and (len(sec) == 2 or (sec[2] == "." and sec[3:].isdigit() and sec[3:].isascii()))
-            ):
+            if not (sec[:2].isdigit() and sec < "60" and (len(sec) == 2 or (sec[2] == "." and sec[3:].isdigit()))):
                 raise ValueError(f"bad seconds in {text!r}")
             key = text[:16] + text[-6:]
             base = self._minute_cache.get(key)
