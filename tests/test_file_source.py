@@ -209,3 +209,20 @@ async def test_a_file_unreadable_at_restart_keeps_its_position_in_checkpoints(tm
     finally:
         task.cancel()
     assert [s.time for s in got2] == [50]  # not the 50 old rows again
+
+
+async def test_a_retired_file_is_revived_as_soon_as_the_watcher_sees_it_grow(tmp_path: Path) -> None:
+    path = tmp_path / "D1.csv"
+    path.write_text("time,voltage_V\n1,0.1\n")
+    src, got, task = follow([str(tmp_path / "*.csv")], poll_s=60.0, retire_after_s=0.2, idle_check_s=60.0)
+    try:
+        assert await until(lambda: len(got) == 1)
+        # retirement happens when the follower wakes after the file went quiet: a change elsewhere wakes it
+        await asyncio.sleep(0.3)
+        (tmp_path / "other.csv").write_text("time,voltage_V\n")
+        assert await until(lambda: str(path) in src.idle)
+        append(path, "2,0.1\n")
+        assert await until(lambda: len(got) == 2, timeout=5.0), "the retired file waited for the 60 s idle check"
+    finally:
+        task.cancel()
+    assert [s.time for s in got] == [1, 2]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import glob
 import logging
 import math
@@ -84,7 +85,9 @@ class FileSource:
         self._changed: set[str] = set()  # absolute paths the watcher saw change
         self._wake = asyncio.Event()
 
-    def _discover(self) -> None:
+    def _discover(self, changed: frozenset[str] | set[str] = frozenset()) -> None:
+        """Open readers for new files; revive retired ones that grew (at once when the watcher
+        reported them in ``changed``, else at the next idle check)."""
         now = time.monotonic()
         check_idle = now >= self._next_idle_check
         if check_idle:
@@ -97,7 +100,7 @@ class FileSource:
                 if path in self.readers or path in self.failed:
                     continue
                 if path in self.idle:
-                    if not check_idle or not self._changed_since_retired(path):
+                    if not (check_idle or os.path.abspath(path) in changed) or not self._changed_since_retired(path):
                         continue
                     self._restored[path] = self.idle.pop(path)["state"]  # it grew again: revive
                 if not Path(path).is_file():
@@ -188,10 +191,11 @@ class FileSource:
                 todo = list(self.readers)
             else:
                 changed, self._changed = self._changed, set()
-                todo = [p for p in self.readers if os.path.abspath(p) in changed]
-                if any(p not in self.readers for p in changed):
-                    self._discover()  # a new file showed up
-                    todo += [p for p in self.readers if os.path.abspath(p) in changed and p not in todo]
+                by_abs = {os.path.abspath(p): p for p in self.readers}
+                todo = [by_abs[a] for a in changed if a in by_abs]
+                if any(a not in by_abs for a in changed):
+                    self._discover(changed)  # a new file showed up, or a retired one grew
+                    todo += [p for p in self.readers if p not in todo and os.path.abspath(p) in changed]
             got_any = False
             for path in todo:
                 reader = self.readers.get(path)
@@ -259,6 +263,11 @@ class FileSource:
             log.warning("watchfiles is not installed: polling every %g s", self.poll_s)
             return
         folders = sorted({_watch_root(p) for p in self.patterns})
+        wanted = [os.path.abspath(p) for p in self.patterns]
+
+        def matches(_: object, path: str) -> bool:  # fnmatch: a superset of glob's matches
+            return any(fnmatch.fnmatch(path, w) for w in wanted)
+
         while True:
             roots = [f for f in folders if os.path.isdir(f)]
             if not roots:
@@ -267,7 +276,7 @@ class FileSource:
             try:
                 async for changes in awatch(
                     *roots,
-                    watch_filter=None,
+                    watch_filter=matches,
                     debounce=WATCH_DEBOUNCE_MS,
                     step=10,
                     recursive=any("**" in p for p in self.patterns),
