@@ -149,6 +149,16 @@ def test_a_line_continued_after_it_was_read_is_quarantined_not_read_twice(tmp_pa
         assert sample_times(items) == [1, 2]
 
 
+def test_an_idle_header_without_newline_is_waited_for(tmp_path: Path) -> None:
+    path = tmp_path / "A1.csv"
+    path.write_text("time,cell,volt")  # not yet a header anyone can recognise
+    reader = FileReader(path, idle_line_s=0.05)
+    time.sleep(0.1)
+    assert drain(reader) == []
+    append(path, "age_V\n1,A1,3.0\n")
+    assert sample_times(drain(reader)) == [1]
+
+
 def test_live_and_replay_agree_on_a_last_line_without_newline(tmp_path: Path) -> None:
     path = tmp_path / "A1.csv"
     path.write_text(CSV_HEADER + csv_rows(0, 100) + "100,A1,3.0,0.001")

@@ -245,7 +245,8 @@ class FileReader:
                 buf
                 and self.idle_line_s is not None
                 and time.time() - self._mtime >= self.idle_line_s
-                and self._start_decoder(final=True)
+                and self._decoder is not None
+                and self._decoder.ready  # a header still being written is waited for
             ):
                 self._read_last_line(out)  # the writer has stopped: read it, as replay would
                 self._continued = True
