@@ -165,3 +165,12 @@ def test_the_checkpoint_of_single_sample_cells_is_small_and_round_trips() -> Non
     a, b = run(p, list(more)), run(again, [Sample(s.time, s.cell, s.voltage_V, s.current_A) for s in more])
     assert len(a.samples) == len(b.samples) == 100
     assert json.loads(json.dumps(p.state())) == json.loads(json.dumps(again.state()))
+
+
+def test_the_unknown_cell_advice_is_valid_toml(caplog: pytest.LogCaptureFixture) -> None:
+    import tomllib
+
+    run(pipeline(), [Sample(T0, "gcpl.pr_182.1", 0.01, 0.0)])
+    (line,) = [r.getMessage() for r in caplog.records if "no [cells" in r.getMessage()]
+    table = line[line.index("[cells.") : line.index("]") + 1]
+    assert tomllib.loads(table + "\nkind = 'full'\n")["cells"]["gcpl.pr_182.1"] == {"kind": "full"}

@@ -20,8 +20,10 @@ Each kind of problem is logged once with an example; the counts are in ``counts`
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import re
 import time
 from collections import Counter
 from typing import Any
@@ -43,6 +45,7 @@ JUMP_S = 366 * 86_400.0  # replay: a jump this far ahead of the cell's previous 
 INT_MAX = 2**31 - 1  # cycle and step: what every store and InfluxDB integer field takes
 UNKNOWN_SUMMARY_S = 60.0  # how often new cells without a config section are summarised
 _BAD_ID_CHARS = frozenset("/+#")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def valid_cell_id(cell: str) -> bool:
@@ -229,7 +232,7 @@ class SampleValidator(Stateful):
                 "cell %r has no [cells.%s] section in the config: using defaults "
                 "(further such cells are counted and summarised)",
                 cell,
-                cell,
+                _toml_key(cell),
             )
             self._logged_at = time.monotonic()
         else:
@@ -273,6 +276,11 @@ class SampleValidator(Stateful):
         r = Rejected(source=source, reason=reason, raw=sample_raw(s), cell=s.cell, time=s.time, detail=detail)
         quarantine.append(r)
         self.rejects.note(r)
+
+
+def _toml_key(cell: str) -> str:
+    """The cell id as a TOML key: bare when it can be, else quoted (``"gcpl.pr_182.1"``)."""
+    return cell if _BARE_KEY.fullmatch(cell) else json.dumps(cell, ensure_ascii=False)
 
 
 def _row(s: Sample) -> list[Any]:
