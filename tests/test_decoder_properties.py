@@ -6,6 +6,7 @@ what a replay of the whole file gives."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -130,3 +131,45 @@ def test_reading_a_growing_file_in_random_chunks_equals_replay(plan, cuts, fmt) 
                 live.extend(batch)
         live.extend(reader.finish())
         assert live == list(iter_file(path))
+
+
+@PROPS
+@given(
+    st.integers(min_value=1, max_value=40),
+    st.lists(st.tuples(st.integers(min_value=1, max_value=90), st.booleans()), min_size=1, max_size=25),
+)
+def test_a_followed_file_with_idle_pauses_reads_every_line_once(n_rows: int, steps) -> None:
+    """Rows appended in random pieces; at random moments the file goes idle (its mtime is set
+    into the past) and the reader may read a line that has no newline yet. Every line is read
+    exactly once: whole, or, when the pause cut it, as its first part plus one quarantined
+    ``continued_line`` rest (never a second sample)."""
+    data = CSV_HEAD + b"".join(csv_row(k) for k in range(n_rows))
+    first_data = len(CSV_HEAD)
+    cut_lines: set[int] = set()  # rows a pause cut in two
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "x.csv"
+        path.write_bytes(b"")
+        reader = FileReader(path, idle_line_s=5.0)
+        got: list[Sample | Rejected] = []
+        pos = 0
+        for size, pause in [*steps, (len(data), True)]:
+            chunk, pos = data[pos : pos + size], min(len(data), pos + size)
+            with path.open("ab") as f:
+                f.write(chunk)
+            if pause:
+                old = path.stat().st_mtime - 60
+                os.utime(path, (old, old))  # idle for a minute
+                if pos > first_data and data[pos - 1 : pos] != b"\n":
+                    cut_lines.add(data.count(b"\n", first_data, pos))  # the row being written
+            while batch := reader.read_available(max_lines=3):
+                got.extend(batch)
+        got.extend(reader.finish())
+    whole = {float(T0 + 10 * k) for k in range(n_rows) if k not in cut_lines}
+    samples = [s.time for s in got if isinstance(s, Sample)]
+    assert len(samples) == len(set(samples))  # no line read twice
+    assert whole <= set(samples)
+    continued = [r for r in got if isinstance(r, Rejected) and r.reason == "continued_line"]
+    assert len(continued) <= len(cut_lines)
+    assert all(r.reason in ("continued_line", "truncated_line") for r in got if isinstance(r, Rejected))
+    # at most one item per row, and every row gives at least one
+    assert len(samples) + sum(isinstance(r, Rejected) and r.reason == "truncated_line" for r in got) == n_rows
