@@ -5,7 +5,8 @@ configured, so each is an unknown cell on defaults), and `shortwatch replay` rea
 child process. The child's own peak RSS is read from its rusage through os.wait4 (not
 RUSAGE_CHILDREN, which reports the largest child so far). Work should grow with rows, not
 cells x rows: the ratios to the 1k run should stay near 1 for time, and memory should grow
-only by the per-cell state.
+only by the per-cell state. "stderr lines" counts the child's log lines at WARNING and its
+closing summary: unknown cells are one line and one summary, not one warning per cell.
 
     python bench/many_cells.py [--rows 200000] [--cells 1000,10000,100000] [--no-store]
 """
@@ -55,7 +56,7 @@ def main() -> None:
     print(f"{args.rows:,} rows per run, {'no store' if args.no_store else 'with the SQLite store'}")
     print(
         f"{'cells':>8} {'wall s':>7} {'CPU s':>6} {'rows/CPU s':>10} {'peak RSS':>9} {'CPU ratio':>9} {'RSS ratio':>9}"
-        "  warning lines"
+        "  stderr lines"
     )
     for n in counts:
         with tempfile.TemporaryDirectory(prefix="shortwatch-cells-") as tmp:
