@@ -174,3 +174,15 @@ def test_the_unknown_cell_advice_is_valid_toml(caplog: pytest.LogCaptureFixture)
     (line,) = [r.getMessage() for r in caplog.records if "no [cells" in r.getMessage()]
     table = line[line.index("[cells.") : line.index("]") + 1]
     assert tomllib.loads(table + "\nkind = 'full'\n")["cells"]["gcpl.pr_182.1"] == {"kind": "full"}
+
+
+def test_a_far_future_time_in_an_old_checkpoint_no_longer_blocks_its_cell(caplog) -> None:
+    old = pipeline()
+    run(old, [Sample(T0, "A1", 0.01, 0.0)])
+    state = json.loads(json.dumps(old.state()))
+    state["validator"]["last"]["A1"][0] = 90_000_000_000.0  # written by a version without the check
+    p = pipeline()
+    p.load(state)
+    out = run(p, [Sample(T0 + 10, "A1", 0.01, 0.0)])
+    assert [s.time for s in out.samples] == [T0 + 10] and not out.rejected
+    assert "forgot the last sample time of 1 cell(s)" in caplog.text

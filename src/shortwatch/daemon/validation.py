@@ -263,14 +263,33 @@ class SampleValidator(Stateful):
         return out
 
     def load(self, state: dict[str, Any]) -> None:
+        """Resume, forgetting last times that today's checks would have refused: a checkpoint
+        written before them may hold a far-future time that would block its cell for good."""
         super().load({k: v for k, v in state.items() if k not in ("last", "aux", "unknown_cells")})
         self.unknown_cells = set(state.get("unknown_cells", ()))
-        self.last = {c: _sample(c, x) for c, x in state.get("last", {}).items() if isinstance(x, list)}
-        self.aux = {
-            src: {c: _sample(c, x) for c, x in cells.items()}
-            for src, cells in state.get("aux", {}).items()
-            if isinstance(cells, dict)
-        }
+        horizon = time.time() + self._ahead_s
+        dropped: list[str] = []
+
+        def book(rows: dict[str, Any]) -> dict[str, Sample]:
+            out = {}
+            for c, x in rows.items():
+                if not isinstance(x, list):
+                    continue
+                if x and isinstance(x[0], int | float) and T_MIN <= x[0] <= horizon:
+                    out[c] = _sample(c, x)
+                else:
+                    dropped.append(c)
+            return out
+
+        self.last = book(state.get("last", {}))
+        self.aux = {src: book(cells) for src, cells in state.get("aux", {}).items() if isinstance(cells, dict)}
+        if dropped:
+            log.warning(
+                "checkpoint: forgot the last sample time of %d cell(s) (e.g. %s): before 1900 or far in the "
+                "future, it would have put every later sample out of order",
+                len(dropped),
+                ", ".join(repr(c) for c in dropped[:5]),
+            )
 
     def _reject(self, quarantine: list[Rejected], s: Sample, source: str, reason: str, detail: str) -> None:
         r = Rejected(source=source, reason=reason, raw=sample_raw(s), cell=s.cell, time=s.time, detail=detail)
