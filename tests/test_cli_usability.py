@@ -198,3 +198,68 @@ def test_replay_exits_1_naming_a_file_it_could_not_read(tmp_path: Path, capsys) 
     bad = tmp_path / "B1.csv"
     bad.write_text("time,cell,voltage_V\n1767600000,B1,0.05\nnot-a-time,B1,0.05\n1767600010,B1,0.05\n")
     assert main(["replay", "--config", str(cfg), "--alerts-out", str(tmp_path / "a.jsonl"), str(bad)]) == 0
+
+
+# ---------------------------------------------------------------- the demo's live table
+
+
+def snapshot(cell: str, v: float, i: float, status: str = "ok", firing: tuple[str, ...] = (), **cycle) -> dict:
+    return {
+        "cell": cell,
+        "kind": "symmetric",
+        "time": START + 86400,
+        "voltage_V": v,
+        "current_A": i,
+        "pressure_MPa": 12.345,
+        "temperature_C": 25.0,
+        "cycle": 137,
+        "step_kind": "discharge",
+        "last_step": {},
+        "last_cycle": cycle,
+        "status": status,
+        "firing": list(firing),
+    }
+
+
+def rendered(table, width: int) -> str:
+    from rich.console import Console
+
+    console = Console(width=width, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(table)
+    console.file.close()
+    return console.export_text()
+
+
+def test_the_live_table_fits_100_columns_without_cutting_names_or_numbers() -> None:
+    from shortwatch.console import COLUMNS, CellTable
+
+    snaps = [
+        snapshot("gcpl.pr_182.1", -0.06123, -0.39281, asr_ohm_cm2=1234.5, dpq_MPa_g_per_Ah=-15.25, ce=0.9961),
+        snapshot("A4", 0.00032, 0.0, "critical", ("hard_short", "overpotential_drop", "pressure_dpq_decline"), ce=0.95),
+    ]
+    for width in (100, 80):
+        text = rendered(CellTable().render(snaps, width=width), width)
+        assert "…" not in text
+        assert max(len(line) for line in text.splitlines()) <= width
+        for whole in ("gcpl.pr_182.1", "-0.0612", "-392.8100", "0.0003", "137", "critical", "hard_short"):
+            assert whole in text, (width, whole, text)
+        assert "overpotential_drop" in text.replace("\n", "")  # wrapped between names, never inside one
+    text = rendered(CellTable().render(snaps, width=100), 100)
+    for whole in ("12.35", "1234.5", "-15.2"):
+        assert whole in text, (whole, text)
+    assert "kind" not in text  # the lowest priority goes first
+    wide = rendered(CellTable().render(snaps, width=200), 200)
+    assert all(c.header in wide for c in COLUMNS) and "…" not in wide
+
+
+def test_the_table_keeps_the_last_known_per_cycle_values() -> None:
+    from shortwatch.console import CellTable
+
+    table = CellTable()
+    mid = [snapshot("B1", 3.9, -0.0005, asr_ohm_cm2=88.8, dpq_MPa_g_per_Ah=14.4, ce=0.996, cv_peak_A=0.00091)]
+    assert "14.4" in rendered(table.render(mid, width=200), 200)
+    end = [snapshot("B1", 3.9, 0.0)]  # the run's last cycle ended unfinished: no features
+    text = rendered(table.render(end, width=200), 200)
+    for value in ("88.8", "14.4", "0.996", "0.9100"):
+        assert value in text
+    assert "–" not in text

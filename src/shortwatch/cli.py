@@ -358,7 +358,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
 
-    from shortwatch.console import cell_table
+    from shortwatch.console import CellTable
     from shortwatch.report import build_report
 
     _check_writable(settings.daemon.state_dir, "state_dir")
@@ -374,9 +374,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not console.is_terminal:
         console = Console(width=220)  # a log or pipe: print the final table at full width
 
+    table = CellTable()
+
     def snapshot_table() -> Any:
         snaps = [m.snapshot() for m in runner.pipeline.monitors.values()]
-        return cell_table(snaps, title=f"shortwatch demo: {len(snaps)} simulated cells, {len(alerts)} alert events")
+        title = f"shortwatch demo: {len(snaps)} simulated cells, {len(alerts)} alert events"
+        return table.render(snaps, title=title, width=console.width)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -390,6 +393,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 while not task.done():
                     await asyncio.wait([task], timeout=0.25)
                     live.update(snapshot_table())
+        else:
+            while not task.done():  # no display, but the table keeps the last known per-cycle values
+                await asyncio.wait([task], timeout=0.25)
+                snapshot_table()
         await task
 
     try:
