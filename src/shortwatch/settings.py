@@ -53,7 +53,7 @@ class DaemonSettings(Strict):
 
 
 class PressureWindow(Strict):
-    """Safe stack-pressure window (DOMAIN.md: <1-3 MPa voids, >=10 MPa Li creep)."""
+    """Safe stack-pressure window: below 1-3 MPa stripping voids form, at 10 MPa or more Li creeps."""
 
     min_MPa: float = Field(1.0, ge=0)
     max_MPa: float = Field(10.0, gt=0)
@@ -66,7 +66,7 @@ class PressureWindow(Strict):
 
 
 class CellSpec(Strict):
-    """Metadata a cell's features need (DESIGN.md "Cells")."""
+    """Metadata a cell's features need: its kind, areas, cathode mass and fixture."""
 
     kind: Literal["symmetric", "full", "anode-free"] = "symmetric"
     area_cm2: float = Field(0.785, gt=0, description="electrode area, for current density and ASR")
