@@ -83,7 +83,9 @@ for line in sys.stdin:
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - t0
-    print(json.dumps({"rc": proc.returncode, "seconds": seconds, "maxrss_kib": usage.ru_maxrss}), flush=True)
+    cpu = usage.ru_utime + usage.ru_stime
+    res = {"rc": proc.returncode, "seconds": seconds, "cpu": cpu, "maxrss_kib": usage.ru_maxrss}
+    print(json.dumps(res), flush=True)
 """
 
 
@@ -95,8 +97,8 @@ class Launcher:
             [sys.executable, "-S", "-c", LAUNCHER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
 
-    def run(self, cmd: list[str]) -> tuple[float, int, str]:
-        """(wall seconds, the child's own peak RSS in KiB, its stderr)."""
+    def run(self, cmd: list[str]) -> tuple[float, float, int, str]:
+        """(wall seconds, CPU seconds, the child's own peak RSS in KiB, its stderr)."""
         with tempfile.NamedTemporaryFile("r", suffix=".err") as err:
             assert self.proc.stdin is not None and self.proc.stdout is not None
             self.proc.stdin.write(json.dumps({"cmd": cmd, "stderr": err.name}) + "\n")
@@ -105,7 +107,7 @@ class Launcher:
             text = err.read()
         if res["rc"] != 0:
             raise SystemExit(f"{' '.join(cmd)} exited {res['rc']}:\n{text}")
-        return res["seconds"], res["maxrss_kib"], text
+        return res["seconds"], res["cpu"], res["maxrss_kib"], text
 
     def close(self) -> None:
         assert self.proc.stdin is not None
@@ -113,17 +115,17 @@ class Launcher:
         self.proc.wait()
 
 
-def time_replay(launcher: Launcher, cfg: Path, files: list[Path], store: bool) -> tuple[float, int, float]:
-    """(seconds, rows, peak RSS MiB of the child)."""
-    dt, rss_kib, err = launcher.run(replay_command(cfg, files, os.devnull, store))
+def time_replay(launcher: Launcher, cfg: Path, files: list[Path], store: bool) -> tuple[float, float, int, float]:
+    """(wall seconds, CPU seconds, rows, peak RSS MiB of the child)."""
+    dt, cpu, rss_kib, err = launcher.run(replay_command(cfg, files, os.devnull, store))
     rows = int(err.strip().splitlines()[-1].split()[1])
-    return dt, rows, rss_kib / 1024
+    return dt, cpu, rows, rss_kib / 1024
 
 
-def time_reference(files: list[Path]) -> tuple[float, int]:
-    """(seconds, rows) of csv.reader + float() over every number of the same files: the least
-    any CSV replay in Python must do, measured on this machine in this run."""
-    t0 = time.perf_counter()
+def time_reference(files: list[Path]) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds, rows) of csv.reader + float() over every number of the same
+    files: the least any CSV replay in Python must do, measured on this machine in this run."""
+    t0, c0 = time.perf_counter(), time.process_time()
     rows = 0
     for path in files:
         with open(path, encoding="utf-8", newline="") as fh:
@@ -135,7 +137,7 @@ def time_reference(files: list[Path]) -> tuple[float, int]:
                     if row[k]:
                         float(row[k])
                 rows += 1
-    return time.perf_counter() - t0, rows
+    return time.perf_counter() - t0, time.process_time() - c0, rows
 
 
 def memory_per_cell(n_cells: int = 32, hours: float = 200.0) -> tuple[float, float]:
@@ -188,21 +190,23 @@ def main() -> None:
             f"generated {args.samples:,} samples in {len(files)} files ({size:.0f} MiB) "
             f"in {time.perf_counter() - t0:.1f} s"
         )
-        _, true_kib, _ = launcher.run(["/bin/true"])
+        _, _, true_kib, _ = launcher.run(["/bin/true"])
         print(f"peak RSS of /bin/true measured the same way: {true_kib / 1024:.1f} MiB (a check of the method)")
-        # the reference runs right before each replay, so both see the same machine load
+        # The reference runs right before each replay, so both see the same machine. Rates are
+        # also given per CPU second, which other processes on a shared machine disturb far less
+        # than wall time (the ratio is taken on those).
         for store in (False, True):
-            ref_dt, ref_rows = time_reference(files)
-            ref_rate = ref_rows / ref_dt
+            ref_dt, ref_cpu, ref_rows = time_reference(files)
             print(
                 f"reference, csv.reader + float() in this process: {ref_rows:,} rows in {ref_dt:.2f} s "
-                f"= {ref_rate:,.0f} rows/s"
+                f"({ref_cpu:.2f} CPU s) = {ref_rows / ref_cpu:,.0f} rows per CPU s"
             )
-            dt, rows, rss = time_replay(launcher, cfg, files, store)
+            dt, cpu, rows, rss = time_replay(launcher, cfg, files, store)
             label = "replay --no-store " if not store else "replay with SQLite"
             print(
-                f"{label}: {rows:,} samples in {dt:.2f} s = {rows / dt:,.0f} samples/s on one core "
-                f"({rows / dt / ref_rate:.2f} x the reference); peak RSS {rss:.0f} MiB"
+                f"{label}: {rows:,} samples in {dt:.2f} s ({cpu:.2f} CPU s) = {rows / dt:,.0f} samples/s, "
+                f"{rows / cpu:,.0f} per CPU s ({(rows / cpu) / (ref_rows / ref_cpu):.2f} x the reference); "
+                f"peak RSS {rss:.0f} MiB"
             )
     launcher.close()
     per_cell, ckpt = memory_per_cell()

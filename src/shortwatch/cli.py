@@ -99,7 +99,7 @@ def _check_writable(folder: Path, what: str) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise UsageError(f"{what} {folder} is not writable ({exc.strerror})") from None
+        raise UsageError(f"{what} {folder.absolute()} is not writable ({exc.strerror})") from None
 
 
 def _open_store(settings: Settings, enabled: bool = True):
