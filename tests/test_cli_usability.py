@@ -263,3 +263,14 @@ def test_the_table_keeps_the_last_known_per_cycle_values() -> None:
     for value in ("88.8", "14.4", "0.996", "0.9100"):
         assert value in text
     assert "–" not in text
+
+
+def test_the_live_tables_columns_do_not_flicker_as_values_change() -> None:
+    from shortwatch.console import CellTable
+
+    table = CellTable()
+    wide = [snapshot("gcpl.pr_182.1", -10.0612, -1392.81, asr_ohm_cm2=1234.5, dpq_MPa_g_per_Ah=-15.25, ce=0.9961)]
+    narrow = [snapshot("gcpl.pr_182.1", 0.06, 0.39, asr_ohm_cm2=1.5, dpq_MPa_g_per_Ah=1.25, ce=0.9961)]
+    first = rendered(table.render(wide, width=100), 100).splitlines()[1]
+    for _ in range(3):
+        assert rendered(table.render(narrow, width=100), 100).splitlines()[1] == first

@@ -69,6 +69,9 @@ class CellTable:
 
     def __init__(self) -> None:
         self._known: dict[str, dict[str, float]] = {}
+        # widest content seen per column: widths only grow, so a column does not flicker in
+        # and out of a live display as a sign or a digit comes and goes
+        self._widths: dict[str, int] = {}
 
     def _features(self, s: dict[str, Any]) -> dict[str, float]:
         """The cell's per-cycle features: the latest, or the last known where it has none."""
@@ -92,7 +95,7 @@ class CellTable:
             if c.header == "status":  # may wrap between the names of firing detectors, never inside one
                 words = [w for v in cells[c.header] for w in str(v).split()]
                 natural = max([_STATUS_MIN, *(cell_len(w) for w in words)])
-            need[c.header] = natural
+            need[c.header] = self._widths[c.header] = max(natural, self._widths.get(c.header, 0))
         shown: set[str] = set()
         used = 1  # the table's left edge
         for c in sorted(COLUMNS, key=lambda c: c.priority):
