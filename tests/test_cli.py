@@ -208,7 +208,7 @@ def test_replay_reads_the_good_files_when_one_is_unreadable(tmp_path: Path, caps
     cr_only.write_bytes(b"time,cell,voltage_V\r" + b"".join(b"%d,CR,0.05\r" % k for k in range(200_000)))
     cfg = config(tmp_path, G1="sym_healthy")
     assert (
-        main(["replay", "--config", str(cfg), "--alerts-out", str(tmp_path / "a.jsonl"), str(cr_only), str(good)]) == 0
+        main(["replay", "--config", str(cfg), "--alerts-out", str(tmp_path / "a.jsonl"), str(cr_only), str(good)]) == 1
     )
     err = capsys.readouterr().err
     assert f"could not read {cr_only}" in err and "CR-only" in err

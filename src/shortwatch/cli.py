@@ -8,7 +8,9 @@ import contextlib
 import gc
 import logging
 import signal
+import sqlite3
 import sys
+import tempfile
 import time
 from datetime import datetime
 from importlib import resources
@@ -84,18 +86,39 @@ def build_sources(settings: Settings) -> list[Source]:
     return sources
 
 
+class UsageError(Exception):
+    """A problem the user can fix outside shortwatch (a path, a permission): one line, exit 2."""
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    """Fail early, with the path, rather than with a traceback from deep inside SQLite or the
+    checkpoint writer. Trying to create a file is the only test that also sees read-only
+    mounts and ACLs (os.access does not)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{what} {folder.absolute()} is not writable ({exc.strerror})") from None
+
+
 def _open_store(settings: Settings, enabled: bool = True):
     if not enabled:
         return None
     from shortwatch.storage.sqlite import SqliteStore
 
+    path = settings.store_path
+    _check_writable(path.parent, "the store's folder")
     store = SqliteStore(
-        settings.store_path,
+        path,
         station=settings.daemon.station,
         max_pending_batches=settings.storage.max_pending_batches,
         quarantine_rows_per_reason=settings.storage.quarantine_rows_per_reason,
     )
-    store.open()
+    try:
+        store.open()
+    except sqlite3.Error as exc:  # e.g. a read-only store file in a writable folder
+        raise UsageError(f"cannot open the store {path}: {exc} (is it writable?)") from None
     return store
 
 
@@ -141,6 +164,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _setup_logging(settings.daemon.log_level)
     if not settings.sources:
         raise ConfigError(["sources: the daemon needs at least one [[sources]] entry"])
+    _check_writable(settings.daemon.state_dir, "state_dir")
     with state_dir_lock(settings.daemon.state_dir, "run"):
         return _run_daemon(settings, early_stop)
 
@@ -206,28 +230,47 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if missing:
         print(f"replay: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
-    total = sum(Path(f).stat().st_size for f in args.files)
-    offsets: dict[str, int] = {}
-    progress, console = _progress_bar(total, enabled=sys.stderr.isatty() and not args.no_progress)
-    _setup_logging(args.log_level or "WARNING", console)
-    source = FileTail(
-        list(args.files),
-        fmt=args.format,
-        tz=settings.daemon.timezone,
-        follow=False,
-        name="replay",
-        on_progress=lambda path, off: (offsets.__setitem__(path, off), progress(sum(offsets.values()))),
-    )
+    if not args.no_store:
+        _check_writable(settings.daemon.state_dir, "state_dir")
     lock = contextlib.nullcontext() if args.no_store else state_dir_lock(settings.daemon.state_dir, "replay")
+    signals: list[signal.Signals] = []
     with lock:
         store = _open_store(settings, enabled=not args.no_store)
+        total = sum(Path(f).stat().st_size for f in args.files)
+        offsets: dict[str, int] = {}
+        progress, console = _progress_bar(total, enabled=sys.stderr.isatty() and not args.no_progress)
+        _setup_logging(args.log_level or "WARNING", console)
+        source = FileTail(
+            list(args.files),
+            fmt=args.format,
+            tz=settings.daemon.timezone,
+            follow=False,
+            name="replay",
+            on_progress=lambda path, off: (offsets.__setitem__(path, off), progress(sum(offsets.values()))),
+        )
         out = open(args.alerts_out, "w", encoding="utf-8") if args.alerts_out else sys.stdout  # noqa: SIM115
         # this run's transitions, read from the log like every other reader's (from its head at the start)
         alerts_out = JsonlAlertWriter(stream=out, name="replay-out", ephemeral=True)
         t0 = time.perf_counter()
         runner = Runner(settings, [source], store, live=False, use_checkpoints=False, consumers=[alerts_out])
+
+        async def main() -> None:
+            # Ctrl-C or SIGTERM: stop reading, store what was read, print the summary. A second
+            # one gets the default behaviour (stop at once), for a user who cannot wait.
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+
+            def on_signal(sig: signal.Signals) -> None:
+                signals.append(sig)
+                stop.set()
+                loop.remove_signal_handler(sig)
+
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, on_signal, sig)
+            await runner.run(stop)
+
         try:
-            asyncio.run(runner.run())
+            asyncio.run(main())
         finally:
             progress(None)
             failed = _close_store(store)
@@ -236,6 +279,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     dt = time.perf_counter() - t0
     for path, why in source.failed.items():
         print(f"replay: could not read {path}: {why}", file=sys.stderr)
+    if signals:
+        print(f"replay: stopped by {signals[0].name}; the rows read so far are stored", file=sys.stderr)
     rejected = dict(runner.pipeline.rejects.counts)
     print(
         f"replayed {runner.items_in} rows from {len(args.files)} file(s) in {dt:.1f} s "
@@ -246,7 +291,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if failed or runner.store_failed:
         print(f"replay: {failed or runner.store_failed}; what was not stored is not imported", file=sys.stderr)
         return 1
-    return 0
+    if signals:
+        return 128 + signals[0].value
+    return 1 if source.failed else 0
 
 
 def _progress_bar(total: int, enabled: bool):
@@ -296,6 +343,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 2
     store = _open_store(settings)
     try:
+        if args.cell is not None and args.cell not in (stored := store.cells()):
+            shown = ", ".join(stored[:50]) + (f" and {len(stored) - 50} more" if len(stored) > 50 else "")
+            print(
+                f"export: cell {args.cell!r} is not in the store at {settings.store_path}; "
+                f"stored cells: {shown or 'none'}",
+                file=sys.stderr,
+            )
+            return 2
         samples = store.read_samples(args.cell, _parse_time(args.since), _parse_time(args.until))
         if args.out == "-":
             n = write_csv(samples, sys.stdout)
@@ -314,9 +369,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
 
-    from shortwatch.console import cell_table
+    from shortwatch.console import CellTable
     from shortwatch.report import build_report
 
+    _check_writable(settings.daemon.state_dir, "state_dir")
     for path in (settings.store_path, settings.daemon.state_dir / "checkpoint.json"):
         for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
             p.unlink(missing_ok=True)  # a demo starts from scratch
@@ -329,9 +385,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not console.is_terminal:
         console = Console(width=220)  # a log or pipe: print the final table at full width
 
+    table = CellTable()
+
     def snapshot_table() -> Any:
         snaps = [m.snapshot() for m in runner.pipeline.monitors.values()]
-        return cell_table(snaps, title=f"shortwatch demo: {len(snaps)} simulated cells, {len(alerts)} alert events")
+        title = f"shortwatch demo: {len(snaps)} simulated cells, {len(alerts)} alert events"
+        return table.render(snaps, title=title, width=console.width)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -345,6 +404,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 while not task.done():
                     await asyncio.wait([task], timeout=0.25)
                     live.update(snapshot_table())
+        else:
+            while not task.done():  # no display, but the table keeps the last known per-cycle values
+                await asyncio.wait([task], timeout=0.25)
+                snapshot_table()
         await task
 
     try:
@@ -446,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
         for p in exc.problems:
             print(f"  {p}", file=sys.stderr)
         return 2
-    except (argparse.ArgumentTypeError, StateDirBusyError) as exc:
+    except (argparse.ArgumentTypeError, StateDirBusyError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
