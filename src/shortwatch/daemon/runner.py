@@ -80,6 +80,10 @@ class Runner:
         self._on_commit: collections.deque[tuple[int, Callable[[], None]]] = collections.deque()
         self.source_states: dict[str, dict[str, Any]] = {}
         self.items_in = 0
+        # per source, for health: items received, wall time of the last batch, why it stopped
+        self.source_items: dict[str, int] = {}
+        self.source_last_data: dict[str, float] = {}
+        self.source_problems: dict[str, str] = {}
         self.started = time.monotonic()
         self._last_checkpoint = time.monotonic()
 
@@ -258,14 +262,19 @@ class Runner:
             # the source's position is captured with its batch, so a checkpoint records
             # exactly what has been processed
             await self.queue.put((src.name, origin or src.name, items, src.checkpoint(), on_commit))
+            self.source_items[src.name] = self.source_items.get(src.name, 0) + len(items)
+            self.source_last_data[src.name] = time.time()
 
         try:
             await src.run(emit)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             log.exception("source %s stopped with an error", src.name)
+            self.source_problems[src.name] = f"stopped: {type(exc).__name__}: {exc}"
             raise
+        if self.live:  # a live daemon's sources run until it stops
+            self.source_problems[src.name] = "ended: it delivers no more data"
 
     async def _consume(
         self,
