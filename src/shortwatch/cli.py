@@ -417,6 +417,14 @@ def cmd_dashboards_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from shortwatch.daemon.status import render
+
+    text, code = render(load_settings(args.config))
+    print(text)
+    return code
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -470,6 +478,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = dsub.add_parser("push", help="create or overwrite the dashboards in Grafana ([grafana] url and token)")
     d.add_argument("--config", required=True)
     d.set_defaults(func=cmd_dashboards_push)
+
+    p = sub.add_parser("status", help="is the daemon working? (exit 0 healthy, 1 failing, 3 not answering)")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("check-config", help="validate a config file and list every problem")
     p.add_argument("config")

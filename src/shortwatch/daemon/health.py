@@ -186,7 +186,16 @@ class HealthModel:
     def healthz(self) -> tuple[int, dict[str, Any]]:
         """(HTTP status, JSON body): 200 when healthy, 503 with the reasons otherwise."""
         problems = self.problems()
-        body = {"status": "failing" if problems else "ok", "problems": problems, "figures": self.daemon_fields()}
+        sources = {
+            name: {"items": s.items, "last_data_at": s.last_data_at, "problem": s.problem}
+            for name, s in self.figures.sources.items()
+        }
+        body = {
+            "status": "failing" if problems else "ok",
+            "problems": problems,
+            "figures": self.daemon_fields(),
+            "sources": sources,
+        }
         return (503 if problems else 200), body
 
     def daemon_fields(self) -> dict[str, Any]:
