@@ -382,3 +382,116 @@ def test_variable_and_annotation_queries(loaded):
             assert col in s["columns"]
         text = [row[s["columns"].index("text")] for row in s["values"]]
         assert text == [a.summary for a in batch.alerts if a.cell == cell]
+
+
+# ------------------------------------------------------------------ push
+
+
+class _GrafanaStandIn:
+    """A local HTTP server that answers like Grafana's API and records every request: a stand-in,
+    as no Grafana server can run here. It starts with no folder and no data source."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.requests: list[tuple[str, str, dict[str, str], Any]] = []
+        self.folders: dict[str, str] = {}
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _answer(self, code: int, body: Any) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _record(self) -> Any:
+                n = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(n)) if n else None
+                outer.requests.append((self.command, self.path, dict(self.headers), body))
+                return body
+
+            def do_GET(self) -> None:
+                self._record()
+                if self.path.startswith("/api/folders/") and self.path.rsplit("/", 1)[1] in outer.folders:
+                    uid = self.path.rsplit("/", 1)[1]
+                    return self._answer(200, {"uid": uid, "title": outer.folders[uid]})
+                self._answer(404, {"message": "not found"})
+
+            def do_POST(self) -> None:
+                body = self._record()
+                if self.path == "/api/folders":
+                    outer.folders[body["uid"]] = body["title"]
+                    return self._answer(200, {"uid": body["uid"], "title": body["title"]})
+                if self.path == "/api/dashboards/db":
+                    uid = body["dashboard"]["uid"]
+                    return self._answer(200, {"status": "success", "uid": uid, "url": f"/d/{uid}/x", "version": 1})
+                self._answer(404, {"message": "not found"})
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_push_creates_the_folder_and_overwrites_the_dashboards(tmp_path, monkeypatch, capsys):
+    from shortwatch.cli import main
+
+    grafana = _GrafanaStandIn()
+    try:
+        cfg = tmp_path / "lab.toml"
+        cfg.write_text(
+            f'[grafana]\nurl = "{grafana.url}"\ntoken_env = "GRAFANA_TOKEN"\nfolder = "Battery lab"\n'
+            'datasource_uid = "lab-influx"\n'
+        )
+        monkeypatch.setenv("GRAFANA_TOKEN", "s3cret")
+        assert main(["dashboards", "push", "--config", str(cfg)]) == 0
+        assert main(["dashboards", "push", "--config", str(cfg)]) == 0  # again: the folder exists now
+    finally:
+        grafana.close()
+    out = capsys.readouterr().out
+    assert out.count("created folder 'Battery lab' (uid Battery-lab)") == 1
+    assert "no data source with uid 'lab-influx'" in out
+    assert f"pushed shortwatch-cell: {grafana.url}/d/{CELL_UID}/x" in out
+    assert all(h.get("Authorization") == "Bearer s3cret" for _, _, h, _ in grafana.requests)
+    posts = [b for m, p, _, b in grafana.requests if (m, p) == ("POST", "/api/dashboards/db")]
+    assert len(posts) == 4
+    assert [p["dashboard"]["uid"] for p in posts] == [LAB_UID, CELL_UID, LAB_UID, CELL_UID]
+    for p in posts:
+        assert p["overwrite"] is True and p["folderUid"] == "Battery-lab"
+        assert {panel["datasource"]["uid"] for panel in p["dashboard"]["panels"]} == {"lab-influx"}
+    assert [(m, p) for m, p, _, _ in grafana.requests if p == "/api/folders"] == [("POST", "/api/folders")]
+
+
+def test_push_without_url_or_token_says_which_key(tmp_path, capsys):
+    from shortwatch.cli import main
+
+    cfg = tmp_path / "lab.toml"
+    cfg.write_text("[grafana]\n")
+    assert main(["dashboards", "push", "--config", str(cfg)]) == 2
+    assert "grafana.url: set the Grafana base URL" in capsys.readouterr().err
+    cfg.write_text('[grafana]\nurl = "http://127.0.0.1:9"\n')
+    assert main(["dashboards", "push", "--config", str(cfg)]) == 2
+    assert "grafana: set token_env or token_file" in capsys.readouterr().err
+
+
+def test_push_to_a_grafana_that_is_not_there_fails_cleanly(tmp_path, monkeypatch, capsys):
+    from shortwatch.cli import main
+
+    port = _free_port()  # nothing listens there
+    cfg = tmp_path / "lab.toml"
+    cfg.write_text(f'[grafana]\nurl = "http://127.0.0.1:{port}"\ntoken_env = "GRAFANA_TOKEN"\ntimeout_s = 2\n')
+    monkeypatch.setenv("GRAFANA_TOKEN", "x")
+    assert main(["dashboards", "push", "--config", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"dashboards push: http://127.0.0.1:{port}: ") and "Traceback" not in err

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shortwatch.daemon.health import Backlog, Figures, HealthModel, SourceFigures
+from shortwatch.daemon.health import Figures, HealthModel, SourceFigures
+from shortwatch.daemon.storeview import Backlog
 from shortwatch.settings import parse_settings
 
 SHORTWATCH = [sys.executable, "-m", "shortwatch.cli"]

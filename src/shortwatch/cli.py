@@ -130,8 +130,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from shortwatch.daemon.health import HealthModel, HealthServer, watch
-
     settings = load_settings(args.config)
     _setup_logging(settings.daemon.log_level)
     if not settings.sources:
@@ -141,6 +139,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_daemon(settings: Settings) -> int:
+    from shortwatch.daemon.health import HealthModel, HealthServer, watch
+
     sources = build_sources(settings)
     store = _open_store(settings)
     consumers: list[Any] = []

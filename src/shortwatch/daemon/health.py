@@ -40,7 +40,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
-from shortwatch.daemon.storeview import StoreView
+from shortwatch.daemon.storeview import Backlog, StoreView
 from shortwatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,9 +59,12 @@ class SourceFigures:
 
 
 @dataclass(frozen=True)
-class Backlog:
-    rows: int
-    oldest_age_s: float | None  # wall seconds since the oldest unsent row was committed
+class ReaderFigures:
+    """A reader of the log (alerts JSONL, InfluxDB sink, a notifier) as its pump sees it."""
+
+    delivered: int = 0  # rows delivered since start
+    failures: int = 0  # consecutive failed attempts (0: delivering fine)
+    last_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,8 +88,8 @@ class Figures:
     cells: dict[str, tuple[float | None, str]] = field(default_factory=dict)  # cell -> (last sample, status)
     alerts_firing: dict[str, int] = field(default_factory=dict)  # by severity
     alert_transitions: dict[str, int] = field(default_factory=dict)  # by state, from the log
-    backlogs: dict[str, Backlog] = field(default_factory=dict)  # by reader (cursor name)
-    write_errors: dict[str, int] = field(default_factory=dict)  # by reader
+    backlogs: dict[str, Backlog] = field(default_factory=dict)  # by reader (cursor name), from the log
+    readers: dict[str, ReaderFigures] = field(default_factory=dict)  # by reader, from its pump
 
 
 class HealthModel:
@@ -97,15 +100,10 @@ class HealthModel:
         self.started = time.time() if started is None else started
         self.figures = Figures(at=self.started, started=self.started)
         self._slow: tuple[dict[str, int], dict[str, Backlog]] = ({}, {})
-        self._write_errors: dict[str, int] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
 
     # ---------------------------------------------------------------- updating (event loop)
-
-    def note_write_error(self, reader: str) -> None:
-        """A remote reader (InfluxDB sink, a notifier) failed to deliver; it will retry."""
-        self._write_errors[reader] = self._write_errors.get(reader, 0) + 1
 
     def set_slow(self, alert_transitions: dict[str, int], backlogs: dict[str, Backlog]) -> None:
         self._slow = (alert_transitions, backlogs)
@@ -146,7 +144,7 @@ class HealthModel:
             alerts_firing=firing,
             alert_transitions=dict(transitions),
             backlogs=dict(backlogs),
-            write_errors=dict(self._write_errors),
+            readers={p.consumer.name: ReaderFigures(p.delivered, p.failures, p.last_error) for p in runner.pumps},
         )
         return self.figures
 
@@ -190,11 +188,16 @@ class HealthModel:
             name: {"items": s.items, "last_data_at": s.last_data_at, "problem": s.problem}
             for name, s in self.figures.sources.items()
         }
+        readers = {
+            name: {"delivered": r.delivered, "failures": r.failures, "last_error": r.last_error}
+            for name, r in self.figures.readers.items()
+        }
         body = {
             "status": "failing" if problems else "ok",
             "problems": problems,
             "figures": self.daemon_fields(),
             "sources": sources,
+            "readers": readers,
         }
         return (503 if problems else 200), body
 
@@ -219,7 +222,7 @@ class HealthModel:
             "cells": len(f.cells),
             "backlog_rows": sum(b.rows for b in f.backlogs.values()),
             "backlog_age_s": max((b.oldest_age_s or 0.0 for b in f.backlogs.values()), default=0.0),
-            "write_errors": sum(f.write_errors.values()),
+            "readers_failing": sum(1 for r in f.readers.values() if r.failures),
         }
         for severity in SEVERITIES:
             out[f"alerts_firing_{severity}"] = f.alerts_firing.get(severity, 0)
@@ -305,15 +308,21 @@ class _Collector(Collector):
             rows_b.add_metric([reader], b.rows)
             age_b.add_metric([reader], b.oldest_age_s or 0.0)
         yield from (rows_b, age_b)
-        errs = c("shortwatch_write_errors", "failed deliveries to a remote (retried), by reader", labels=["reader"])
-        for reader, n in f.write_errors.items():
-            errs.add_metric([reader], n)
-        yield errs
+        sent = c("shortwatch_reader_delivered_rows", "log rows delivered since start, by reader", labels=["reader"])
+        failing = g(
+            "shortwatch_reader_failed_attempts",
+            "consecutive failed deliveries (write errors to InfluxDB, a notifier...), by reader; 0 = fine",
+            labels=["reader"],
+        )
+        for reader, r in f.readers.items():
+            sent.add_metric([reader], r.delivered)
+            failing.add_metric([reader], r.failures)
+        yield from (sent, failing)
 
 
-def _read_slow(view: StoreView, runner: Any) -> tuple[dict[str, int], dict[str, Backlog]]:
+def _read_slow(view: StoreView) -> tuple[dict[str, int], dict[str, Backlog]]:
     """The figures that need a query: alert transitions by state, readers' backlogs."""
-    return view.alert_transitions(), {}
+    return view.alert_transitions(), view.backlogs()
 
 
 async def watch(
@@ -332,7 +341,7 @@ async def watch(
             if view is not None and now - last_slow >= SLOW_EVERY_S:
                 last_slow = now
                 try:
-                    model.set_slow(*await asyncio.to_thread(_read_slow, view, runner))
+                    model.set_slow(*await asyncio.to_thread(_read_slow, view))
                 except Exception as exc:  # the daemon goes on; /healthz shows the store via its own checks
                     log.warning("health: reading the store failed: %s", exc)
             model.update(runner)

@@ -114,6 +114,7 @@ def render(settings: Settings, now: float | None = None) -> tuple[str, int]:
         status = view.cell_status()
         firing = view.firing_alerts()
         quarantine = view.quarantine_counts()
+        backlogs = view.backlogs(now)
     finally:
         view.close()
     lines.append(f"cells     {len(last)}")
@@ -124,5 +125,15 @@ def render(settings: Settings, now: float | None = None) -> tuple[str, int]:
     for a in firing:
         head = f"  {a['severity']:<9} {a['cell']:<12} {a['detector']:<22} "
         lines.append((head + a["summary"])[:WIDTH])
+    live_readers = (live.body or {}).get("readers", {}) if live else {}
+    for name in sorted(set(backlogs) | set(live_readers)):
+        b = backlogs.get(name)
+        behind = "caught up" if b is None or not b.rows else f"{b.rows:,} rows behind"
+        if b is not None and b.oldest_age_s is not None:
+            behind += f", the oldest waiting {_span(b.oldest_age_s)}"
+        r = live_readers.get(name, {})
+        if r.get("failures"):
+            behind += f"; FAILING ({r['failures']} attempts): {r['last_error']}"
+        lines.append(f"reader    {name}: {behind}")
     lines.append(f"quarantine {_counts(quarantine)}")
     return "\n".join(lines), code

@@ -8,8 +8,16 @@ can never change the log.
 from __future__ import annotations
 
 import sqlite3
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+
+@dataclass(frozen=True)
+class Backlog:
+    rows: int
+    oldest_age_s: float | None  # wall seconds since the oldest unsent row was committed
 
 
 class StoreView:
@@ -64,3 +72,29 @@ class StoreView:
         )
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur]
+
+    def backlogs(self, now: float | None = None) -> dict[str, Backlog]:
+        """Each durable reader's backlog: rows past its cursor, and how long the oldest has waited.
+
+        The same question as ``SqliteStore.log_backlog``, asked read-only so that it also
+        works on the state_dir of a stopped daemon (whose store nobody has open).
+        """
+        now = time.time() if now is None else now
+        db = self._db()
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'cursor'").fetchone():
+            return {}
+        out: dict[str, Backlog] = {}
+        for name, table, after in db.execute("SELECT name, tbl, seq FROM cursor ORDER BY name, tbl").fetchall():
+            (rows,) = db.execute(f'SELECT count(*) FROM "{table}" WHERE seq > ?', (after,)).fetchone()
+            oldest = None
+            if rows:
+                row = db.execute(
+                    "SELECT at FROM commit_log WHERE tbl = ? AND last_seq > ? ORDER BY last_seq LIMIT 1", (table, after)
+                ).fetchone()
+                oldest = None if row is None else max(0.0, now - row[0])
+            prev = out.get(name)  # a reader of several tables: its totals
+            if prev is not None:
+                ages = [a for a in (prev.oldest_age_s, oldest) if a is not None]
+                rows, oldest = rows + prev.rows, max(ages) if ages else None
+            out[name] = Backlog(rows, oldest)
+        return out
