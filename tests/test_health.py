@@ -260,3 +260,99 @@ def test_http_port_in_use_is_a_clear_error(tmp_path):
         r = subprocess.run([*SHORTWATCH, "run", "--config", str(cfg)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert f"daemon.http: cannot listen on 127.0.0.1:{port}" in r.stderr
+
+
+# ------------------------------------------------------------------ a reader that falls behind
+
+
+class _LinePoster:
+    """A log reader that POSTs its rows as text lines to an HTTP endpoint (a stand-in for the
+    InfluxDB sink): a real connection that is refused while nothing listens there."""
+
+    table = "sample"
+    batch_rows = 500
+
+    def __init__(self, url: str):
+        self.name = "influx:sample"
+        self.url = url
+
+    async def deliver(self, rows: list[dict[str, Any]]) -> None:
+        import asyncio
+
+        body = "\n".join(f"sample,cell={r['cell']} voltage_V={r['voltage_V']} {r['time']}" for r in rows).encode()
+        req = urllib.request.Request(self.url, data=body, method="POST")
+        await asyncio.to_thread(lambda: urllib.request.urlopen(req, timeout=5).read())
+
+
+@pytest.mark.slow
+async def test_a_reader_that_cannot_deliver_falls_behind_and_healthz_says_so(tmp_path):
+    import asyncio
+    import http.server
+    import threading
+
+    from shortwatch.cli import build_sources
+    from shortwatch.daemon.health import watch
+    from shortwatch.daemon.runner import Runner
+    from shortwatch.daemon.storeview import StoreView
+    from shortwatch.storage.sqlite import SqliteStore
+
+    settings = parse_settings(
+        {
+            "daemon": {"state_dir": str(tmp_path), "health_backlog_s": 1.0, "http": ""},
+            "sources": [{"type": "simulator", "speedup": 2000, "cells": {"A1": "sym_healthy"}}],
+        }
+    )
+    port = _free_port()  # nothing listens yet: every delivery is refused
+    store = SqliteStore(settings.store_path).open()
+    reader = _LinePoster(f"http://127.0.0.1:{port}/write")
+    runner = Runner(settings, build_sources(settings), store, live=True, use_checkpoints=False, consumers=[reader])
+    model = HealthModel(settings)
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(runner.run(stop)), asyncio.create_task(watch(runner, model, stop))]
+
+    async def until(check, what: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}: {model.figures}"
+            await asyncio.sleep(0.1)
+
+    received: list[bytes] = []
+    server = None
+    try:
+        behind = "reader influx:sample behind: "
+        await until(lambda: any(p.startswith(behind) for p in model.problems()), "the backlog problem")
+        f = model.figures
+        assert f.readers["influx:sample"].failures >= 1
+        assert "Connection refused" in (f.readers["influx:sample"].last_error or "")
+        assert f.backlogs["influx:sample"].rows > 0 and f.backlogs["influx:sample"].oldest_age_s > 1.0
+        assert model.healthz()[0] == 503
+        assert model.daemon_fields()["backlog_rows_influx_sample"] > 0
+
+        class Accept(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                received.append(self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(204)
+                self.end_headers()
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Accept)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        await until(lambda: received, "the first delivery after the remote came back")
+        # the reader catches up in order and the problem clears (the data keep coming meanwhile)
+        await until(lambda: not any(p.startswith(behind) for p in model.problems()), "health to recover")
+        assert model.figures.readers["influx:sample"].failures == 0
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        store.close()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+    view = StoreView(settings.store_path)
+    try:
+        left = view.backlogs()["influx:sample"]
+    finally:
+        view.close()
+    assert sum(len(b.splitlines()) for b in received) + left.rows == store.stats["rows"]["sample"]
