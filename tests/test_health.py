@@ -171,7 +171,7 @@ def _until(check, timeout: float = 20.0, what: str = "condition"):
 @pytest.mark.slow
 def test_metrics_move_and_status_reads_running_and_stopped_daemon(tmp_path):
     port = _free_port()
-    cfg = _config(tmp_path, port, _simulator({"A1": "sym_healthy", "B3": "full_dpq_short"}, speedup=3000))
+    cfg = _config(tmp_path, port, _simulator({"A1": "sym_healthy", "B3": "full_dpq_short"}, speedup=40000))
     d = Daemon(cfg, port)
     try:
         first = d.metrics()
@@ -196,6 +196,17 @@ def test_metrics_move_and_status_reads_running_and_stopped_daemon(tmp_path):
         assert later["shortwatch_store_rows_total"][(("table", "sample"),)] > 0
         assert set(later["shortwatch_cell_last_sample_timestamp_seconds"]) == {(("cell", "A1"),), (("cell", "B3"),)}
         assert set(later["shortwatch_alerts_firing"]) == {(("severity", s),) for s in ("info", "warning", "critical")}
+
+        def alerted():  # B3's d(dP)_Q falls from cycle ~12: an alert fires, and the log has it
+            m = d.metrics()
+            firing = sum(m["shortwatch_alerts_firing"].values())
+            return m if firing and m.get("shortwatch_alert_transitions_total", {}).get((("state", "firing"),)) else None
+
+        alerts = _until(alerted, timeout=60, what="an alert to fire")
+        b3 = {dict(k)["status"] for k, v in alerts["shortwatch_cell_status"].items() if dict(k)["cell"] == "B3" and v}
+        assert b3 <= {"warning", "critical"} and len(b3) == 1
+        figures = d.healthz()[1]["figures"]
+        assert figures["alerts_firing_warning"] + figures["alerts_firing_critical"] >= 1
 
         running = _status(cfg)
         assert running.returncode == 0, running.stdout + running.stderr

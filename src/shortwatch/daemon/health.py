@@ -31,6 +31,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -100,6 +101,7 @@ class HealthModel:
         self.started = time.time() if started is None else started
         self.figures = Figures(at=self.started, started=self.started)
         self._slow: tuple[dict[str, int], dict[str, Backlog]] = ({}, {})
+        self.error: str | None = None  # why the last refresh failed
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
 
@@ -113,8 +115,8 @@ class HealthModel:
         now = time.time() if now is None else now
         pipeline = runner.pipeline
         firing = dict.fromkeys(SEVERITIES, 0)
-        for severity, _t in pipeline.alerts.firing.values():
-            firing[severity] = firing.get(severity, 0) + 1
+        for f in pipeline.alerts.firing.values():
+            firing[f.severity] = firing.get(f.severity, 0) + 1
         stats = runner.store.stats if runner.store is not None else {}
         sources = {}
         for src in runner.sources:
@@ -156,7 +158,9 @@ class HealthModel:
         now = time.time() if now is None else now
         d = self.settings.daemon
         out = []
-        if now - f.at > STALL_S:
+        if self.error is not None:
+            out.append(f"health figures cannot be taken: {self.error}")
+        elif now - f.at > STALL_S:
             out.append(f"figures not refreshed for {now - f.at:.0f} s: the event loop is stalled")
         for name, s in f.sources.items():
             if s.problem:
@@ -332,25 +336,47 @@ async def watch(
     on_point: Callable[[dict[str, Any]], Any] | None = None,
 ) -> None:
     """Refresh the figures every second until ``stop``; store-backed ones every few seconds;
-    hand ``on_point`` a ``daemon`` record every ``daemon.health_point_s``."""
+    hand ``on_point`` a ``daemon`` record every ``daemon.health_point_s``.
+
+    The store is read on a thread of its own and never awaited inline: the shared worker
+    threads can all be busy waiting for the store while a backlog drains, and the
+    figures must keep coming exactly then.
+    """
+    loop = asyncio.get_running_loop()
     view = StoreView(runner.settings.store_path) if runner.store is not None else None
+    reader = ThreadPoolExecutor(1, thread_name_prefix="health-store")
+    slow: asyncio.Future[tuple[dict[str, int], dict[str, Backlog]]] | None = None
     last_slow = last_point = 0.0
     try:
         while not stop.is_set():
             now = time.monotonic()
-            if view is not None and now - last_slow >= SLOW_EVERY_S:
-                last_slow = now
+            if slow is not None and slow.done():
                 try:
-                    model.set_slow(*await asyncio.to_thread(_read_slow, view))
-                except Exception as exc:  # the daemon goes on; /healthz shows the store via its own checks
+                    model.set_slow(*slow.result())
+                except Exception as exc:  # the daemon goes on; /healthz judges the store by its own figures
                     log.warning("health: reading the store failed: %s", exc)
-            model.update(runner)
-            if on_point is not None and now - last_point >= runner.settings.daemon.health_point_s:
-                last_point = now
-                on_point(model.daemon_fields())
+                slow = None
+            if view is not None and slow is None and now - last_slow >= SLOW_EVERY_S:
+                last_slow = now
+                slow = loop.run_in_executor(reader, _read_slow, view)
+            try:
+                model.update(runner)
+                if on_point is not None and now - last_point >= runner.settings.daemon.health_point_s:
+                    last_point = now
+                    on_point(model.daemon_fields())
+            except Exception as exc:  # health must not die with the daemon running on unwatched
+                if model.error is None:
+                    log.exception("health: the figures cannot be taken")
+                model.error = f"{type(exc).__name__}: {exc}"
+            else:
+                model.error = None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
     finally:
+        if slow is not None:
+            with contextlib.suppress(Exception):
+                await slow
+        reader.shutdown(wait=True)
         if view is not None:
             view.close()
 
