@@ -116,12 +116,15 @@ def test_replay_missing_file_is_a_clear_error(tmp_path: Path, capsys) -> None:
 
 
 def _start_daemon(cfg: Path) -> subprocess.Popen:
-    return subprocess.Popen(
+    """Start `shortwatch run` and wait until it holds its state_dir (its signal handlers are in place)."""
+    proc = subprocess.Popen(
         [sys.executable, "-m", "shortwatch.cli", "run", "--config", str(cfg)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
+    lock = cfg.parent / "state" / "shortwatch.lock"
+    _wait_for(lambda: lock.exists() and f"pid {proc.pid}" in lock.read_text())
+    return proc
 
 
 def _wait_for(pred, timeout: float = 30.0) -> None:

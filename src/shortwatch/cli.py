@@ -130,15 +130,19 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # a stop request while starting up (opening the store, reading checkpoints) is kept, not fatal
+    early_stop: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: early_stop.append(signum))
     settings = load_settings(args.config)
     _setup_logging(settings.daemon.log_level)
     if not settings.sources:
         raise ConfigError(["sources: the daemon needs at least one [[sources]] entry"])
     with state_dir_lock(settings.daemon.state_dir, "run"):
-        return _run_daemon(settings)
+        return _run_daemon(settings, early_stop)
 
 
-def _run_daemon(settings: Settings) -> int:
+def _run_daemon(settings: Settings, early_stop: list[int]) -> int:
     from shortwatch.daemon.health import HealthModel, HealthServer, watch
 
     sources = build_sources(settings)
@@ -154,6 +158,8 @@ def _run_daemon(settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if early_stop:
+            stop.set()
         runner = Runner(settings, sources, store, live=True, use_checkpoints=True, consumers=consumers, drain_s=5.0)
         log.info("shortwatch %s running: %d sources, state in %s", __version__, len(sources), settings.daemon.state_dir)
         health = HealthModel(settings)
