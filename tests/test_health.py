@@ -367,3 +367,23 @@ async def test_a_reader_that_cannot_deliver_falls_behind_and_healthz_says_so(tmp
     finally:
         view.close()
     assert sum(len(b.splitlines()) for b in received) + left.rows == store.stats["rows"]["sample"]
+
+
+def test_server_answers_on_ipv6_loopback_and_names_its_paths():
+    from shortwatch.daemon.health import HealthServer
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    model = _model()
+    model.figures = Figures(at=time.time(), started=time.time())
+    server = HealthServer(model, "[::1]:0")
+    try:
+        server.start()
+    except OSError as exc:  # IPv6 switched off on this host
+        pytest.skip(f"no IPv6 loopback: {exc}")
+    try:
+        assert _get(f"http://[::1]:{server.port}/healthz")[0] == 200
+        code, body = _get(f"http://[::1]:{server.port}/")
+        assert code == 404 and b"/healthz" in body and b"/metrics" in body
+    finally:
+        server.stop()

@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -413,6 +414,10 @@ def parse_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+class _ThreadingWSGIServer6(ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
 class HealthServer:
     """/healthz and /metrics on ``address`` (host:port), served from a daemon thread."""
 
@@ -423,9 +428,8 @@ class HealthServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._server = make_server(
-            self.host, self.port, _app(self.model), ThreadingWSGIServer, handler_class=_QuietHandler
-        )
+        server_class = _ThreadingWSGIServer6 if ":" in self.host else ThreadingWSGIServer
+        self._server = make_server(self.host, self.port, _app(self.model), server_class, handler_class=_QuietHandler)
         self.port = self._server.server_port
         self._thread = threading.Thread(target=self._server.serve_forever, name="health-http", daemon=True)
         self._thread.start()
