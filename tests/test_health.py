@@ -217,7 +217,7 @@ def test_metrics_move_and_status_reads_running_and_stopped_daemon(tmp_path):
         assert d.stop() == 0, d.output()
     stopped = _status(cfg)
     assert stopped.returncode == 3, stopped.stdout + stopped.stderr
-    assert "not running?" in stopped.stdout and "Connection refused" in stopped.stdout
+    assert "not running (no answer at" in stopped.stdout and "Connection refused" in stopped.stdout
     # the checkpoint's count of accepted samples, as the daemon wrote it at its stop
     checkpoint = json.loads((tmp_path / "var" / "checkpoint.json").read_text())
     assert f"{checkpoint['pipeline']['samples_accepted']:,} accepted" in stopped.stdout
@@ -387,3 +387,18 @@ def test_server_answers_on_ipv6_loopback_and_names_its_paths():
         assert code == 404 and b"/healthz" in body and b"/metrics" in body
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_status_knows_a_running_daemon_without_http_by_its_lock(tmp_path):
+    cfg = _config(tmp_path, 0, _simulator({"A1": "sym_healthy"}, speedup=1, period_s=3600))
+    cfg.write_text(cfg.read_text().replace('http = "127.0.0.1:0"', 'http = ""'))
+    proc = subprocess.Popen([*SHORTWATCH, "run", "--config", str(cfg)], stderr=subprocess.PIPE)
+    try:
+        r = _until(lambda: (s := _status(cfg)).returncode == 0 and s, what="status to see the daemon")
+        assert f"daemon    running: shortwatch run (pid {proc.pid}) (daemon.http is off" in r.stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    r = _status(cfg)
+    assert r.returncode == 3 and "not running (daemon.http is off)" in r.stdout

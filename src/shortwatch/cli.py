@@ -485,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--config", required=True)
     d.set_defaults(func=cmd_dashboards_push)
 
-    p = sub.add_parser("status", help="is the daemon working? (exit 0 healthy, 1 failing, 3 not answering)")
+    p = sub.add_parser("status", help="is the daemon working? (exit 0 healthy, 1 failing, 3 not running)")
     p.add_argument("--config", required=True)
     p.set_defaults(func=cmd_status)
 

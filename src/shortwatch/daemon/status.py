@@ -8,11 +8,13 @@ same for a running and a stopped daemon, and never changes anything.
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from shortwatch.daemon.storeview import StoreView
@@ -49,6 +51,24 @@ def ask_healthz(address: str, timeout: float = 2.0) -> Live:
             return Live(url, e.code, None, f"HTTP {e.code}")
     except (OSError, ValueError) as e:
         return Live(url, None, None, str(getattr(e, "reason", e)))
+
+
+def lock_holder(state_dir: Path) -> str | None:
+    """Who holds the state_dir's lock (daemon/lock.py), e.g. "shortwatch run (pid 4242)"; None
+    when nobody does. Read from /proc/locks, so asking never takes the lock, not even briefly
+    (a daemon starting at that moment must not find it busy). None where /proc is missing."""
+    path = state_dir / "shortwatch.lock"
+    try:
+        st = path.stat()
+        locks = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in locks.splitlines():
+        fields = line.split()
+        if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == dev:
+            return path.read_text(errors="replace").strip() or f"pid {fields[4]}"
+    return None
 
 
 def _span(s: float) -> str:
@@ -88,10 +108,18 @@ def render(settings: Settings, now: float | None = None) -> tuple[str, int]:
         lines += [f"          ! {p}" for p in problems]
         code = FAILING if problems else OK
     else:
-        where = f"no answer at {live.url}: {live.error}" if live else "daemon.http is off"
-        lines.append(f"daemon    not running? ({where})")
+        holder = lock_holder(d.state_dir)
+        if holder is not None and live is None:
+            lines.append(f"daemon    running: {holder} (daemon.http is off: no live figures)")
+            code = OK
+        elif holder is not None and live is not None:
+            lines.append(f"daemon    running: {holder}, but FAILING: {live.url} does not answer ({live.error})")
+            code = FAILING
+        else:
+            where = f"no answer at {live.url}: {live.error}" if live else "daemon.http is off"
+            lines.append(f"daemon    not running ({where})")
+            code = NOT_RUNNING
         lines.append(f"          last checkpoint: {written or 'none'}")
-        code = NOT_RUNNING
     pipeline = checkpoint.get("pipeline", {})
     accepted = figures.get("samples_accepted", pipeline.get("samples_accepted", 0))
     rejects = {k.removeprefix("rejected_"): v for k, v in figures.items() if k.startswith("rejected_")}
