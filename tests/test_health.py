@@ -402,3 +402,19 @@ def test_status_knows_a_running_daemon_without_http_by_its_lock(tmp_path):
         assert proc.wait(30) == 0
     r = _status(cfg)
     assert r.returncode == 3 and "not running (daemon.http is off)" in r.stdout
+
+
+@pytest.mark.parametrize("bad", ["9108", "localhost", "127.0.0.1:", "127.0.0.1:99999", ":9108"])
+def test_http_address_must_be_host_and_port(bad):
+    from shortwatch.settings import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        parse_settings({"daemon": {"http": bad}})
+    (problem,) = err.value.problems
+    assert problem.startswith("daemon.http: expected host:port such as 127.0.0.1:9108")
+
+
+def test_http_defaults_to_loopback_and_empty_is_off():
+    assert parse_settings({}).daemon.http == "127.0.0.1:9108"
+    assert parse_settings({"daemon": {"http": ""}}).daemon.http == ""
+    assert parse_settings({"daemon": {"http": "[::1]:9108"}}).daemon.http == "[::1]:9108"
