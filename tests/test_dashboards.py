@@ -266,9 +266,9 @@ def test_export_writes_the_files_in_deploy(tmp_path):
         rel = f.relative_to(tmp_path)
         assert (REPO / "deploy" / "grafana" / rel).read_text() == f.read_text(), f"deploy/grafana/{rel} is stale"
     provider = (tmp_path / "provisioning" / "dashboards" / "shortwatch.yaml").read_text()
-    assert f"path: {DEFAULT_DASHBOARDS_PATH}" in provider
+    assert f'path: "{DEFAULT_DASHBOARDS_PATH}"' in provider
     ds = (tmp_path / "provisioning" / "datasources" / "shortwatch.yaml").read_text()
-    assert "type: influxdb" in ds and "uid: shortwatch-influxdb" in ds
+    assert "type: influxdb" in ds and 'uid: "shortwatch-influxdb"' in ds
 
 
 def test_export_takes_the_datasource_from_the_config(tmp_path):
@@ -277,11 +277,9 @@ def test_export_takes_the_datasource_from_the_config(tmp_path):
     lab = json.loads((tmp_path / "dashboards" / "shortwatch-lab.json").read_text())
     assert {p["datasource"]["uid"] for p in lab["panels"]} == {"lab-influx"}
     ds = (tmp_path / "provisioning" / "datasources" / "shortwatch.yaml").read_text()
-    assert "uid: lab-influx" in ds
-    assert (
-        f"path: {(tmp_path / 'dashboards').resolve()}"
-        in (tmp_path / "provisioning/dashboards/shortwatch.yaml").read_text()
-    )
+    assert 'uid: "lab-influx"' in ds
+    provider = (tmp_path / "provisioning" / "dashboards" / "shortwatch.yaml").read_text()
+    assert f'path: "{(tmp_path / "dashboards").resolve()}"' in provider
 
 
 # ------------------------------------------------------------------ every query on influxd

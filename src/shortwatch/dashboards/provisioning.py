@@ -24,6 +24,11 @@ def _storage(settings: Settings | None, key: str, default: Any) -> Any:
     return default if value is None else value
 
 
+def _q(value: str) -> str:
+    """A YAML scalar that stays a string whatever it holds (a JSON string is valid YAML)."""
+    return json.dumps(str(value))
+
+
 def datasource_yaml(settings: Settings | None, uid: str = DEFAULT_DATASOURCE_UID) -> str:
     """The InfluxDB (InfluxQL) data source; secrets stay in Grafana's environment."""
     url = _storage(settings, "url", "http://127.0.0.1:8086")
@@ -35,14 +40,14 @@ def datasource_yaml(settings: Settings | None, uid: str = DEFAULT_DATASOURCE_UID
             "      # InfluxDB 2.x answers InfluxQL through a DBRP mapping of the bucket (shortwatch influx setup)\n"
             "      httpHeaderName1: Authorization\n"
             "    secureJsonData:\n"
-            f"      httpHeaderValue1: Token ${{{token_env}}}\n"
+            f"      httpHeaderValue1: {_q(f'Token ${{{token_env}}}')}\n"
         )
     else:
         database = _storage(settings, "database", "shortwatch")
         user = _storage(settings, "username", None)
         password_env = _storage(settings, "password_env", "INFLUX_PASSWORD")
         auth = (
-            f"    user: {user}\n    secureJsonData:\n      password: ${{{password_env}}}\n"
+            f"    user: {_q(user)}\n    secureJsonData:\n      password: {_q(f'${{{password_env}}}')}\n"
             if user
             else "    # user: shortwatch\n    # secureJsonData:\n    #   password: ${INFLUX_PASSWORD}\n"
         )
@@ -52,12 +57,12 @@ def datasource_yaml(settings: Settings | None, uid: str = DEFAULT_DATASOURCE_UID
         "apiVersion: 1\n"
         "datasources:\n"
         "  - name: shortwatch InfluxDB\n"
-        f"    uid: {uid}\n"
+        f"    uid: {_q(uid)}\n"
         "    type: influxdb\n"
         "    access: proxy\n"
-        f"    url: {url}\n"
+        f"    url: {_q(url)}\n"
         "    jsonData:\n"
-        f"      dbName: {database}\n"
+        f"      dbName: {_q(database)}\n"
         "      httpMode: POST\n"
         "      timeInterval: 10s  # the cells' sampling period: the smallest $__interval\n"
         f"{auth}"
@@ -77,7 +82,7 @@ def provider_yaml(dashboards_path: str) -> str:
         "    allowUiUpdates: false  # edit the code (src/shortwatch/dashboards), not the UI\n"
         "    updateIntervalSeconds: 60\n"
         "    options:\n"
-        f"      path: {dashboards_path}\n"
+        f"      path: {_q(dashboards_path)}\n"
     )
 
 
