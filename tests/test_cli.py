@@ -30,7 +30,8 @@ def sim_csv(path: Path, cell: str, scenario: str, seed: int = 1, hours: float | 
 
 
 def config(tmp_path: Path, extra: str = "", **cells: str) -> Path:
-    text = f'[daemon]\nstation = "t"\nstate_dir = "{tmp_path / "state"}"\ncheckpoint_interval_s = 0.5\n'
+    # http off: daemons of tests running in parallel would all want the default port 9108
+    text = f'[daemon]\nstation = "t"\nstate_dir = "{tmp_path / "state"}"\ncheckpoint_interval_s = 0.5\nhttp = ""\n'
     for cell, scenario in cells.items():
         spec = default_spec(scenario)
         text += f'[cells.{cell}]\nkind = "{spec.kind}"\narea_cm2 = {spec.area_cm2}\n'

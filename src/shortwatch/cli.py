@@ -170,6 +170,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_daemon(settings: Settings, early_stop: list[int]) -> int:
+    from shortwatch.daemon.health import HealthModel, HealthServer, watch
+
     sources = build_sources(settings)
     store = _open_store(settings)
     consumers: list[Any] = []
@@ -193,7 +195,26 @@ def _run_daemon(settings: Settings, early_stop: list[int]) -> int:
             stop.set()
         runner = Runner(settings, sources, store, live=True, use_checkpoints=True, consumers=consumers, drain_s=5.0)
         log.info("shortwatch %s running: %d sources, state in %s", __version__, len(sources), settings.daemon.state_dir)
-        await runner.run(stop)
+        health = HealthModel(settings)
+        server = HealthServer(health, settings.daemon.http) if settings.daemon.http else None
+        if server is not None:
+            try:
+                server.start()
+            except OSError as exc:
+                raise ConfigError(
+                    [
+                        f"daemon.http: cannot listen on {settings.daemon.http}: {exc.strerror} "
+                        '(another daemon there? choose another port, or "" for off)'
+                    ]
+                ) from None
+        watcher = asyncio.create_task(watch(runner, health, stop), name="health")
+        try:
+            await runner.run(stop)
+        finally:
+            stop.set()
+            await watcher
+            if server is not None:
+                server.stop()
         log.info("stopped: %d items in, rejected %s", runner.items_in, dict(runner.pipeline.rejects.counts))
 
     try:
@@ -445,6 +466,43 @@ def cmd_detectors(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboards_export(args: argparse.Namespace) -> int:
+    from shortwatch.dashboards.provisioning import export
+
+    settings = load_settings(args.config) if args.config else None
+    files = export(Path(args.dir), settings, dashboards_path=args.dashboards_path)
+    for f in files:
+        print(f)
+    print(
+        f"wrote {len(files)} files; copy {Path(args.dir) / 'provisioning'} into Grafana's provisioning folder",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_dashboards_push(args: argparse.Namespace) -> int:
+    from grafana_client.client import GrafanaException
+    from niquests.exceptions import RequestException
+
+    from shortwatch.dashboards.push import push
+
+    settings = load_settings(args.config)
+    try:
+        push(settings.grafana)
+    except (GrafanaException, RequestException, OSError) as exc:
+        print(f"dashboards push: {settings.grafana.url}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from shortwatch.daemon.status import render
+
+    text, code = render(load_settings(args.config))
+    print(text)
+    return code
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -485,6 +543,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("detectors", help="list the detectors and their parameters with defaults")
     p.set_defaults(func=cmd_detectors)
+
+    p = sub.add_parser("dashboards", help="Grafana dashboards: export provisioning files, or push to Grafana")
+    dsub = p.add_subparsers(dest="dashboards_command", required=True)
+    d = dsub.add_parser("export", help="write the dashboards and Grafana provisioning files into DIR")
+    d.add_argument("dir")
+    d.add_argument("--config", help="take the data source (URL, database, uid) from this config")
+    d.add_argument(
+        "--dashboards-path", help="where Grafana will read the JSON files (default: DIR/dashboards, absolute)"
+    )
+    d.set_defaults(func=cmd_dashboards_export)
+    d = dsub.add_parser("push", help="create or overwrite the dashboards in Grafana ([grafana] url and token)")
+    d.add_argument("--config", required=True)
+    d.set_defaults(func=cmd_dashboards_push)
+
+    p = sub.add_parser("status", help="is the daemon working? (exit 0 healthy, 1 failing, 3 not running)")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("check-config", help="validate a config file and list every problem")
     p.add_argument("config")

@@ -45,6 +45,23 @@ class DaemonSettings(Strict):
     accept_unknown_cells: bool = Field(
         True, description="monitor cells with no [cells] section using defaults (false: quarantine them)"
     )
+    http: str = Field("127.0.0.1:9108", description='host:port serving /healthz and Prometheus /metrics; "" = off')
+    health_no_data_s: float = Field(
+        900.0, ge=0, description="/healthz fails when no source delivered anything for this long; 0 = never"
+    )
+    health_backlog_s: float = Field(
+        3600.0, gt=0, description="/healthz fails when a reader's oldest unsent row is older than this"
+    )
+    health_point_s: float = Field(60.0, gt=0, description="wall seconds between two `daemon` health records")
+
+    @field_validator("http")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        if v:
+            host, sep, port = v.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f'expected host:port such as 127.0.0.1:9108, or "" for off (got {v!r})')
+        return v
 
     @field_validator("timezone")
     @classmethod
@@ -139,6 +156,17 @@ class AlertSettings(Strict):
     jsonl_keep: int = Field(5, ge=0, description="rotated JSONL files kept")
 
 
+class GrafanaSettings(Strict):
+    """Where `shortwatch dashboards push` puts the dashboards (the provisioning files need none of it)."""
+
+    url: str | None = Field(None, description="Grafana base URL, e.g. http://127.0.0.1:3000")
+    token_env: str | None = Field(None, description="environment variable holding a service-account token")
+    token_file: Path | None = Field(None, description="file holding a service-account token")
+    folder: str = Field("shortwatch", description="dashboard folder (created when missing)")
+    datasource_uid: str = Field("shortwatch-influxdb", description="uid of the InfluxDB (InfluxQL) data source")
+    timeout_s: float = Field(10.0, gt=0)
+
+
 class Settings(Strict):
     daemon: DaemonSettings = DaemonSettings()
     cells: dict[str, CellSpec] = Field(default_factory=dict)
@@ -148,6 +176,7 @@ class Settings(Strict):
         default_factory=dict, description="detector parameter defaults for every cell"
     )
     alerts: AlertSettings = AlertSettings()
+    grafana: GrafanaSettings = GrafanaSettings()
 
     def cell_spec(self, cell: str) -> CellSpec:
         """The cell's config section, or the defaults for a cell that has none (one shared

@@ -81,6 +81,10 @@ class Runner:
         self._unwritten: list[tuple[RecordBatch, Callable[[], None] | None]] = []
         self.source_states: dict[str, dict[str, Any]] = {}
         self.items_in = 0
+        # per source, for health: items received, wall time of the last batch, why it stopped
+        self.source_items: dict[str, int] = {}
+        self.source_last_data: dict[str, float] = {}
+        self.source_problems: dict[str, str] = {}
         self.started = time.monotonic()
         self._last_checkpoint = time.monotonic()
 
@@ -256,7 +260,8 @@ class Runner:
 
         timeout = self.settings.daemon.shutdown_timeout_s
         try:
-            await asyncio.wait_for(finish(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: see shortwatch.aio
+                await finish()
         except (TimeoutError, StoreClosedError) as exc:
             self.store_failed = (
                 f"the store {getattr(self.store, 'path', '')} could not be written within {timeout:.0f} s "
@@ -281,14 +286,19 @@ class Runner:
             # the source's position is captured with its batch, so a checkpoint records
             # exactly what has been processed
             await self.queue.put((src.name, origin or src.name, items, src.checkpoint(), on_commit))
+            self.source_items[src.name] = self.source_items.get(src.name, 0) + len(items)
+            self.source_last_data[src.name] = time.time()
 
         try:
             await src.run(emit)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             log.exception("source %s stopped with an error", src.name)
+            self.source_problems[src.name] = f"stopped: {type(exc).__name__}: {exc}"
             raise
+        if self.live:  # a live daemon's sources run until it stops
+            self.source_problems[src.name] = "ended: it delivers no more data"
 
     async def _consume(
         self,

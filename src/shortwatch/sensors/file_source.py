@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from shortwatch.aio import wait_event
 from shortwatch.daemon.runner import Emit
 from shortwatch.model import Rejected, Sample
 from shortwatch.sensors.files import FileReader, FormatError
@@ -211,8 +212,7 @@ class FileSource:
                 wait = min(wait, min(at for at, _ in self._retry.values()) - time.monotonic())
                 next_poll = min(next_poll, min(at for at, _ in self._retry.values()))
             if wait > 0 and not self._changed:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                await wait_event(self._wake, wait)
             self._wake.clear()
             if any(r.pending_bytes for r in self.readers.values()) and not self._changed:
                 self._changed = {os.path.abspath(p) for p, r in self.readers.items() if r.pending_bytes}

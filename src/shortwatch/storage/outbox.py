@@ -12,12 +12,12 @@ durable, ordered and on disk.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
 from typing import Any, Protocol, runtime_checkable
 
+from shortwatch.aio import wait_event
 from shortwatch.storage.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,7 @@ class Pump:
             self.wake.clear()  # before the read: a commit during it wakes the wait below at once
             rows = await asyncio.to_thread(self.store.log_read, c.table, self.position, c.batch_rows)
             if not rows:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), IDLE_POLL_S)
+                await wait_event(self.wake, IDLE_POLL_S)
                 continue
             try:
                 await c.deliver(rows)
