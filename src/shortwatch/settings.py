@@ -189,6 +189,17 @@ class MqttSource(Strict):
     reconnect_min_s: float = Field(1.0, gt=0)
     reconnect_max_s: float = Field(60.0, gt=0)
 
+    @field_validator("fields")
+    @classmethod
+    def _canonical(cls, v: dict[str, str | FieldSpec]) -> dict[str, str | FieldSpec]:
+        from shortwatch.model import CSV_COLUMNS
+
+        for key, spec in v.items():
+            name = spec if isinstance(spec, str) else spec.field
+            if name not in CSV_COLUMNS:
+                raise ValueError(f"{name!r} (key {key}) is not a canonical field; use one of {', '.join(CSV_COLUMNS)}")
+        return v
+
     @model_validator(mode="after")
     def _consistent(self) -> MqttSource:
         for t in self.topics:

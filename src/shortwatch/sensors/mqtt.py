@@ -188,7 +188,7 @@ def sample_from_object(
         m = table.get(key)
         if m is not None:  # other keys (sequence numbers, gateway ids) are not ours: ignored
             vals[m[0]] = (v, m[1])
-    cell = vals["cell"][0] if "cell" in vals else topic_cell
+    cell = vals["cell"][0] if vals.get("cell", (None,))[0] is not None else topic_cell
     if cell is None:
         return Rejected(source, "missing_cell", raw, detail="no cell in the topic or the object")
     why = cell_problem(cell)
@@ -388,6 +388,9 @@ class MqttSourceRunner:
         self._wake_pending = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._conn: _Conn | None = None
+        # recent messages (hash of topic and payload), to recognise the broker's redeliveries
+        self._recent: set[int] = set()
+        self._recent_order: collections.deque[int] = collections.deque()
 
     # -- the runner's protocol
 
@@ -569,6 +572,18 @@ class MqttSourceRunner:
         self.counts["messages"] += 1
         token = (conn.window, conn.window.add(msg.mid, msg.qos)) if msg.qos else None
         topic = msg.topic
+        key = hash((topic, msg.payload))
+        if msg.dup and key in self._recent:
+            # the broker resends what it had sent to the last connection and saw no PUBACK for; this
+            # copy's samples are already on their way to the store, and are acknowledged after them
+            self.counts["redelivered"] += 1
+            if token:
+                done.append(token)
+            return
+        self._recent_order.append(key)
+        self._recent.add(key)
+        if len(self._recent_order) > 4 * self.cfg.max_inflight:
+            self._recent.discard(self._recent_order.popleft())
         parts = next((p for p in (t.match(topic) for t in self.templates) if p is not None), None)
         arrival = time.time() if self.cfg.arrival_time else None
         if parts is None:
