@@ -4,9 +4,14 @@ TLS with a CA made here, a broker restart mid-stream, and acknowledgement only a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import re
+import signal
+import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -33,6 +38,7 @@ from shortwatch.sensors.mqtt import (
     shard_of,
 )
 from shortwatch.settings import ConfigError, FieldSpec, Settings, parse_settings
+from shortwatch.storage.sqlite import SqliteStore
 
 TABLE = field_table({})
 PARTS = {"cell": "A1"}
@@ -390,3 +396,158 @@ async def test_broker_restart_mid_stream_loses_nothing(tmp_path: Path) -> None:
             # publisher resending to the restarted broker (QoS 1 is at least once): quarantined as such
             assert {r["reason"] for r in d.store.read_rejected()} <= {"duplicate"}
             pub.close()
+
+
+# ---------------------------------------------------------------- kill -9 of the daemon
+
+
+class DaemonProcess:
+    """`shortwatch run` as a subprocess, its log in a file."""
+
+    def __init__(self, config: Path, log: Path):
+        self.config, self.log = config, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as fh:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "shortwatch.cli", "run", "--config", str(self.config)], stderr=fh
+            )
+
+    def wait_connected(self, times: int, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while self.log.read_text().count("MQTT connected") < times:
+            assert time.monotonic() < deadline, self.log.read_text()[-3000:]
+            assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
+            time.sleep(0.05)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        self.proc.terminate()
+        return self.proc.wait(30)
+
+
+def count_samples(db: Path) -> int:
+    if not db.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
+        try:
+            return conn.execute("SELECT COUNT(*) FROM sample").fetchone()[0]
+        except sqlite3.OperationalError:  # the schema is not there yet
+            return 0
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_daemon_and_broker_restarts_lose_and_repeat_nothing(tmp_path: Path) -> None:
+    n, m = 400, 4  # samples per cell, cells
+    cells = [f"C{i}" for i in range(m)]
+    with Broker(tmp_path / "broker") as broker:
+        var = tmp_path / "var"
+        cfg = tmp_path / "daemon.toml"
+        cfg.write_text(
+            f'[daemon]\nstation = "gb"\nstate_dir = "{var}"\ncheckpoint_interval_s = 1\n'
+            + "".join(f'[cells.{c}]\nkind = "symmetric"\n' for c in cells)
+            + f'[[sources]]\ntype = "mqtt"\nport = {broker.port}\nreconnect_min_s = 0.1\nreconnect_max_s = 0.5\n'
+        )
+        daemon = DaemonProcess(cfg, tmp_path / "daemon.log")
+        daemon.start()
+        daemon.wait_connected(1)  # the persistent session exists: from now on the broker keeps what we miss
+        pub = Publisher(broker.port)
+        done = threading.Event()
+
+        def publish_all() -> None:
+            t = 0
+            while t < n:
+                for c in cells:  # single samples and gateway batches of 5, interleaved
+                    if t % 10 < 5:
+                        pub.publish(f"lab/gb/{c}/telemetry", sample(1e9 + t, c))
+                    else:
+                        pub.publish(f"lab/gb/{c}/telemetry", [sample(1e9 + t + k, c) for k in range(5)])
+                t += 1 if t % 10 < 5 else 5
+                time.sleep(0.02)
+            done.set()
+
+        th = threading.Thread(target=publish_all)
+        th.start()
+        connected = 1
+        for action in ("kill", "broker", "kill", "broker", "kill"):
+            time.sleep(0.7)
+            if action == "kill":
+                daemon.kill9()
+                time.sleep(0.3)
+                daemon.start()
+                connected += 1
+                daemon.wait_connected(connected)
+            else:
+                broker.restart()
+                connected += 1
+                daemon.wait_connected(connected)
+        th.join()
+        assert done.is_set()
+        pub.wait()
+        pub.close()
+        db = var / "shortwatch.sqlite"
+        deadline = time.monotonic() + 60
+        while count_samples(db) < n * m and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert daemon.terminate() == 0
+    store = SqliteStore(db, station="gb").open()
+    try:
+        assert store.count("sample") == n * m
+        for c in cells:
+            times = [s.time for s in store.read_samples(c)]
+            assert times == [1e9 + t for t in range(n)], c
+    finally:
+        store.close()
+    log = (tmp_path / "daemon.log").read_text()
+    assert log.count("MQTT connected") == connected
+
+
+@pytest.mark.slow
+def test_a_message_is_acknowledged_only_once_its_samples_are_committed(tmp_path: Path) -> None:
+    """The store is held locked while samples arrive, then the daemon is killed: the broker had
+    no PUBACK for them, so it hands them to the restarted daemon (acknowledging on receipt
+    would lose them here)."""
+    with Broker(tmp_path / "broker") as broker:
+        var = tmp_path / "var"
+        cfg = tmp_path / "daemon.toml"
+        cfg.write_text(
+            f'[daemon]\nstation = "gb"\nstate_dir = "{var}"\n[[sources]]\ntype = "mqtt"\nport = {broker.port}\n'
+        )
+        daemon = DaemonProcess(cfg, tmp_path / "daemon.log")
+        daemon.start()
+        daemon.wait_connected(1)
+        pub = Publisher(broker.port)
+        pub.publish("lab/gb/C0/telemetry", [sample(1e9 + t) for t in range(50)])
+        pub.wait()
+        db = var / "shortwatch.sqlite"
+        deadline = time.monotonic() + 20
+        while count_samples(db) < 50:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        blocker = sqlite3.connect(db, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            for t in range(50, 100):
+                pub.publish("lab/gb/C0/telemetry", sample(1e9 + t))
+            pub.wait()
+            while "database is locked" not in daemon.log.read_text():  # received, not committed
+                assert time.monotonic() < deadline + 20
+                time.sleep(0.05)
+            daemon.kill9()
+        finally:
+            blocker.rollback()
+            blocker.close()
+        assert count_samples(db) == 50
+        daemon.start()
+        deadline = time.monotonic() + 20
+        while count_samples(db) < 100 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert daemon.terminate() == 0
+        pub.close()
+    assert count_samples(db) == 100
