@@ -98,6 +98,12 @@ def test_bad_json_payloads_are_rejected_with_a_reason(payload: bytes, reason: st
     assert r.raw
 
 
+def test_a_bad_cell_in_the_topic_rejects_the_payload() -> None:
+    for cell in ("", "x" * 129, "a\x07b"):
+        (r,) = parse_json_payload(b'{"time": 1, "voltage_V": 1}', {"cell": cell}, TABLE, "m")
+        assert isinstance(r, Rejected) and r.reason == "bad_cell"
+
+
 def test_cell_from_the_object_when_the_topic_has_none() -> None:
     got = parse_json_payload(
         b'[{"time": 1, "cell": "B2", "current_A": 0.001}, {"time": 1, "cell": "a/b"}]', {}, TABLE, "m"

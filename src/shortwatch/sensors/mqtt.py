@@ -7,9 +7,9 @@ unacknowledged messages again. A repeat that was already stored is dropped by th
 key (and counted by the shared validation as a duplicate).
 
 aiomqtt (2.5) acknowledges on receipt and has no public way to defer it (its issue #345), so
-this module drives paho-mqtt 2.x directly with ``manual_ack=True``: paho's network thread
-receives, hands messages to the event loop through a deque, and ``Client.ack`` (thread-safe:
-it only queues a packet) is called from the loop in the order the messages came.
+this module drives paho-mqtt 2.x directly with ``manual_ack=True``, its socket watched by the
+event loop (paho's socket callbacks, the way aiomqtt does it; only the blocking connect runs
+in a worker thread), and calls ``Client.ack`` in the order the messages came.
 
 The payload parsers below are pure functions (bytes in, Sample/Rejected out); validation
 beyond parsing (ranges, order, duplicates) is the shared gate's, daemon/validation.py.
@@ -24,6 +24,8 @@ import json
 import logging
 import math
 import re
+import select
+import ssl
 import time
 import zlib
 from collections.abc import Callable, Iterable
@@ -35,14 +37,15 @@ from typing import Any
 from shortwatch.daemon.runner import Emit
 from shortwatch.model import CSV_COLUMNS, MODES, Rejected, Sample
 from shortwatch.sensors.health import SourceHealth, reconnect_delay
-from shortwatch.settings import FieldSpec, MqttSource, resolve_secret
+from shortwatch.settings import ConfigError, FieldSpec, MqttSource, resolve_secret
 
 log = logging.getLogger(__name__)
 
 BATCH_MAX = 5000  # samples handed to the pipeline in one emit
+READ_BURST = 256  # packets read per wake-up of the socket before other tasks get a turn
 RAW_MAX = 2000  # characters of a rejected payload kept in quarantine
-FLOAT_FIELDS = ("voltage_V", "current_A", "pressure_MPa", "temperature_C")
-INT_FIELDS = ("cycle", "step")
+FLOAT_FIELDS = frozenset({"voltage_V", "current_A", "pressure_MPa", "temperature_C"})
+INT_FIELDS = frozenset({"cycle", "step"})
 _CELL_BAD = re.compile(r"[/+#\x00-\x1f\x7f]")
 
 #: payload key -> (canonical field, scale)
@@ -179,10 +182,14 @@ def sample_from_object(
 ) -> Sample | Rejected:
     """One JSON object (already decoded) to a Sample; the topic's parts give the cell unless
     the object names it. ``arrival`` is the time for objects without one (None: rejected)."""
-    raw = _raw(json.dumps(obj, default=str)) if not isinstance(obj, str) else _raw(obj)
     topic_cell = parts.get("cell")
-    if not isinstance(obj, dict):
-        return Rejected(source, "bad_payload", raw, cell=topic_cell, detail="expected a JSON object per sample")
+
+    def reject(reason: str, detail: str, cell: str | None = topic_cell, t: float | None = None) -> Rejected:
+        raw = _raw(obj) if isinstance(obj, str) else _raw(json.dumps(obj, default=str))  # only when rejecting
+        return Rejected(source, reason, raw, cell=cell, time=t, detail=detail)
+
+    if type(obj) is not dict:
+        return reject("bad_payload", "expected a JSON object per sample")
     vals: dict[str, tuple[Any, float]] = {}
     for key, v in obj.items():
         m = table.get(key)
@@ -190,35 +197,35 @@ def sample_from_object(
             vals[m[0]] = (v, m[1])
     cell = vals["cell"][0] if vals.get("cell", (None,))[0] is not None else topic_cell
     if cell is None:
-        return Rejected(source, "missing_cell", raw, detail="no cell in the topic or the object")
-    why = cell_problem(cell)
-    if why:
-        return Rejected(source, "bad_cell", raw, detail=why)
-    if topic_cell is not None and cell != topic_cell:
-        return Rejected(source, "cell_mismatch", raw, cell=topic_cell, detail=f"object says {cell!r}")
+        return reject("missing_cell", "no cell in the topic or the object", None)
+    if cell is not topic_cell:  # the topic's cell is checked once per payload
+        why = cell_problem(cell)
+        if why:
+            return reject("bad_cell", why, None)
+        if topic_cell is not None and cell != topic_cell:
+            return reject("cell_mismatch", f"object says {cell!r}")
     try:
         if "time" in vals:
-            t = parse_time(vals["time"][0]) * vals["time"][1]
+            tv, ts = vals.pop("time")
+            t = parse_time(tv) * ts
         elif arrival is not None:
             t = arrival
         else:
-            return Rejected(source, "missing_time", raw, cell=cell, detail="no time in the object")
+            return reject("missing_time", "no time in the object", cell)
         s = Sample(t, cell)
-        for name in FLOAT_FIELDS:
-            if name in vals:
-                setattr(s, name, _number(*vals[name]))
-        for name in INT_FIELDS:
-            if name in vals:
-                setattr(s, name, _integer(vals[name][0]))
-        if "mode" in vals:
-            mode = vals["mode"][0]
-            if mode not in (None, "", *MODES):
-                raise ValueError(f"mode {mode!r} is not one of {', '.join(MODES)}")
-            s.mode = mode or None
+        for name, (v, scale) in vals.items():
+            if name in FLOAT_FIELDS:
+                setattr(s, name, _number(v, scale))
+            elif name in INT_FIELDS:
+                setattr(s, name, _integer(v))
+            elif name == "mode":
+                if v not in (None, "", *MODES):
+                    raise ValueError(f"mode {v!r} is not one of {', '.join(MODES)}")
+                s.mode = v or None
     except (ValueError, OverflowError, TypeError) as exc:
-        return Rejected(source, "bad_value", raw, cell=cell, detail=str(exc))
+        return reject("bad_value", str(exc), cell)
     if s.voltage_V is None and s.current_A is None and s.pressure_MPa is None and s.temperature_C is None:
-        return Rejected(source, "empty_sample", raw, cell=cell, time=t, detail="no channel value")
+        return reject("empty_sample", "no channel value", cell, t)
     return s
 
 
@@ -227,10 +234,13 @@ def parse_json_payload(
 ) -> list[Sample | Rejected]:
     """A JSON sample object or a list of them (gateways batch); one item per object, so the
     valid samples around a bad one are kept."""
+    topic_cell = parts.get("cell")
+    if topic_cell is not None and (why := cell_problem(topic_cell)):
+        return [Rejected(source, "bad_cell", _raw(payload), detail=f"topic: {why}")]
     try:
         doc = json.loads(payload)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        return [Rejected(source, "bad_json", _raw(payload), cell=parts.get("cell"), detail=str(exc)[:200])]
+        return [Rejected(source, "bad_json", _raw(payload), cell=topic_cell, detail=str(exc)[:200])]
     if isinstance(doc, list):
         if not doc:
             return [Rejected(source, "empty_payload", _raw(payload), cell=parts.get("cell"), detail="empty list")]
@@ -461,7 +471,7 @@ class MqttSourceRunner:
         cfg = self.cfg
         try:
             client = self._new_client()
-        except Exception as exc:  # a bad CA file, a missing secret: say so and retry later
+        except (ConfigError, OSError, ValueError) as exc:  # a bad CA file, a missing secret: say so, retry later
             return f"cannot set up the client: {exc}", False
         conn = _Conn(client, AckWindow(client.ack), loop.create_future(), loop.create_future())
 
@@ -469,22 +479,44 @@ class MqttSourceRunner:
             if not fut.done():
                 fut.set_result(value)
 
-        def on_connect(c: Any, _u: Any, flags: Any, rc: Any, _p: Any) -> None:  # paho's thread
+        def on_connect(c: Any, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
             if rc.is_failure:
-                loop.call_soon_threadsafe(resolve, conn.ended, f"broker refused the connection: {rc}")
+                resolve(conn.ended, f"broker refused the connection: {rc}")
                 c.disconnect()
                 return
             opts = SubscribeOptions(qos=cfg.qos, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
             c.subscribe([(t.filter, opts) for t in self.templates])
-            loop.call_soon_threadsafe(resolve, conn.connected, flags.session_present)
+            resolve(conn.connected, flags.session_present)
 
         def on_disconnect(_c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
             why = "connection lost" if rc.is_failure and str(rc) == "Unspecified error" else str(rc)
-            loop.call_soon_threadsafe(resolve, conn.ended, f"disconnected: {why}")
+            resolve(conn.ended, f"disconnected: {why}")
+
+        # paho's network I/O runs in this event loop (its socket callbacks, as aiomqtt does), not in
+        # paho's own thread: that thread would wait for the GIL behind the pipeline for every packet
+        def on_socket_open(_c: Any, _u: Any, sock: Any) -> None:  # called in connect(), a worker thread
+            _in_loop(loop, loop.add_reader, sock, self._readable, conn)
+
+        def on_socket_close(_c: Any, _u: Any, sock: Any) -> None:
+            fd = sock.fileno()
+            if fd >= 0:
+                _in_loop(loop, _unwatch, loop, fd)
+
+        def on_register_write(c: Any, _u: Any, sock: Any) -> None:
+            _in_loop(loop, loop.add_writer, sock, c.loop_write)
+
+        def on_unregister_write(_c: Any, _u: Any, sock: Any) -> None:
+            fd = sock.fileno()
+            if fd >= 0:
+                _in_loop(loop, loop.remove_writer, fd)
 
         client.on_connect = on_connect
         client.on_disconnect = on_disconnect
         client.on_message = partial(self._incoming, conn)
+        client.on_socket_open = on_socket_open
+        client.on_socket_close = on_socket_close
+        client.on_socket_register_write = on_register_write
+        client.on_socket_unregister_write = on_unregister_write
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = cfg.session_expiry_s
         props.ReceiveMaximum = cfg.max_inflight
@@ -495,7 +527,7 @@ class MqttSourceRunner:
         except (OSError, ValueError) as exc:  # refused, unreachable, TLS handshake (ssl.SSLError is an OSError)
             return f"cannot connect: {exc}", False
         self._conn = conn
-        client.loop_start()
+        misc = asyncio.create_task(self._keepalive(client), name=f"{self.name}:keepalive")
         was_up = False
         try:
             await asyncio.wait([conn.connected, conn.ended], return_when=asyncio.FIRST_COMPLETED)
@@ -514,12 +546,31 @@ class MqttSourceRunner:
                     )
             reason = await conn.ended
         except asyncio.CancelledError:
+            misc.cancel()
             raise  # shutting down: the linger task acks what is still being committed, then closes
+        misc.cancel()
         conn.window.alive = False  # acks of this connection's messages would reach no one
         self._conn = None
         client.disconnect()
-        await asyncio.to_thread(client.loop_stop)
         return reason, was_up
+
+    def _readable(self, conn: _Conn) -> None:
+        """Read what the socket holds, a burst of packets per wake-up (loop_read takes one)."""
+        client = conn.client
+        for _ in range(READ_BURST):
+            if client.loop_read() != 0:
+                return  # paho handled the error (on_disconnect)
+            sock = client.socket()
+            if sock is None:
+                return
+            pending = sock.pending() if isinstance(sock, ssl.SSLSocket) else 0  # TLS keeps decrypted bytes
+            if not pending and not select.select([sock], [], [], 0)[0]:
+                return
+        self._loop.call_soon(self._readable, conn)  # type: ignore[union-attr]  # let others run, then go on
+
+    async def _keepalive(self, client: Any) -> None:
+        while client.loop_misc() == 0:
+            await asyncio.sleep(1.0)
 
     async def _linger(self, conn: _Conn, timeout_s: float = 5.0) -> None:
         """At shutdown: send the acks of what the runner still commits, then disconnect."""
@@ -530,14 +581,15 @@ class MqttSourceRunner:
         finally:
             conn.window.alive = False
             conn.client.disconnect()
-            conn.client.loop_stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.1)  # the event loop writes the last acks and DISCONNECT
 
     def _incoming(self, conn: _Conn, _client: Any, _userdata: Any, msg: Any) -> None:
-        """paho's thread: hand the message over; wake the loop once per burst, not per message."""
+        """Hand the message to the consumer; wake it once per burst, not per message."""
         self._inbox.append((conn, msg))
         if not self._wake_pending:
             self._wake_pending = True
-            self._loop.call_soon_threadsafe(self._wake.set)  # type: ignore[union-attr]
+            self._wake.set()
 
     # -- consuming
 
@@ -610,6 +662,23 @@ class MqttSourceRunner:
                 return  # its ack waits for the sample it is part of
         if token:
             done.append(token)
+
+
+def _in_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> None:
+    """Run ``fn`` now when called in ``loop``'s thread, else hand it to the loop."""
+    try:
+        here = asyncio.get_running_loop() is loop
+    except RuntimeError:
+        here = False
+    if here:
+        fn(*args)
+    else:
+        loop.call_soon_threadsafe(fn, *args)
+
+
+def _unwatch(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    loop.remove_reader(fd)
+    loop.remove_writer(fd)
 
 
 def _ack_all(tokens: list[tuple[AckWindow, list[Any]] | None]) -> None:
