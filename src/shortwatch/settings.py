@@ -175,7 +175,13 @@ class MqttSource(Strict):
     arrival_time: bool = Field(
         False, description="samples without a time take the arrival time (a redelivery then repeats them)"
     )
+    settle_s: float = Field(
+        3.0, ge=0, description="after each connect, samples are held this long and passed on in time order"
+    )
     qos: Literal[0, 1] = 1
+    protocol: Literal["5", "3.1.1"] = Field(
+        "5", description="3.1.1 costs half the CPU per message; the broker then sets the in-flight window"
+    )
     client_id: str | None = Field(None, description="default: shortwatch-<station>-<source index>[-shard]")
     clean_start: bool = Field(False, description="false: a persistent session (queued while the daemon is down)")
     session_expiry_s: int = Field(7 * 86400, ge=0, description="how long the broker keeps the session offline")

@@ -398,6 +398,7 @@ class MqttSourceRunner:
         self._wake_pending = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._conn: _Conn | None = None
+        self._settle_until = 0.0  # loop time until which samples are held and sorted after a connect
         # recent messages (hash of topic and payload), to recognise the broker's redeliveries
         self._recent: set[int] = set()
         self._recent_order: collections.deque[int] = collections.deque()
@@ -445,7 +446,8 @@ class MqttSourceRunner:
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
-            protocol=mqtt.MQTTv5,
+            protocol=mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311,
+            clean_session=None if cfg.protocol == "5" else cfg.clean_start,
             manual_ack=True,
             reconnect_on_failure=False,
         )
@@ -484,7 +486,10 @@ class MqttSourceRunner:
                 resolve(conn.ended, f"broker refused the connection: {rc}")
                 c.disconnect()
                 return
-            opts = SubscribeOptions(qos=cfg.qos, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
+            if cfg.protocol == "5":  # retained messages only for a new subscription, not at every reconnect
+                opts: Any = SubscribeOptions(qos=cfg.qos, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
+            else:
+                opts = cfg.qos
             c.subscribe([(t.filter, opts) for t in self.templates])
             resolve(conn.connected, flags.session_present)
 
@@ -517,13 +522,14 @@ class MqttSourceRunner:
         client.on_socket_close = on_socket_close
         client.on_socket_register_write = on_register_write
         client.on_socket_unregister_write = on_unregister_write
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = cfg.session_expiry_s
-        props.ReceiveMaximum = cfg.max_inflight
+        extra: dict[str, Any] = {}
+        if cfg.protocol == "5":  # 3.1.1 has neither: the session lasts, the broker sets the in-flight window
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = cfg.session_expiry_s
+            props.ReceiveMaximum = cfg.max_inflight
+            extra = {"clean_start": cfg.clean_start, "properties": props}
         try:
-            await asyncio.to_thread(
-                client.connect, cfg.host, cfg.port, cfg.keepalive_s, clean_start=cfg.clean_start, properties=props
-            )
+            await asyncio.to_thread(client.connect, cfg.host, cfg.port, cfg.keepalive_s, **extra)
         except (OSError, ValueError) as exc:  # refused, unreachable, TLS handshake (ssl.SSLError is an OSError)
             return f"cannot connect: {exc}", False
         self._conn = conn
@@ -544,6 +550,8 @@ class MqttSourceRunner:
                         "resumed" if present else "new",
                         ", ".join(t.filter for t in self.templates),
                     )
+            if was_up and present:  # a resumed session: its backlog may come out of order
+                self._settle_until = loop.time() + cfg.settle_s
             reason = await conn.ended
         except asyncio.CancelledError:
             misc.cancel()
@@ -595,15 +603,18 @@ class MqttSourceRunner:
 
     async def _consume(self, emit: Emit) -> None:
         loop = asyncio.get_running_loop()
-        tick = self.cfg.join_window_s / 4
+        tick = min(self.cfg.join_window_s / 4, 0.25)
+        held: list[Sample | Rejected] = []  # settling after a (re)connect
+        held_done: list[Any] = []
         while True:
             if not self._inbox:
-                with contextlib.suppress(TimeoutError):  # the join window's tick
-                    await asyncio.wait_for(self._wake.wait(), timeout=tick if len(self.joiner) else None)
+                timeout = tick if len(self.joiner) or held else None
+                with contextlib.suppress(TimeoutError):  # the join window's and the settling's tick
+                    await asyncio.wait_for(self._wake.wait(), timeout=timeout)
             self._wake.clear()
             self._wake_pending = False
             items: list[Sample | Rejected] = []
-            done: list[tuple[AckWindow, list[Any]]] = []
+            done: list[Any] = []
             now = loop.time()
             while self._inbox and len(items) < BATCH_MAX:
                 conn, msg = self._inbox.popleft()
@@ -611,6 +622,16 @@ class MqttSourceRunner:
             for s, tokens in self.joiner.expired(now):
                 items.append(s)
                 done.extend(tokens)
+            if now < self._settle_until and len(held) < BATCH_MAX:
+                held.extend(items)
+                held_done.extend(done)
+                continue
+            if held:
+                items, done = held + items, held_done + done
+                held, held_done = [], []
+            # in time order: QoS 1 redelivery after a broker restart can put a message behind later
+            # ones, and the shared gate quarantines a cell's samples that come late
+            items.sort(key=_time_key)
             if items:
                 await emit(items, on_commit=partial(_ack_all, done))
             elif done:
@@ -662,6 +683,10 @@ class MqttSourceRunner:
                 return  # its ack waits for the sample it is part of
         if token:
             done.append(token)
+
+
+def _time_key(item: Sample | Rejected) -> float:
+    return item.time if type(item) is Sample else -math.inf
 
 
 def _in_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> None:
