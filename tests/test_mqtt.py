@@ -36,7 +36,7 @@ from shortwatch.sensors.mqtt import (
     parse_value_payload,
     shard_of,
 )
-from shortwatch.settings import ConfigError, FieldSpec, Settings, parse_settings
+from shortwatch.settings import ConfigError, FieldSpec, MqttSource, Settings, parse_settings
 from shortwatch.storage.sqlite import SqliteStore
 
 TABLE = field_table({})
@@ -60,7 +60,10 @@ def test_topic_template_fills_station_and_captures_parts() -> None:
 
 
 def test_json_object_and_list_with_mapped_fields_and_scales() -> None:
-    table = field_table({"ts": "time", "U": "voltage_V", "I_mA": FieldSpec(field="current_A", scale=0.001)})
+    spec = MqttSource.model_validate(
+        {"type": "mqtt", "fields": {"ts": "time", "U": "voltage_V", "I_mA": {"field": "current_A", "scale": 0.001}}}
+    )
+    table = field_table(spec.fields)
     one = parse_json_payload(b'{"ts": 10, "U": 0.05, "I_mA": 0.5, "seq": 7}', PARTS, table, "m")
     assert one == [Sample(10.0, "A1", voltage_V=0.05, current_A=0.0005)]
     batch = json.dumps(
@@ -113,7 +116,7 @@ def test_cell_from_the_object_when_the_topic_has_none() -> None:
 
 
 def test_value_payloads_join_by_cell_and_time() -> None:
-    table = field_table({"voltage": "voltage_V", "current": "current_A"})
+    table = field_table({"voltage": FieldSpec(field="voltage_V"), "current": FieldSpec(field="current_A")})
     j = Joiner(["voltage_V", "current_A"], window_s=2.0)
     v = parse_value_payload(b'{"time": 5, "value": 0.04}', "voltage", PARTS, table, "m", None)
     assert v == ("A1", 5.0, "voltage_V", 0.04)

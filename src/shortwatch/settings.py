@@ -164,7 +164,7 @@ class MqttSource(Strict):
     payload: Literal["json", "value"] = Field(
         "json", description="json: a sample object or a list of them; value: one channel per topic ({field})"
     )
-    fields: dict[str, str | FieldSpec] = Field(
+    fields: dict[str, FieldSpec] = Field(
         default_factory=dict, description="payload key (or {field} topic part) -> canonical name, or {field, scale}"
     )
     join_fields: list[str] = Field(
@@ -195,13 +195,19 @@ class MqttSource(Strict):
     reconnect_min_s: float = Field(1.0, gt=0)
     reconnect_max_s: float = Field(60.0, gt=0)
 
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _short_fields(cls, v: Any) -> Any:
+        """``U = "voltage_V"`` is short for ``U = { field = "voltage_V" }``."""
+        return {k: {"field": x} if isinstance(x, str) else x for k, x in v.items()} if isinstance(v, dict) else v
+
     @field_validator("fields")
     @classmethod
-    def _canonical(cls, v: dict[str, str | FieldSpec]) -> dict[str, str | FieldSpec]:
+    def _canonical(cls, v: dict[str, FieldSpec]) -> dict[str, FieldSpec]:
         from shortwatch.model import CSV_COLUMNS
 
         for key, spec in v.items():
-            name = spec if isinstance(spec, str) else spec.field
+            name = spec.field
             if name not in CSV_COLUMNS:
                 raise ValueError(f"{name!r} (key {key}) is not a canonical field; use one of {', '.join(CSV_COLUMNS)}")
         return v
@@ -235,7 +241,7 @@ class SerialSource(Strict):
         default_factory=lambda: ["channel", "force"], description="names of the comma-separated columns"
     )
     csv_delimiter: str = Field(",", min_length=1, max_length=1)
-    channels: dict[str, str | SerialChannel] = Field(min_length=1, description="device channel -> cell")
+    channels: dict[str, SerialChannel] = Field(min_length=1, description="device channel -> cell")
     force_unit: Literal["N", "kgf"] = "N"
     poll_command: str = Field("MEAS:FORC? {channel}\n", description="poll mode: sent per channel")
     poll_interval_s: float = Field(1.0, gt=0, description="poll mode: seconds between rounds")
@@ -245,6 +251,12 @@ class SerialSource(Strict):
     silence_s: float = Field(30.0, gt=0, description="port open but no line this long: health says so")
     reopen_min_s: float = Field(0.5, gt=0)
     reopen_max_s: float = Field(30.0, gt=0)
+
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _short_channels(cls, v: Any) -> Any:
+        """``"1" = "A1"`` is short for ``"1" = { cell = "A1" }``."""
+        return {k: {"cell": x} if isinstance(x, str) else x for k, x in v.items()} if isinstance(v, dict) else v
 
     @field_validator("pattern")
     @classmethod

@@ -52,14 +52,10 @@ _CELL_BAD = re.compile(r"[/+#\x00-\x1f\x7f]")
 FieldTable = dict[str, tuple[str, float]]
 
 
-def field_table(fields: dict[str, str | FieldSpec]) -> FieldTable:
+def field_table(fields: dict[str, FieldSpec]) -> FieldTable:
     """Canonical names map to themselves; ``[sources.fields]`` adds or overrides keys."""
     table: FieldTable = {name: (name, 1.0) for name in CSV_COLUMNS}
-    for key, spec in fields.items():
-        name, scale = (spec, 1.0) if isinstance(spec, str) else (spec.field, spec.scale)
-        if name not in CSV_COLUMNS:
-            raise ValueError(f"fields.{key}: {name!r} is not a canonical field ({', '.join(CSV_COLUMNS)})")
-        table[key] = (name, scale)
+    table.update({key: (spec.field, spec.scale) for key, spec in fields.items()})
     return table
 
 

@@ -69,9 +69,7 @@ class LineParser:
         self.source = source
         self.area_of = area_of
         self.rx = re.compile(cfg.pattern) if cfg.pattern else None
-        self.channels: dict[str, SerialChannel] = {
-            k: SerialChannel(cell=v) if isinstance(v, str) else v for k, v in cfg.channels.items()
-        }
+        self.channels: dict[str, SerialChannel] = cfg.channels
         self.only = next(iter(self.channels)) if len(self.channels) == 1 else None
 
     def fields(self, text: str) -> dict[str, str] | None:
