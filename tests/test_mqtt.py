@@ -338,6 +338,65 @@ async def test_tls_with_a_ca_made_here(tmp_path: Path) -> None:
             assert not d.sources[0].health.up and "certificate" in d.sources[0].health.reason.lower()
 
 
+async def test_two_daemons_split_the_cells_by_shard(tmp_path: Path) -> None:
+    cells = [f"C{i}" for i in range(12)]
+    with Broker(tmp_path / "broker") as broker:
+        a = mqtt_settings(tmp_path / "a", broker.port, shard={"index": 0, "count": 2})
+        b = mqtt_settings(tmp_path / "b", broker.port, shard={"index": 1, "count": 2})
+        async with Daemon(a) as da, Daemon(b) as db:
+            await da.wait_up()
+            await db.wait_up()
+            assert da.sources[0].client_id != db.sources[0].client_id  # two sessions on one broker
+            pub = Publisher(broker.port)
+            for c in cells:
+                pub.publish(f"lab/gb/{c}/telemetry", [sample(t, c) for t in range(1, 4)])
+            pub.publish("lab/gb/C0/telemetry", [sample(9, "C1")])  # the object's cell must match the topic's
+            pub.wait()
+            await wait_total([da, db], 3 * len(cells))
+            got = {d: set(d.store.cells()) for d in (da, db)}
+            assert got[da] | got[db] == set(cells) and not got[da] & got[db]
+            assert got[da] == {c for c in cells if zlib.crc32(c.encode()) % 2 == 0}
+            rejected = da.store.read_rejected() + db.store.read_rejected()
+            assert [r["reason"] for r in rejected] == ["cell_mismatch"]
+            pub.close()
+
+
+async def test_one_value_per_topic_is_joined_into_samples(tmp_path: Path) -> None:
+    with Broker(tmp_path / "broker") as broker:
+        s = mqtt_settings(
+            tmp_path,
+            broker.port,
+            topics=["lab/{station}/{cell}/{field}"],
+            payload="value",
+            fields={"voltage": "voltage_V", "current": {"field": "current_A", "scale": 0.001}},
+            join_window_s=0.5,
+        )
+        async with Daemon(s) as d:
+            await d.wait_up()
+            pub = Publisher(broker.port)
+            for t in range(1, 6):
+                pub.publish("lab/gb/C2/voltage", {"time": t, "value": 0.05})
+                pub.publish("lab/gb/C2/current", {"time": t, "value": 0.4})
+            pub.publish("lab/gb/C2/voltage", {"time": 6, "value": 0.05})  # its current never comes
+            pub.publish("lab/gb/C2/humidity", b"40")
+            pub.wait()
+            assert await d.wait_samples(6) == 6
+            got = list(d.store.read_samples("C2"))
+            assert got[0] == Sample(1.0, "C2", voltage_V=0.05, current_A=0.0004)
+            assert got[5] == Sample(6.0, "C2", voltage_V=0.05)  # released after the join window
+            assert [r["reason"] for r in d.store.read_rejected()] == ["unknown_field"]
+            pub.close()
+
+
+async def wait_total(daemons: list[Daemon], n: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while sum(d.store.count("sample") for d in daemons) < n:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    for d in daemons:
+        await d.store.flush()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 async def test_broker_restart_mid_stream_loses_nothing(tmp_path: Path, protocol: str) -> None:

@@ -99,6 +99,10 @@ def test_config_errors_name_the_key() -> None:
     assert "sources[0].mode" in text
     assert "sources[0].channels" in text
     assert "sources[0].pattern: the pattern needs a named group (?P<force>...)" in text
+    with pytest.raises(ConfigError, match=r"sources\[0\].poll_command: only \{channel\} may be filled in"):
+        parse_settings(
+            {"sources": [{"type": "serial", "port": "/dev/x", "channels": {"1": "A1"}, "poll_command": "R{ch}"}]}
+        )
 
 
 # ---------------------------------------------------------------- property tests

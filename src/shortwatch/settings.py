@@ -258,6 +258,15 @@ class SerialSource(Strict):
         """``"1" = "A1"`` is short for ``"1" = { cell = "A1" }``."""
         return {k: {"cell": x} if isinstance(x, str) else x for k, x in v.items()} if isinstance(v, dict) else v
 
+    @field_validator("poll_command")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        try:
+            v.format(channel="1")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"only {{channel}} may be filled in (write {{{{ and }}}} for braces): {exc!r}") from None
+        return v
+
     @field_validator("pattern")
     @classmethod
     def _compiles(cls, v: str | None) -> str | None:
