@@ -381,7 +381,6 @@ class MqttSourceRunner:
     def __init__(self, cfg: MqttSource, *, station: str, name: str):
         self.cfg = cfg
         self.name = name
-        self.station = station
         self.templates = [TopicTemplate(t, station) for t in cfg.topics]
         self.table = field_table(cfg.fields)
         self.joiner = Joiner(cfg.join_fields, cfg.join_window_s)
