@@ -21,7 +21,16 @@ from shortwatch import __version__
 from shortwatch.alerts.jsonl import JsonlAlertWriter
 from shortwatch.daemon.lock import StateDirBusyError, state_dir_lock
 from shortwatch.daemon.runner import Runner, Source
-from shortwatch.settings import ConfigError, FileSource, Settings, SimulatorSource, load_settings, parse_settings
+from shortwatch.settings import (
+    ConfigError,
+    FileSource,
+    MqttSource,
+    SerialSource,
+    Settings,
+    SimulatorSource,
+    load_settings,
+    parse_settings,
+)
 
 log = logging.getLogger("shortwatch")
 
@@ -70,6 +79,14 @@ def build_sources(settings: Settings) -> list[Source]:
             runner = SimulatorSourceRunner(cfg, settings.cell_spec)
             runner.name = f"simulator-{n}"
             sources.append(runner)
+        elif isinstance(cfg, MqttSource):
+            from shortwatch.sensors.mqtt import MqttSourceRunner
+
+            sources.append(MqttSourceRunner(cfg, station=settings.daemon.station, name=f"mqtt-{n}"))
+        elif isinstance(cfg, SerialSource):
+            from shortwatch.sensors.serial_source import SerialSourceRunner
+
+            sources.append(SerialSourceRunner(cfg, settings.cell_spec, name=f"serial-{n}"))
         elif isinstance(cfg, FileSource):
             sources.append(
                 FileTail(

@@ -135,7 +135,172 @@ class FileSource(Strict):
     )
 
 
-Source = Annotated[SimulatorSource | FileSource, Field(discriminator="type")]
+class FieldSpec(Strict):
+    """A payload key mapped to a canonical field, with a unit scale (canonical = value * scale)."""
+
+    field: str = Field(description="canonical name: time, cell, voltage_V, current_A, pressure_MPa, ...")
+    scale: float = Field(1.0, description="multiplier to the canonical unit, e.g. 0.001 for mA -> A")
+
+
+class TlsSettings(Strict):
+    ca_file: Path | None = Field(None, description="CA certificate(s) that signed the broker's certificate")
+    cert_file: Path | None = Field(None, description="client certificate (mutual TLS)")
+    key_file: Path | None = Field(None, description="client private key (mutual TLS)")
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
+class ShardSettings(Strict):
+    """This daemon keeps the cells whose CRC-32 of the id, modulo ``count``, is ``index``."""
+
+    index: int = Field(ge=0)
+    count: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _in_range(self) -> ShardSettings:
+        if self.index >= self.count:
+            raise ValueError("index must be below count")
+        return self
+
+
+class MqttSource(Strict):
+    """Samples published on an MQTT broker (sensors/mqtt.py)."""
+
+    type: Literal["mqtt"]
+    host: str = "127.0.0.1"
+    port: int = Field(1883, gt=0, lt=65536)
+    topics: list[str] = Field(
+        default_factory=lambda: ["lab/{station}/{cell}/telemetry"],
+        min_length=1,
+        description="templates: {station} is daemon.station, {cell} the cell, {field} a channel (payload value)",
+    )
+    payload: Literal["json", "value"] = Field(
+        "json", description="json: a sample object or a list of them; value: one channel per topic ({field})"
+    )
+    fields: dict[str, FieldSpec] = Field(
+        default_factory=dict, description="payload key (or {field} topic part) -> canonical name, or {field, scale}"
+    )
+    join_fields: list[str] = Field(
+        default_factory=lambda: ["voltage_V", "current_A"],
+        description="payload = value: a sample is complete once these channels of one cell and time arrived",
+    )
+    join_window_s: float = Field(2.0, gt=0, description="payload = value: an incomplete sample waits this long")
+    arrival_time: bool = Field(
+        False, description="samples without a time take the arrival time (a redelivery then repeats them)"
+    )
+    settle_s: float = Field(
+        3.0, ge=0, description="after each connect, samples are held this long and passed on in time order"
+    )
+    qos: Literal[0, 1] = 1
+    protocol: Literal["5", "3.1.1"] = Field(
+        "5", description="3.1.1 costs half the CPU per message; the broker then sets the in-flight window"
+    )
+    client_id: str | None = Field(None, description="default: shortwatch-<station>-<source index>[-shard]")
+    clean_start: bool = Field(False, description="false: a persistent session (queued while the daemon is down)")
+    session_expiry_s: int = Field(7 * 86400, ge=0, description="how long the broker keeps the session offline")
+    max_inflight: int = Field(1000, ge=1, le=65535, description="unacknowledged messages the broker may send")
+    keepalive_s: int = Field(30, ge=5)
+    username: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    tls: TlsSettings | None = None
+    shard: ShardSettings | None = None
+    reconnect_min_s: float = Field(1.0, gt=0)
+    reconnect_max_s: float = Field(60.0, gt=0)
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _short_fields(cls, v: Any) -> Any:
+        """``U = "voltage_V"`` is short for ``U = { field = "voltage_V" }``."""
+        return {k: {"field": x} if isinstance(x, str) else x for k, x in v.items()} if isinstance(v, dict) else v
+
+    @field_validator("fields")
+    @classmethod
+    def _canonical(cls, v: dict[str, FieldSpec]) -> dict[str, FieldSpec]:
+        from shortwatch.model import CSV_COLUMNS
+
+        for key, spec in v.items():
+            name = spec.field
+            if name not in CSV_COLUMNS:
+                raise ValueError(f"{name!r} (key {key}) is not a canonical field; use one of {', '.join(CSV_COLUMNS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MqttSource:
+        for t in self.topics:
+            if self.payload == "value" and "{field}" not in t:
+                raise ValueError(f"topic {t!r}: payload = 'value' needs a {{field}} part in every topic")
+        return self
+
+
+class SerialChannel(Strict):
+    cell: str
+    tare: float = Field(0.0, description="raw reading at zero load, in the device unit (subtracted first)")
+    factor: float = Field(1.0, description="calibration factor applied after the tare")
+    unit: Literal["N", "kgf"] | None = Field(None, description="default: the source's force_unit")
+
+
+class SerialSource(Strict):
+    """A load-cell amplifier or meter on a serial port (sensors/serial_source.py)."""
+
+    type: Literal["serial"]
+    port: str = Field(description="device path, e.g. /dev/ttyUSB0 or /dev/serial/by-id/...")
+    baudrate: int = Field(9600, gt=0)
+    mode: Literal["stream", "poll"] = "stream"
+    pattern: str | None = Field(
+        None, description="regex with named groups force (or value) and channel; default: CSV by csv_columns"
+    )
+    csv_columns: list[str] = Field(
+        default_factory=lambda: ["channel", "force"], description="names of the comma-separated columns"
+    )
+    csv_delimiter: str = Field(",", min_length=1, max_length=1)
+    channels: dict[str, SerialChannel] = Field(min_length=1, description="device channel -> cell")
+    force_unit: Literal["N", "kgf"] = "N"
+    poll_command: str = Field("MEAS:FORC? {channel}\n", description="poll mode: sent per channel")
+    poll_interval_s: float = Field(1.0, gt=0, description="poll mode: seconds between rounds")
+    poll_timeout_s: float = Field(0.5, gt=0, description="poll mode: wait this long for a reply")
+    encoding: str = "ascii"
+    max_line_bytes: int = Field(256, ge=16, description="longer lines (no newline: garbage) are cut and rejected")
+    silence_s: float = Field(30.0, gt=0, description="port open but no line this long: health says so")
+    reopen_min_s: float = Field(0.5, gt=0)
+    reopen_max_s: float = Field(30.0, gt=0)
+
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _short_channels(cls, v: Any) -> Any:
+        """``"1" = "A1"`` is short for ``"1" = { cell = "A1" }``."""
+        return {k: {"cell": x} if isinstance(x, str) else x for k, x in v.items()} if isinstance(v, dict) else v
+
+    @field_validator("poll_command")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        try:
+            v.format(channel="1")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"only {{channel}} may be filled in (write {{{{ and }}}} for braces): {exc!r}") from None
+        return v
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, v: str | None) -> str | None:
+        import re
+
+        if v is None:
+            return v
+        try:
+            rx = re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        if not ({"force", "value"} & set(rx.groupindex)):
+            raise ValueError("the pattern needs a named group (?P<force>...) or (?P<value>...)")
+        return v
+
+
+Source = Annotated[SimulatorSource | FileSource | MqttSource | SerialSource, Field(discriminator="type")]
 
 
 class StorageSettings(Strict):
