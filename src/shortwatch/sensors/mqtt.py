@@ -34,6 +34,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+from shortwatch.aio import wait_event
 from shortwatch.daemon.runner import Emit
 from shortwatch.model import CSV_COLUMNS, MODES, Rejected, Sample
 from shortwatch.sensors.health import SourceHealth, reconnect_delay
@@ -604,8 +605,10 @@ class MqttSourceRunner:
         while True:
             if not self._inbox:
                 timeout = tick if len(self.joiner) or held else None
-                with contextlib.suppress(TimeoutError):  # the join window's and the settling's tick
-                    await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+                if timeout is None:
+                    await self._wake.wait()
+                else:  # the join window's and the settling's tick
+                    await wait_event(self._wake, timeout)
             self._wake.clear()
             self._wake_pending = False
             items: list[Sample | Rejected] = []

@@ -190,7 +190,8 @@ class SerialSourceRunner:
     async def _stream(self, reader: asyncio.StreamReader, emit: Emit) -> None:
         while True:
             try:
-                data = await asyncio.wait_for(reader.read(4096), timeout=self.cfg.silence_s)
+                async with asyncio.timeout(self.cfg.silence_s):  # not wait_for: see shortwatch.aio
+                    data = await reader.read(4096)
             except TimeoutError:
                 self._silent(f"{self.cfg.port} open, but no data for {self.cfg.silence_s:g} s")
                 continue
@@ -234,7 +235,8 @@ class SerialSourceRunner:
             if left <= 0:
                 return items or None
             try:
-                data = await asyncio.wait_for(reader.read(4096), timeout=left)
+                async with asyncio.timeout(left):
+                    data = await reader.read(4096)
             except TimeoutError:
                 return items or None
             if not data:
