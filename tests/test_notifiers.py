@@ -1,0 +1,290 @@
+"""Each notifier against a real server (aiosmtpd, mosquitto, prometheus-alertmanager), or for
+Slack and the webhook, a local HTTP server that records the requests: Slack's own servers
+cannot be reached from here, so that one stand-in is allowed."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+from matplotlib.image import imread
+from slack_sdk.models.blocks import Block
+from tests import alert_servers
+
+from shortwatch.alerts.notifiers import Message, PermanentError, build_notifier
+from shortwatch.alerts.notifiers.base import DeadLetters
+from shortwatch.alerts.notifiers.console import Console
+from shortwatch.alerts.routing import routes
+from shortwatch.settings import parse_settings
+
+# the real servers' fixtures
+alertmanager, http_recorder = alert_servers.alertmanager, alert_servers.http_recorder
+mosquitto, smtp_server = alert_servers.mosquitto, alert_servers.smtp_server
+
+STATION = "glovebox-1"
+
+
+def event(
+    cell: str | None = "A1",
+    detector: str = "overpotential_drop",
+    severity: str = "warning",
+    state: str = "firing",
+    n: int = 0,
+    **kw: Any,
+) -> dict[str, Any]:
+    t = f"2026-03-01T12:{n:02d}:00+00:00"
+    return {
+        "id": f"00000000-0000-4000-8000-{n:012d}",
+        "episode": f"{cell}/{detector}/2026-03-01T12:00:00+00:00",
+        "time": t,
+        "station": STATION,
+        "cell": cell,
+        "source": None if cell else "mqtt-0",
+        "detector": detector,
+        "kind": "cell" if cell else "data",
+        "severity": severity,
+        "state": state,
+        "reminder": False,
+        "summary": f"Overpotential fell 38% over 6 half-cycles ({cell})",
+        "evidence": {
+            "cycle": 41,
+            "baseline_asr_ohm_cm2": 52.1,
+            "asr_ohm_cm2": 32.3,
+            "statistic": 7.9,
+            "threshold": 5.0,
+        },
+        "advice": "Run a CV check to confirm electronic leakage",
+    } | kw
+
+
+def png(width_in: float = 8.0, height_in: float = 5.0, dpi: int = 100) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width_in, height_in), dpi=dpi)
+    FigureCanvasAgg(fig)
+    fig.subplots().plot([0, 1, 2], [1, 3, 2])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def notifier(tmp_path: Path, **cfg: Any):
+    s = parse_settings({"daemon": {"station": STATION, "state_dir": str(tmp_path)}, "alerts": {"notifiers": [cfg]}})
+    return build_notifier(s.alerts.notifiers[0], STATION, tmp_path), s.alerts.notifiers[0]
+
+
+async def test_email_to_real_smtp_has_both_bodies_and_the_plot(tmp_path, smtp_server):
+    n, _ = notifier(
+        tmp_path,
+        type="email",
+        host="127.0.0.1",
+        port=smtp_server.port,
+        security="none",
+        sender="shortwatch@lab.example",
+        to=["cells@lab.example"],
+    )
+    e = event(severity="critical")
+    answer = await n.send(Message([e], images={e["id"]: png()}, owners=["alice@lab.example", "<@U024BE7LH>"]))
+    assert answer == "SMTP Message accepted for delivery"
+    (m,) = smtp_server.messages
+    assert set(smtp_server.envelopes[0].rcpt_tos) == {"cells@lab.example", "alice@lab.example"}
+    assert m["Subject"] == "CRITICAL firing: overpotential_drop on A1"
+    assert e["id"] in m["X-Shortwatch-Event-Ids"]
+    text = m.get_body(("plain",)).get_content()
+    html = m.get_body(("html",)).get_content()
+    for part in (text, html):
+        assert "Overpotential fell 38%" in part
+        assert "baseline_asr_ohm_cm2" in part and "52.1" in part
+        assert "Run a CV check" in part
+    (att,) = list(m.iter_attachments())
+    assert att.get_content_type() == "image/png" and att.get_filename() == "A1-overpotential_drop.png"
+    img = imread(io.BytesIO(att.get_content()), format="png")
+    assert img.shape[:2] == (500, 800)
+
+
+async def test_email_starttls_against_a_plain_server_fails_to_retry(tmp_path, smtp_server):
+    n, _ = notifier(
+        tmp_path,
+        type="email",
+        host="127.0.0.1",
+        port=smtp_server.port,
+        security="starttls",
+        sender="s@lab.example",
+        to=["c@lab.example"],
+    )
+    with pytest.raises(Exception) as info:  # the server offers no STARTTLS: not sent, not permanent
+        await n.send(Message([event()]))
+    assert not isinstance(info.value, PermanentError)
+    assert smtp_server.messages == []
+
+
+async def test_slack_blocks_are_valid_block_kit(tmp_path, http_recorder, monkeypatch):
+    # Slack's servers cannot be reached from here: a local recorder stands in for the webhook URL
+    monkeypatch.setenv("SLACK_HOOK", f"{http_recorder.url}/services/T000/B000/XXXX")
+    n, _ = notifier(tmp_path, type="slack", webhook_url_env="SLACK_HOOK")
+    msg = Message([event(cell=f"C{i}", n=i) for i in range(3)], owners=["<@U024BE7LH>"])
+    answer = await n.send(msg)
+    assert answer == "HTTP 200 ok"
+    (req,) = http_recorder.requests
+    assert req.path == "/services/T000/B000/XXXX"
+    payload = json.loads(req.body)
+    # slack-sdk's documented webhook payload: text (fallback) and blocks
+    assert set(payload) == {"text", "blocks"}
+    assert "C0" in payload["text"]
+    for b in payload["blocks"]:
+        Block.parse(b).validate_json()  # slack-sdk's own model checks (types, lengths, field counts)
+    assert payload["blocks"][0]["type"] == "header"
+    all_text = json.dumps(payload["blocks"])
+    for cell in ("C0", "C1", "C2"):
+        assert f"*{cell}*" in all_text
+    assert "What to do" in all_text and "<@U024BE7LH>" in all_text and "*statistic*" in all_text
+
+
+async def test_slack_rejection_is_permanent_and_5xx_is_retried(tmp_path, http_recorder, monkeypatch):
+    monkeypatch.setenv("SLACK_HOOK", f"{http_recorder.url}/hook")
+    n, _ = notifier(tmp_path, type="slack", webhook_url_env="SLACK_HOOK")
+    http_recorder.status, http_recorder.reply = 400, "invalid_payload"
+    with pytest.raises(PermanentError, match="invalid_payload"):
+        await n.send(Message([event()]))
+    http_recorder.status = 503
+    with pytest.raises(RuntimeError) as info:
+        await n.send(Message([event()]))
+    assert not isinstance(info.value, PermanentError)
+
+
+async def test_webhook_body_and_hmac_signature(tmp_path, http_recorder, monkeypatch):
+    monkeypatch.setenv("HOOK_SECRET", "s3cret")
+    n, _ = notifier(tmp_path, type="webhook", url=f"{http_recorder.url}/hook", secret_env="HOOK_SECRET")
+    one = event()
+    await n.send(Message([one]))
+    await n.send(Message([event(cell="A2", n=1), event(cell="A3", n=2)]))
+    first, grouped = http_recorder.requests
+    assert json.loads(first.body) == one
+    assert [a["cell"] for a in json.loads(grouped.body)["alerts"]] == ["A2", "A3"]
+    for req in (first, grouped):
+        want = "sha256=" + hmac.new(b"s3cret", req.body, hashlib.sha256).hexdigest()
+        assert req.headers["X-Shortwatch-Signature"] == want
+        assert req.headers["Content-Type"] == "application/json"
+    plain, _ = notifier(tmp_path, type="webhook", url=f"{http_recorder.url}/hook")
+    await plain.send(Message([one]))
+    assert "X-Shortwatch-Signature" not in http_recorder.requests[-1].headers
+    await n.aclose()
+    await plain.aclose()
+
+
+async def test_mqtt_alert_topics_and_retained_status(tmp_path, mosquitto):
+    n, _ = notifier(tmp_path, type="mqtt", host="127.0.0.1", port=mosquitto.port, prefix="sw")
+    got: list[tuple[str, dict, bool]] = []
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="observer") as obs:
+        await obs.subscribe("sw/alerts/#", qos=1)
+
+        async def collect() -> None:
+            async for m in obs.messages:
+                got.append((str(m.topic), json.loads(m.payload), m.retain))
+
+        task = asyncio.create_task(collect())
+        await n.send(Message([event(severity="warning")]))
+        await n.send(Message([event(cell=None, detector="source_down", n=1)]))
+        for _ in range(100):
+            if len(got) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        task.cancel()
+    assert [t for t, _, _ in got] == ["sw/alerts/A1/overpotential_drop", "sw/alerts/_station/source_down"]
+    assert got[0][1]["id"] == event()["id"]
+    await n.send(Message([event(severity="critical", n=2), event(detector="hard_short", severity="critical", n=3)]))
+    # a subscriber that comes later gets the retained status
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="late") as late:
+        await late.subscribe("sw/status/#", qos=1)
+        status: dict[str, dict] = {}
+        async with asyncio.timeout(5):
+            async for m in late.messages:
+                assert m.retain
+                status[str(m.topic)] = json.loads(m.payload)
+                if len(status) == 2:
+                    break
+    assert status["sw/status/A1"]["status"] == "critical"
+    assert status["sw/status/A1"]["firing"] == {"hard_short": "critical", "overpotential_drop": "critical"}
+    assert status["sw/status/_station"]["cell"] is None
+    # the status survives a restart of the notifier (kept under state_dir)
+    again, _ = notifier(tmp_path, type="mqtt", host="127.0.0.1", port=mosquitto.port, prefix="sw")
+    await again.send(Message([event(detector="hard_short", severity="critical", state="resolved", n=4)]))
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="late2") as late:
+        await late.subscribe("sw/status/A1", qos=1)
+        async with asyncio.timeout(5):
+            async for m in late.messages:
+                assert json.loads(m.payload)["firing"] == {"overpotential_drop": "critical"}
+                break
+
+
+async def test_mqtt_broker_down_raises(tmp_path):
+    n, _ = notifier(tmp_path, type="mqtt", host="127.0.0.1", port=alert_servers.free_port(), timeout_s=2)
+    with pytest.raises(aiomqtt.MqttError):
+        await n.send(Message([event()]))
+
+
+async def test_alertmanager_sees_the_alert_then_its_resolution(tmp_path, alertmanager):
+    n, _ = notifier(tmp_path, type="alertmanager", url=alertmanager.url)
+    await n.send(Message([event(severity="warning")]))
+    await n.send(Message([event(severity="critical", n=1)]))  # escalation: the warning ends
+    (a,) = alertmanager.alerts()
+    assert a["labels"] == {
+        "alertname": "overpotential_drop",
+        "cell": "A1",
+        "detector": "overpotential_drop",
+        "severity": "critical",
+        "station": STATION,
+        "kind": "cell",
+    }
+    assert a["status"]["state"] == "active"
+    assert a["annotations"]["summary"].startswith("Overpotential fell")
+    await n.send(Message([event(severity="critical", state="resolved", n=2)]))
+    assert alertmanager.alerts() == []
+    await n.aclose()
+
+
+async def test_console_logs_one_line_per_transition(caplog):
+    with caplog.at_level(logging.WARNING, logger="shortwatch.alerts"):
+        await Console().send(Message([event(severity="critical"), event(cell="A2", state="resolved", n=1)]))
+    lines = [r for r in caplog.records if r.name == "shortwatch.alerts"]
+    assert [r.levelno for r in lines] == [logging.ERROR, logging.WARNING]
+    assert "CRITICAL firing A1 overpotential_drop" in lines[0].getMessage()
+    assert "resolved A2" in lines[1].getMessage()
+
+
+def test_routing_by_severity_cells_detectors_kinds(tmp_path):
+    _, cfg = notifier(
+        tmp_path,
+        type="webhook",
+        url="http://x/",
+        min_severity="critical",
+        cells=["A*", "_station"],
+        detectors=["hard_*", "source_down"],
+        kinds=["cell", "data"],
+    )
+    assert routes(cfg, event(detector="hard_short", severity="critical"))
+    assert not routes(cfg, event(detector="hard_short", severity="warning"))
+    assert not routes(cfg, event(cell="B1", detector="hard_short", severity="critical"))
+    assert not routes(cfg, event(detector="overpotential_drop", severity="critical"))
+    assert routes(cfg, event(cell=None, detector="source_down", severity="critical"))
+    _, only_cell = notifier(tmp_path, type="webhook", url="http://x/", min_severity="info", kinds=["cell"])
+    assert not routes(only_cell, event(cell=None, detector="source_down"))
+    assert routes(only_cell, event(severity="info"))
+
+
+def test_dead_letters_are_json_lines(tmp_path):
+    d = DeadLetters(tmp_path, "lab email")
+    d.add([event(), event(n=1)], "HTTP 400: invalid_payload")
+    rows = d.read()
+    assert d.path == tmp_path / "dead-letter" / "lab_email.jsonl"
+    assert [r["event"]["id"] for r in rows] == [event()["id"], event(n=1)["id"]]
+    assert rows[0]["reason"] == "HTTP 400: invalid_payload"
