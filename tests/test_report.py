@@ -93,12 +93,18 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_one_valid_png_per_cell(report: Path) -> None:
     pngs = sorted(p.name for p in report.parent.glob("*.png"))
-    assert pngs == ["E_1.png", "F1.png", "S1.png"]
+    cells = ["E_1.png", "F1.png", "S1.png"]
+    # one evidence image per alert that fired
+    evidence = ["F1-pressure_dpq_decline.png", "F1-stale_data.png", "S1-hard_short.png", "S1-overpotential_drop.png"]
+    assert pngs == sorted(cells + evidence)
     for name in pngs:
         path = report.parent / name
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert path.stat().st_size > 10_000
-        assert imread(path).shape == (900, 1200, 4)
+        assert imread(path).shape == ((900, 1200, 4) if name in cells else (650, 1000, 4))
+    text = report.read_text(encoding="utf-8")
+    for name in evidence:
+        assert f'src="{name}"' in text
 
 
 def test_index_lists_cells_and_escaped_alerts(report: Path) -> None:

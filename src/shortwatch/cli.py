@@ -1,4 +1,4 @@
-"""The `shortwatch` command line: run, demo, replay, export, check-config."""
+"""The `shortwatch` command line: run, demo, replay, export, report, check-config."""
 
 from __future__ import annotations
 
@@ -299,6 +299,37 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """The report pages and plots for any stored data (cells, a time range)."""
+    settings = load_settings(args.config)
+    from shortwatch.report import build_report
+
+    if not settings.store_path.exists():
+        print(f"report: no store at {settings.store_path}", file=sys.stderr)
+        return 2
+    since, until = _parse_time(args.since), _parse_time(args.until)
+    store = _open_store(settings)
+    try:
+        known = store.cells()
+        unknown = [c for c in args.cell or [] if c not in known]
+        if unknown:
+            print(f"report: no samples for cell(s) {', '.join(unknown)}; stored: {', '.join(known)}", file=sys.stderr)
+            return 2
+        index = build_report(
+            store,
+            Path(args.out_dir),
+            cells=args.cell or None,
+            specs=settings.cell_spec,
+            title=f"shortwatch report: {settings.daemon.station}",
+            since=since,
+            until=until,
+        )
+    finally:
+        store.close()
+    print(f"report: {index.resolve()}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     _setup_logging("WARNING")
@@ -410,6 +441,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", help="ISO-8601 with offset, or Unix seconds (exclusive)")
     p.add_argument("out", help="output CSV path, or - for stdout")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("report", help="write the report pages and plots for stored data")
+    p.add_argument("--config", required=True)
+    p.add_argument("--cell", action="append", help="only this cell (repeat for several); default: all")
+    p.add_argument("--since", help="ISO-8601 with offset, or Unix seconds (inclusive)")
+    p.add_argument("--until", help="ISO-8601 with offset, or Unix seconds (exclusive)")
+    p.add_argument("out_dir", help="folder for index.html and the PNGs")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("detectors", help="list the detectors and their parameters with defaults")
     p.set_defaults(func=cmd_detectors)

@@ -236,7 +236,7 @@ class AlertSettings(Strict):
 
 
 def parse_quiet_hours(text: str) -> tuple[int, int]:
-    """"22:00-07:00" -> (start, end) in minutes after midnight; the span may wrap midnight."""
+    """ "22:00-07:00" -> (start, end) in minutes after midnight; the span may wrap midnight."""
     try:
         a, b = text.split("-")
         (ha, ma), (hb, mb) = (map(int, x.strip().split(":")) for x in (a, b))
