@@ -148,6 +148,9 @@ def _run_daemon(settings: Settings, early_stop: list[int]) -> int:
     consumers: list[Any] = []
     if settings.alerts.jsonl_path:
         consumers.append(JsonlAlertWriter(settings.alerts.jsonl_path))
+    from shortwatch.alerts.notify import build_consumers
+
+    consumers += build_consumers(settings, store, live=True, console=True)
     runner: Runner | None = None
 
     async def main() -> None:
@@ -209,14 +212,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
         name="replay",
         on_progress=lambda path, off: (offsets.__setitem__(path, off), progress(sum(offsets.values()))),
     )
+    if args.notify and args.no_store:
+        print("replay: --notify reads the stored alert log; it cannot go with --no-store", file=sys.stderr)
+        return 2
     lock = contextlib.nullcontext() if args.no_store else state_dir_lock(settings.daemon.state_dir, "replay")
     with lock:
         store = _open_store(settings, enabled=not args.no_store)
         out = open(args.alerts_out, "w", encoding="utf-8") if args.alerts_out else sys.stdout  # noqa: SIM115
         # this run's transitions, read from the log like every other reader's (from its head at the start)
         alerts_out = JsonlAlertWriter(stream=out, name="replay-out", ephemeral=True)
+        consumers: list[Any] = [alerts_out]
+        if args.notify:  # a replay sends nothing unless asked: it is usually old data
+            from shortwatch.alerts.notify import build_consumers
+
+            consumers += build_consumers(settings, store, live=False, console=False)
         t0 = time.perf_counter()
-        runner = Runner(settings, [source], store, live=False, use_checkpoints=False, consumers=[alerts_out])
+        runner = Runner(settings, [source], store, live=False, use_checkpoints=False, consumers=consumers)
         try:
             asyncio.run(runner.run())
         finally:
@@ -346,7 +357,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     store = _open_store(settings)
     collector = _AlertCollector()
     alerts = collector.events
-    runner = Runner(settings, sources, store, live=False, use_checkpoints=False, consumers=[collector])
+    from shortwatch.alerts.notify import build_consumers
+
+    notifiers = build_consumers(settings, store, live=False, console=False)  # those a --config names
+    runner = Runner(settings, sources, store, live=False, use_checkpoints=False, consumers=[collector, *notifiers])
     console = Console()
     if not console.is_terminal:
         console = Console(width=220)  # a log or pipe: print the final table at full width
@@ -428,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True)
     p.add_argument("--alerts-out", help="alert transitions as JSON lines (default stdout)")
     p.add_argument("--no-store", action="store_true", help="do not write to the configured storage")
+    p.add_argument("--notify", action="store_true", help="also send the transitions through the notifiers")
     p.add_argument("--format", default="auto", choices=["auto", "csv", "biologic-mpt"])
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

@@ -78,19 +78,15 @@ class Alertmanager:
         self.name = cfg.name
         self.url = cfg.url.rstrip("/") + "/api/v2/alerts"
         self.timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
-        self._session: aiohttp.ClientSession | None = None
 
     async def send(self, msg: Message) -> str:
         alerts = [a for e in msg.events for a in postable(e, msg.test)]
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
-        async with self._session.post(self.url, json=alerts) as resp:
+        # a session per message: alerts are rare, and nothing is left open when the daemon stops
+        async with aiohttp.ClientSession(timeout=self.timeout) as session, session.post(self.url, json=alerts) as resp:
             text = await resp.text(errors="replace")
             if not 200 <= resp.status < 300:
                 raise http_failure(resp.status, text)
             return f"HTTP {resp.status} ({len(alerts)} alerts posted)"
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        return None

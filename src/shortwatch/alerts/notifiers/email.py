@@ -66,6 +66,8 @@ def html_body(msg: Message) -> str:
 
 
 class Email:
+    wants_images = True  # the evidence plots are attached
+
     def __init__(self, cfg: EmailNotifier):
         self.name = cfg.name
         self.cfg = cfg

@@ -30,22 +30,21 @@ class Webhook:
         self.url = cfg.url
         self.secret = resolve_secret(cfg.secret_env, cfg.secret_file)
         self.timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
-        self._session: aiohttp.ClientSession | None = None
 
     async def send(self, msg: Message) -> str:
         data = body(msg)
         headers = {"Content-Type": "application/json"}
         if self.secret:
             headers[SIGNATURE_HEADER] = signature(self.secret, data)
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
-        async with self._session.post(self.url, data=data, headers=headers) as resp:
+        # a session per message: alerts are rare, and nothing is left open when the daemon stops
+        async with (
+            aiohttp.ClientSession(timeout=self.timeout) as session,
+            session.post(self.url, data=data, headers=headers) as resp,
+        ):
             text = await resp.text(errors="replace")
             if not 200 <= resp.status < 300:
                 raise http_failure(resp.status, text)
             return f"HTTP {resp.status} {text[:200]}".rstrip()
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        return None
