@@ -288,3 +288,95 @@ def test_dead_letters_are_json_lines(tmp_path):
     assert d.path == tmp_path / "dead-letter" / "lab_email.jsonl"
     assert [r["event"]["id"] for r in rows] == [event()["id"], event(n=1)["id"]]
     assert rows[0]["reason"] == "HTTP 400: invalid_payload"
+
+
+def test_alerts_test_command_reports_each_answer(tmp_path, smtp_server, mosquitto, capsys):
+    from shortwatch.cli import main
+
+    cfg = tmp_path / "lab.toml"
+    cfg.write_text(
+        f"""
+[daemon]
+station = "{STATION}"
+state_dir = "{tmp_path / "state"}"
+[[alerts.notifiers]]
+type = "email"
+name = "lab-email"
+host = "127.0.0.1"
+port = {smtp_server.port}
+security = "none"
+sender = "shortwatch@lab.example"
+to = ["cells@lab.example"]
+[[alerts.notifiers]]
+type = "mqtt"
+port = {mosquitto.port}
+[[alerts.notifiers]]
+type = "webhook"
+url = "http://127.0.0.1:{alert_servers.free_port()}/nobody-listens"
+timeout_s = 3
+"""
+    )
+    assert main(["alerts", "test", "--config", str(cfg)]) == 1  # the webhook has no server
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:2] == ["lab-email", "OK"] and "accepted" in out[0]
+    assert out[1].split()[:2] == ["mqtt", "OK"]
+    assert out[2].split()[:2] == ["webhook", "FAILED"] and "Cannot connect" in out[2]
+    (m,) = smtp_server.messages
+    assert m["Subject"].startswith("[TEST] WARNING firing")
+    assert "test alert" in m.get_body(("plain",)).get_content()
+    (att,) = list(m.iter_attachments())
+    assert imread(io.BytesIO(att.get_content()), format="png").shape[:2] == (650, 1000)
+    assert main(["alerts", "test", "--config", str(cfg), "--notifier", "lab-email"]) == 0
+    assert len(smtp_server.messages) == 2
+    assert main(["alerts", "test", "--config", str(cfg), "--notifier", "nope"]) == 2
+
+
+async def test_mqtt_command_topic_sets_silences(tmp_path, mosquitto):
+    from shortwatch.alerts.silences import Silences
+
+    n, _ = notifier(tmp_path, type="mqtt", host="127.0.0.1", port=mosquitto.port, prefix="sw")
+    silences = Silences(tmp_path)
+    task = asyncio.create_task(n.listen(silences))
+    try:
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="operator") as op:
+            await op.subscribe("sw/command/result", qos=1)
+            await asyncio.sleep(0.5)  # the listener subscribes
+            cmds = [
+                {"action": "silence", "cell": "A1", "for": "1h", "by": "robot"},
+                {"action": "ack", "detector": "hard_short"},
+                {"action": "reboot"},
+            ]
+            for c in cmds:
+                await op.publish("sw/command", json.dumps(c), qos=1)
+            await op.publish("sw/command", b"\xff not json", qos=1)
+            results = []
+            async with asyncio.timeout(10):
+                async for m in op.messages:
+                    results.append(json.loads(m.payload))
+                    if len(results) == 4:
+                        break
+    finally:
+        task.cancel()
+    assert [r["ok"] for r in results] == [True, True, False, False]
+    assert "action must be" in results[2]["error"]
+    kinds = sorted((s.kind, s.cell, s.detector) for s in silences.active())
+    assert kinds == [("ack", "*", "hard_short"), ("silence", "A1", "*")]
+
+
+def test_silence_and_ack_commands(tmp_path, capsys):
+    from shortwatch.alerts.silences import Silences
+    from shortwatch.cli import main
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n')
+    assert main(["silence", "--config", str(cfg), "--cell", "B*", "--for", "30m", "--comment", "fixture swap"]) == 0
+    sid = capsys.readouterr().out.split(":")[0]
+    assert main(["ack", "--config", str(cfg), "--cell", "B2", "--detector", "hard_short"]) == 0
+    active = Silences(tmp_path / "state").active()
+    assert sorted(s.kind for s in active) == ["ack", "silence"]
+    silence = next(s for s in active if s.kind == "silence")
+    assert silence.cell == "B*" and 1790 < silence.until - silence.created <= 1800
+    assert main(["silence", "--config", str(cfg)]) == 2  # neither cell nor detector: refused
+    assert main(["silence", "--config", str(cfg), "--expire", sid]) == 0
+    assert [s.kind for s in Silences(tmp_path / "state").active()] == ["ack"]
+    assert main(["silence", "--config", str(cfg), "--expire", "nope"]) == 2

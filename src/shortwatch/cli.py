@@ -1,4 +1,5 @@
-"""The `shortwatch` command line: run, demo, replay, export, report, check-config."""
+"""The `shortwatch` command line: run, demo, replay, export, report, silence, ack, alerts test,
+check-config."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
+import shutil
 import signal
 import sys
 import time
@@ -341,6 +344,75 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_silence(args: argparse.Namespace) -> int:
+    """Add, list or end silences and acknowledgements (a file under state_dir the daemon reads)."""
+    from shortwatch.alerts.silences import Silences, parse_duration
+    from shortwatch.model import iso_time
+
+    settings = load_settings(args.config)
+    silences = Silences(settings.daemon.state_dir)
+    kind = args.command
+    if args.expire:
+        if not silences.expire(args.expire):
+            print(f"{kind}: no silence or acknowledgement with id {args.expire}", file=sys.stderr)
+            return 2
+        print(f"{args.expire} ended")
+        return 0
+    if args.list:
+        active = silences.active()
+        for s in active:
+            until = iso_time(round(s.until))
+            print(f"{s.id}  {s.kind:7} cell={s.cell} detector={s.detector} until {until}  {s.by} {s.comment}")
+        if not active:
+            print("no active silences or acknowledgements")
+        return 0
+    if args.cell is None and args.detector is None:
+        print(f"{kind}: give --cell and/or --detector (globs; '*' for everything)", file=sys.stderr)
+        return 2
+    try:
+        duration = parse_duration(args.for_)
+    except ValueError as exc:
+        print(f"{kind}: {exc}", file=sys.stderr)
+        return 2
+    s = silences.add(kind, duration, args.cell or "*", args.detector or "*", args.by, args.comment or "")
+    what = "silenced" if kind == "silence" else "acknowledged (no reminders)"
+    print(f"{s.id}: cell={s.cell} detector={s.detector} {what} until {iso_time(round(s.until))}")
+    return 0
+
+
+def cmd_alerts_test(args: argparse.Namespace) -> int:
+    """Send a marked test alert with a sample plot through each notifier; print each answer."""
+    from shortwatch.alerts.notifiers import Message, build_notifier
+    from shortwatch.alerts.testalert import sample_png, test_event
+
+    settings = load_settings(args.config)
+    chosen = [n for n in settings.alerts.notifiers if args.notifier in (None, n.name)]
+    if not chosen:
+        names = ", ".join(n.name for n in settings.alerts.notifiers) or "none configured"
+        print(f"alerts test: no notifier {args.notifier!r} ([[alerts.notifiers]]: {names})", file=sys.stderr)
+        return 2
+    event = test_event(settings.daemon.station)
+    png = sample_png(event)
+
+    async def send_all() -> list[tuple[str, bool, str]]:
+        results = []
+        for cfg in chosen:
+            try:
+                n = build_notifier(cfg, settings.daemon.station, settings.daemon.state_dir)
+                answer = await asyncio.wait_for(
+                    n.send(Message([event], images={event["id"]: png}, test=True)), cfg.timeout_s + 5
+                )
+                results.append((cfg.name, True, answer))
+            except Exception as exc:  # report every notifier's outcome, whatever failed
+                results.append((cfg.name, False, f"{type(exc).__name__}: {exc}"))
+        return results
+
+    results = asyncio.run(send_all())
+    for name, ok, answer in results:
+        print(f"{name:20} {'OK    ' if ok else 'FAILED'} {answer}")
+    return 0 if all(ok for _, ok, _ in results) else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     _setup_logging("WARNING")
@@ -353,6 +425,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for path in (settings.store_path, settings.daemon.state_dir / "checkpoint.json"):
         for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
             p.unlink(missing_ok=True)  # a demo starts from scratch
+    shutil.rmtree(settings.daemon.state_dir / "notify", ignore_errors=True)
     sources = build_sources(settings)
     store = _open_store(settings)
     collector = _AlertCollector()
@@ -464,6 +537,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", help="ISO-8601 with offset, or Unix seconds (exclusive)")
     p.add_argument("out_dir", help="folder for index.html and the PNGs")
     p.set_defaults(func=cmd_report)
+
+    for kind, text in (
+        ("silence", "hold back alerts of a cell or detector until the silence expires"),
+        ("ack", "acknowledge alerts of a cell or detector: no reminders until it expires"),
+    ):
+        p = sub.add_parser(kind, help=text)
+        p.add_argument("--config", required=True)
+        p.add_argument("--cell", help="cell glob ('_station' for alerts about a source or the daemon)")
+        p.add_argument("--detector", help="detector glob")
+        p.add_argument("--for", dest="for_", default="2h" if kind == "silence" else "24h", help="e.g. 30m, 2h, 1d")
+        p.add_argument("--by", default=os.environ.get("USER", ""), help="who (default: $USER)")
+        p.add_argument("--comment")
+        p.add_argument("--list", action="store_true", help="list the active ones")
+        p.add_argument("--expire", metavar="ID", help="end one now")
+        p.set_defaults(func=cmd_silence)
+
+    p = sub.add_parser("alerts", help="alert tools: `alerts test` sends a test alert through each notifier")
+    alerts_sub = p.add_subparsers(dest="alerts_command", required=True)
+    t = alerts_sub.add_parser("test", help="send a marked test alert with a sample plot; print each server's answer")
+    t.add_argument("--config", required=True)
+    t.add_argument("--notifier", help="only this notifier (its name); default: every one")
+    t.set_defaults(func=cmd_alerts_test)
 
     p = sub.add_parser("detectors", help="list the detectors and their parameters with defaults")
     p.set_defaults(func=cmd_detectors)

@@ -101,6 +101,7 @@ class NotifierConsumer:
         self.lock = asyncio.Lock()
         self.messages_sent = 0
         self._releaser: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ the LogConsumer side
 
@@ -110,6 +111,9 @@ class NotifierConsumer:
         self.store = self.store or store
         if self._releaser is None:
             self._releaser = asyncio.create_task(self._release_loop(), name=f"release:{self.name}")
+        listen = getattr(self.notifier, "listen", None)
+        if self.live and listen is not None and getattr(self.cfg, "commands", False) and self._listener is None:
+            self._listener = asyncio.create_task(listen(self.silences), name=f"commands:{self.name}")
         return position
 
     async def deliver(self, rows: list[dict[str, Any]]) -> None:
@@ -328,9 +332,10 @@ class NotifierConsumer:
         return not self.held
 
     def close(self) -> None:
-        if self._releaser is not None:
-            self._releaser.cancel()
-            self._releaser = None
+        for task in (self._releaser, self._listener):
+            if task is not None:
+                task.cancel()
+        self._releaser = self._listener = None
 
     def _save(self) -> None:
         if len(self.sent) > SENT_IDS_KEPT:

@@ -9,17 +9,21 @@ it is kept in a small JSON file under state_dir so a restart goes on from it.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 
 from shortwatch.alerts.notifiers.base import SEVERITY_RANK, Message
+from shortwatch.alerts.silences import Silences, parse_duration
 from shortwatch.settings import MqttNotifier, resolve_secret
 from shortwatch.state import read_json, write_json_atomic
 
 STATION = "_station"
+log = logging.getLogger(__name__)
 
 
 def topic_cell(e: dict[str, Any]) -> str:
@@ -80,5 +84,51 @@ class Mqtt:
         write_json_atomic(self.status_path, {"firing": self.firing})
         return f"published {len(msg.events)} event(s) and {len(changed)} status(es) to {self.cfg.host}:{self.cfg.port}"
 
+    async def listen(self, silences: Silences) -> None:
+        """Take silence / ack commands from ``{prefix}/command`` (JSON: action silence | ack |
+        expire, cell, detector, for, by, comment, id) and answer on ``{prefix}/command/result``.
+        Runs until cancelled, reconnecting with backoff."""
+        delay = 1.0
+        topic = f"{self.cfg.prefix}/command"
+        while True:
+            try:
+                async with self.client("-commands") as client:
+                    await client.subscribe(topic, qos=1)
+                    delay = 1.0
+                    async for m in client.messages:
+                        result = apply_command(silences, bytes(m.payload or b""))
+                        await client.publish(f"{topic}/result", json.dumps(result), qos=1)
+            except aiomqtt.MqttError as exc:
+                log.warning("%s: command topic %s unavailable (%s); retrying in %.0f s", self.name, topic, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 300.0)
+
     async def aclose(self) -> None:
         return None
+
+
+def apply_command(silences: Silences, payload: bytes) -> dict[str, Any]:
+    """One command from the MQTT command topic; the answer to publish (never raises on bad input)."""
+    try:
+        cmd = json.loads(payload)
+        if not isinstance(cmd, dict):
+            raise ValueError("a command is a JSON object")
+        action = cmd.get("action")
+        if action == "expire":
+            return {"ok": silences.expire(str(cmd["id"])), "action": action, "id": cmd["id"]}
+        if action not in ("silence", "ack"):
+            raise ValueError("action must be silence, ack or expire")
+        if not cmd.get("cell") and not cmd.get("detector"):
+            raise ValueError("give cell and/or detector (globs)")
+        s = silences.add(
+            action,
+            parse_duration(str(cmd.get("for", "2h" if action == "silence" else "24h"))),
+            str(cmd.get("cell") or "*"),
+            str(cmd.get("detector") or "*"),
+            str(cmd.get("by", "mqtt")),
+            str(cmd.get("comment", "")),
+        )
+        return {"ok": True, "action": action, "id": s.id, "cell": s.cell, "detector": s.detector, "until": s.until}
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("bad MQTT command %r: %s", payload[:200], exc)
+        return {"ok": False, "error": str(exc)}
