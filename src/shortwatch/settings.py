@@ -211,7 +211,7 @@ class AlertSettings(Strict):
     pending_s: float = Field(0.0, ge=0, description="data seconds a warning must persist before it fires")
     keep_firing_s: float = Field(0.0, ge=0, description="data seconds an alert stays firing after it clears")
     hysteresis: float = Field(
-        0.1, ge=0, lt=1, description="a firing alert clears only once its statistic is this fraction below threshold"
+        0.0, ge=0, lt=1, description="a clear within this fraction of the threshold holds max(2 x keep_firing_s, 1 h)"
     )
     detectors: dict[str, AlertTiming] = Field(
         default_factory=dict, description="per-detector pending_s / keep_firing_s / hysteresis"

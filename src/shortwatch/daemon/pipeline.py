@@ -30,7 +30,7 @@ class Pipeline:
         self.rejects = RejectCounter()
         self.validator = SampleValidator(settings, self.rejects)
         self.monitors: dict[str, CellMonitor] = {}
-        self.alerts = AlertManager()
+        self.alerts = AlertManager(settings.alerts)
         self.samples_accepted = 0
 
     def monitor(self, cell: str) -> CellMonitor:
@@ -48,6 +48,7 @@ class Pipeline:
         rejected = out.rejected
         accepted = out.samples
         monitors = self.monitors
+        wake = self.alerts.wake  # cells with an alert waiting for a deadline in data time
         for item in items:
             if type(item) is Rejected:
                 rejected.append(item)
@@ -67,6 +68,8 @@ class Pipeline:
             m.update(s, out, verdicts)
             if verdicts:
                 self._judge(m, verdicts, out)
+            if wake and s.time >= wake.get(s.cell, float("inf")):
+                self.alerts.advance(s.cell, s.time, out)
         self.samples_accepted = len(accepted) + self.samples_accepted
 
     def tick(self, now: float, out: RecordBatch) -> None:
