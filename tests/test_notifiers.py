@@ -380,3 +380,53 @@ def test_silence_and_ack_commands(tmp_path, capsys):
     assert main(["silence", "--config", str(cfg), "--expire", sid]) == 0
     assert [s.kind for s in Silences(tmp_path / "state").active()] == ["ack"]
     assert main(["silence", "--config", str(cfg), "--expire", "nope"]) == 2
+
+
+@pytest.mark.slow
+def test_the_demo_mails_a_readable_email_with_its_plot_for_every_failing_cell(tmp_path, smtp_server, mosquitto):
+    from shortwatch.cli import main
+
+    cfg = tmp_path / "demo.toml"
+    cfg.write_text(
+        f"""
+[daemon]
+station = "demo"
+state_dir = "{tmp_path / "state"}"
+[[sources]]
+type = "simulator"
+seed = 7
+speedup = 0
+duration_h = 300
+[sources.cells]
+A1 = "sym_healthy"
+A4 = "sym_soft_hard"
+A5 = "sym_cv_rise"
+B2 = "full_dpq_short"
+B3 = "full_charge_fluct_short"
+[[alerts.notifiers]]
+type = "email"
+host = "127.0.0.1"
+port = {smtp_server.port}
+security = "none"
+sender = "shortwatch@lab.example"
+to = ["cells@lab.example"]
+[[alerts.notifiers]]
+type = "mqtt"
+port = {mosquitto.port}
+prefix = "demo"
+"""
+    )
+    assert main(["demo", "--config", str(cfg), "--seconds", "300", "--out", str(tmp_path / "report")]) == 0
+    mailed: dict[str, list[str]] = {}
+    for m in smtp_server.messages:
+        text = m.get_body(("plain",)).get_content()
+        html = m.get_body(("html",)).get_content()
+        assert "What to do:" in text and "What to do:" in html
+        for att in m.iter_attachments():
+            cell = att.get_filename().split("-")[0]
+            assert imread(io.BytesIO(att.get_content()), format="png").shape[:2] == (650, 1000)
+            assert cell in text
+            mailed.setdefault(cell, []).append(m["Subject"])
+    assert sorted(mailed) == ["A4", "A5", "B2", "B3"]  # every failing cell, not the healthy one
+    for cell in mailed:
+        assert any(s.startswith("CRITICAL firing: hard_short") for s in mailed[cell])
