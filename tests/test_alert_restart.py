@@ -69,11 +69,9 @@ def wait_for(pred, timeout: float = 60.0) -> None:
 
 
 def start(cfg: Path) -> subprocess.Popen:
+    log = open(cfg.parent / "daemon.log", "a")  # noqa: SIM115 (the child keeps it)
     return subprocess.Popen(
-        [sys.executable, "-m", "shortwatch.cli", "run", "--config", str(cfg)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-m", "shortwatch.cli", "run", "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=log
     )
 
 
@@ -128,11 +126,15 @@ poll_s = 0.2
             wait_for(lambda: sum(e["state"] == "resolved" for e in rec.events) >= 2)
             time.sleep(1.0)
             proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=20) == 0, proc.stderr.read() if proc.stderr else ""
+            assert proc.wait(timeout=20) == 0
         finally:
             proc.kill()
     finally:
         rec.close()
+    log = (tmp_path / "daemon.log").read_text()
+    for cell in cells:  # the console line of `shortwatch run`, once per transition
+        assert log.count(f"ALERT WARNING firing {cell} pressure_window") == 1
+        assert log.count(f"ALERT WARNING resolved {cell} pressure_window") == 1
     by_episode: dict[str, list[dict]] = {}
     for e in rec.events:
         by_episode.setdefault(e["episode"], []).append(e)

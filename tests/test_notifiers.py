@@ -430,3 +430,39 @@ prefix = "demo"
     assert sorted(mailed) == ["A4", "A5", "B2", "B3"]  # every failing cell, not the healthy one
     for cell in mailed:
         assert any(s.startswith("CRITICAL firing: hard_short") for s in mailed[cell])
+
+
+def test_replay_sends_nothing_unless_notify(tmp_path, smtp_server):
+    from shortwatch.cli import main
+
+    data = tmp_path / "S1.csv"
+    lines = ["time,cell,voltage_V,current_A,pressure_MPa"]
+    for k in range(400):  # 0.4 mA half-cycles at 50 mV, then the voltage collapses: a hard short
+        sign = 1 if (k // 60) % 2 == 0 else -1
+        v = 0.05 * sign if k < 300 else 0.0001 * sign
+        lines.append(f"{1_767_600_000 + 10 * k},S1,{v},{0.0004 * sign},5.0")
+    data.write_text("\n".join(lines) + "\n")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f"""
+[daemon]
+state_dir = "{tmp_path / "state"}"
+[[alerts.notifiers]]
+type = "email"
+host = "127.0.0.1"
+port = {smtp_server.port}
+security = "none"
+sender = "s@lab.example"
+to = ["c@lab.example"]
+"""
+    )
+    out = tmp_path / "a.jsonl"
+    assert main(["replay", "--config", str(cfg), "--alerts-out", str(out), "--no-progress", str(data)]) == 0
+    assert "hard_short" in out.read_text() and smtp_server.messages == []
+    data2 = tmp_path / "S2.csv"
+    data2.write_text(data.read_text().replace(",S1,", ",S2,"))
+    assert (
+        main(["replay", "--config", str(cfg), "--notify", "--no-progress", "--alerts-out", str(out), str(data2)]) == 0
+    )
+    assert [m["Subject"] for m in smtp_server.messages] == ["CRITICAL firing: hard_short on S2"]
+    assert main(["replay", "--config", str(cfg), "--notify", "--no-store", str(data2)]) == 2
