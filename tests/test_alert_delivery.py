@@ -234,3 +234,33 @@ def test_durations() -> None:
     assert parse_duration("90") == 90 and parse_duration("15m") == 900 and parse_duration("2h") == 7200
     with pytest.raises(ValueError, match="duration"):
         parse_duration("soon")
+
+
+async def test_a_silence_ended_early_releases_what_it_held(tmp_path, store, http_recorder):
+    s = settings(tmp_path, f"{http_recorder.url}/hook", group_wait_s=0)
+    silences = Silences(s.daemon.state_dir)
+    sid = silences.add("silence", 3600, cell="A1").id
+    async with Reader(store, s):
+        await store.write(RecordBatch(alerts=[AlertEvent(T0, "A1", "hard_short", "cell", "critical", "firing", "x")]))
+        await store.flush()
+        await asyncio.sleep(1.2)
+        assert http_recorder.requests == []
+        assert silences.expire(sid)
+        await http_recorder.wait_for(1, timeout=5)
+    assert bodies(http_recorder)[0]["cell"] == "A1"
+
+
+async def test_a_critical_only_channel_hears_how_its_critical_ends(tmp_path, store, http_recorder):
+    s = settings(tmp_path, f"{http_recorder.url}/hook", group_wait_s=0)
+    s.alerts.notifiers[0].min_severity = "critical"
+    crit = AlertEvent(T0, "A1", "overpotential_drop", "cell", "critical", "firing", "critical")
+    eased = AlertEvent(T0 + 60, "A1", "overpotential_drop", "cell", "warning", "firing", "eased", episode=crit.episode)
+    gone = AlertEvent(T0 + 120, "A1", "overpotential_drop", "cell", "warning", "resolved", "ok", episode=crit.episode)
+    other = AlertEvent(T0, "B1", "overpotential_drop", "cell", "warning", "firing", "a warning elsewhere")
+    async with Reader(store, s):
+        await store.write(RecordBatch(alerts=[crit, other, eased, gone]))
+        await store.flush()
+        await http_recorder.wait_for(2, timeout=5)
+        await asyncio.sleep(0.5)
+    got = [e for b in bodies(http_recorder) for e in b.get("alerts", [b])]
+    assert [(e["cell"], e["summary"]) for e in got] == [("A1", "critical"), ("A1", "eased"), ("A1", "ok")]

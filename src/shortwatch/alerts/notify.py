@@ -99,7 +99,6 @@ class NotifierConsumer:
         self.sources_down: dict[str, list[str]] = st.get("sources_down", {})
         self.inhibited: list[str] = st.get("inhibited", [])  # episodes held back by a source alert
         self.lock = asyncio.Lock()
-        self.messages_sent = 0
         self._releaser: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
 
@@ -120,13 +119,17 @@ class NotifierConsumer:
         async with self.lock:
             now = self.clock()
             known = set(self.sent) | {h["event"]["id"] for h in self.held}
+            # episodes this notifier has told about (or will): their later events always follow,
+            # so a critical-only channel hears that its critical eased or resolved
+            told = set(self.episodes) | {h["event"]["episode"] for h in self.held}
             added = False
             for row in rows:
                 e = {k: v for k, v in row.items() if k not in ("seq", "time_s")}
-                if e.get("id") in known or (self.cfg is not None and not routes(self.cfg, e)):
+                if e.get("id") in known or not (self.cfg is None or routes(self.cfg, e) or e["episode"] in told):
                     continue
                 self.held.append({"event": e, "due": self._due(e, now), "why": "new"})
                 known.add(e["id"])
+                told.add(e["episode"])
                 added = True
             if added:
                 await asyncio.to_thread(self._save)
@@ -150,7 +153,11 @@ class NotifierConsumer:
     async def _send_due(self, now: float) -> None:
         """Send every held event that is due, grouped; raise when a server failed (the events
         stay held: the pump or the release task tries again)."""
-        due = [h for h in self.held if h["due"] <= now]
+        due = [
+            h
+            for h in self.held
+            if h["due"] <= now or (h["why"] == "silence" and self.silences.silenced_until(h["event"], now) is None)
+        ]  # a silence ended early (`silence --expire`) releases what it held
         if not due:
             return
         ready: list[dict[str, Any]] = []
@@ -235,7 +242,6 @@ class NotifierConsumer:
         except PermanentError as exc:
             log.error("%s: gave up on %d event(s), see %s: %s", self.name, len(events), self.dead.path, exc)
             await asyncio.to_thread(self.dead.add, events, str(exc))
-        self.messages_sent += 1
         ids = {e["id"] for e in events}
         for e in events:
             self.sent[e["id"]] = now
@@ -314,22 +320,6 @@ class NotifierConsumer:
                 log.error("%s: sending held alerts failed: %s; retrying in %.0f s", self.name, exc, delay)
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, RETRY_MAX_S)
-
-    async def flush(self, timeout: float) -> bool:
-        """Send what is held now (end of a replay with --notify); False if some is left."""
-        deadline = time.monotonic() + timeout
-        for h in self.held:
-            h["due"] = min(h["due"], self.clock()) if h["why"] != "silence" else h["due"]
-        while self.held and time.monotonic() < deadline:
-            try:
-                async with self.lock:
-                    await self._send_due(self.clock())
-            except Exception as exc:
-                log.error("%s: %s", self.name, exc)
-                await asyncio.sleep(1.0)
-            if all(h["why"] == "silence" for h in self.held):
-                break
-        return not self.held
 
     def close(self) -> None:
         for task in (self._releaser, self._listener):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,14 @@ from shortwatch.model import iso_time
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 #: Evidence keys that say what was compared, shown first among the key numbers.
 _KEY_FIRST = ("cycle", "statistic", "threshold")
+
+
+_ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+
+
+def is_address(owner: str) -> bool:
+    """An owner that is an email address (the others are Slack mentions such as <@U024BE7LH>)."""
+    return bool(_ADDRESS.match(owner))
 
 
 class PermanentError(Exception):

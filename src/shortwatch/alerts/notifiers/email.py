@@ -10,15 +10,10 @@ from email.utils import make_msgid
 
 import aiosmtplib
 
-from shortwatch.alerts.notifiers.base import Message, PermanentError, key_numbers, plain_text, title, where
+from shortwatch.alerts.notifiers.base import Message, PermanentError, is_address, key_numbers, plain_text, title, where
 from shortwatch.settings import EmailNotifier, resolve_secret
 
-_ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 _COLOR = {"critical": "#c00", "warning": "#d2691e", "info": "#666"}
-
-
-def is_address(owner: str) -> bool:
-    return bool(_ADDRESS.match(owner))
 
 
 def image_name(e: dict) -> str:

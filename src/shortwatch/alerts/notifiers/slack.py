@@ -10,7 +10,7 @@ from typing import Any
 
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from shortwatch.alerts.notifiers.base import Message, http_failure, key_numbers, plain_text, title, where
+from shortwatch.alerts.notifiers.base import Message, http_failure, is_address, key_numbers, plain_text, title, where
 from shortwatch.settings import SlackNotifier, resolve_secret
 
 _EMOJI = {"critical": ":rotating_light:", "warning": ":warning:", "info": ":information_source:"}
@@ -60,11 +60,9 @@ def blocks(msg: Message) -> list[dict[str, Any]]:
                 },
             }
         )
-    tail = (
-        [{"type": "section", "text": {"type": "mrkdwn", "text": "Owners: " + " ".join(msg.owners)}}]
-        if msg.owners
-        else []
-    )
+    mentions = [o for o in msg.owners if not is_address(o)]  # addresses are the email notifier's
+    tail = [{"type": "section", "text": {"type": "mrkdwn", "text": "Owners: " + " ".join(mentions)}}]
+    tail = tail if mentions else []
     room = _MAX_BLOCKS - len(out) - len(tail) - 1
     for i, e in enumerate(msg.events):
         more = _event_blocks(e)
