@@ -264,3 +264,22 @@ async def test_a_critical_only_channel_hears_how_its_critical_ends(tmp_path, sto
         await asyncio.sleep(0.5)
     got = [e for b in bodies(http_recorder) for e in b.get("alerts", [b])]
     assert [(e["cell"], e["summary"]) for e in got] == [("A1", "critical"), ("A1", "eased"), ("A1", "ok")]
+
+
+async def test_what_a_server_refuses_for_good_goes_to_the_dead_letter_log(tmp_path, store, http_recorder):
+    s = settings(tmp_path, f"{http_recorder.url}/hook", group_wait_s=0)
+    http_recorder.status, http_recorder.reply = 400, "bad request"
+    async with Reader(store, s) as r:
+        first = AlertEvent(T0, "A1", "hard_short", "cell", "critical", "firing", "refused")
+        await store.write(RecordBatch(alerts=[first]))
+        await store.flush()
+        await http_recorder.wait_for(1)
+        await asyncio.sleep(0.3)
+        http_recorder.status = 200
+        await store.write(RecordBatch(alerts=[AlertEvent(T0, "A2", "hard_short", "cell", "critical", "firing", "ok")]))
+        await store.flush()
+        await http_recorder.wait_for(2)  # the next one is not stuck behind the refused one
+        await asyncio.sleep(0.3)
+    (dead,) = r.consumer.dead.read()
+    assert dead["event"]["id"] == first.id and "HTTP 400" in dead["reason"]
+    assert len(http_recorder.requests) == 2  # the refused one was not retried

@@ -35,12 +35,15 @@ class Receiver:
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
+        self.requests = 0
         received = self.events
+        outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 received.extend(body.get("alerts", [body]))
+                outer.requests += 1
                 self.send_response(200)
                 self.end_headers()
 
@@ -143,3 +146,45 @@ poll_s = 0.2
         assert events[-1]["state"] == "resolved"
         assert len({e["id"] for e in events if e["state"] == "firing"}) == 1  # fired once
         assert len([e for e in events if e["state"] == "resolved"]) == 1  # resolved once
+
+
+@pytest.mark.slow
+def test_a_storm_twenty_cells_going_stale_together_is_one_message(tmp_path: Path) -> None:
+    rec = Receiver()
+    data = tmp_path / "data"
+    data.mkdir()
+    cells = [f"S{i:02d}" for i in range(20)]
+    for cell in cells:  # 20 channels of one station; then the exporter stops
+        (data / f"{cell}.csv").write_text(HEADER + rows(cell, 0, 60, 5.0))
+    cfg = tmp_path / "lab.toml"
+    cfg.write_text(
+        f"""
+[daemon]
+station = "t"
+state_dir = "{tmp_path / "state"}"
+[detectors.stale_data]
+periods = 1
+min_silence_s = 3
+[alerts]
+group_wait_s = 8
+[[alerts.notifiers]]
+type = "webhook"
+url = "{rec.url}"
+[[sources]]
+type = "file"
+paths = ["{data}/*.csv"]
+poll_s = 0.2
+"""
+    )
+    proc = start(cfg)
+    try:
+        wait_for(lambda: len(rec.events) >= 20, timeout=60)
+        time.sleep(2.0)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        proc.kill()
+        rec.close()
+    assert sorted(e["cell"] for e in rec.events) == cells
+    assert {(e["detector"], e["severity"], e["state"]) for e in rec.events} == {("stale_data", "warning", "firing")}
+    assert rec.requests == 1  # one grouped message
