@@ -238,7 +238,8 @@ class NotifierConsumer:
             msg.images = await self._images(events)
         try:
             answer = await self.notifier.send(msg)
-            log.info("%s: sent %d event(s): %s", self.name, len(events), answer)
+            level = logging.DEBUG if self.cfg is None else logging.INFO  # the console's lines say it all
+            log.log(level, "%s: sent %d event(s): %s", self.name, len(events), answer)
         except PermanentError as exc:
             log.error("%s: gave up on %d event(s), see %s: %s", self.name, len(events), self.dead.path, exc)
             await asyncio.to_thread(self.dead.add, events, str(exc))
