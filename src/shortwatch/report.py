@@ -159,10 +159,13 @@ def _mark_alerts(axes: Sequence[Axes], fired: Sequence[dict[str, Any]], t0: floa
     return handles
 
 
-def _envelope(ax: Axes, hours: np.ndarray, lo: np.ndarray, hi: np.ndarray, color: str) -> None:
-    """A channel as its min-max band per bucket: a 40-s excursion survives decimation."""
+def _envelope(
+    ax: Axes, hours: np.ndarray, lo: np.ndarray, hi: np.ndarray, color: str, include: Iterable[float] = ()
+) -> None:
+    """A channel as its min-max band per bucket: a 40-s excursion survives decimation; the
+    values an alert fired on (``include``) stay on the axis whatever the robust limits say."""
     ax.fill_between(hours, lo, hi, step="post", color=color, lw=0.7, alpha=0.9)
-    set_robust_ylim(ax, np.concatenate([lo, hi]))
+    set_robust_ylim(ax, np.concatenate([lo, hi]), include)
 
 
 def plot_cell(
@@ -192,7 +195,14 @@ def plot_cell(
     _envelope(axes[1], hours, data["current_A_min"] * 1e3, data["current_A_max"] * 1e3, "tab:green")
     axes[1].set_ylabel("current (mA)")
     if has_pressure:
-        _envelope(axes[2], hours, data["pressure_MPa_min"], data["pressure_MPa_max"], "tab:purple")
+        fired_on = [
+            a["evidence"][k]
+            for a in alerts
+            if a["state"] == "firing" and a["detector"] == "pressure_window"
+            for k in ("pressure_MPa", "extreme_MPa")
+            if isinstance((a.get("evidence") or {}).get(k), int | float)
+        ]
+        _envelope(axes[2], hours, data["pressure_MPa_min"], data["pressure_MPa_max"], "tab:purple", fired_on)
         axes[2].set_ylabel("stack pressure (MPa)")
     if not len(t):
         _note(axes[0], "no samples")
