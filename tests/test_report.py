@@ -156,6 +156,10 @@ def test_robust_limits_ignore_a_lone_spike_but_keep_the_marks() -> None:
     lo, hi = robust_limits(peaks, include=[1.18])  # the threshold stays on the panel
     assert hi > 1.18
     assert robust_limits(np.array([np.nan])) is None
+    ce_failing = np.array([0.87] + [0.998] * 9 + [0.94, 0.86, 0.75, 0.59, 0.39])  # CE falls before a short
+    assert robust_limits(ce_failing)[0] < 0.39  # the decline is evidence: all of it in view
+    ce_healthy = np.array([0.87] + [0.998, 0.999, 0.997] * 9)  # a formation cycle, then steady
+    assert robust_limits(ce_healthy)[0] > 0.99
 
 
 def test_one_line_style_per_detector_on_every_cell() -> None:

@@ -416,8 +416,8 @@ class Trend:
 def robust_limits(
     values: np.ndarray, include: Iterable[float | None] = (), pad: float = 0.08
 ) -> tuple[float, float] | None:
-    """Y limits from the 1st-99th percentiles of the finite values (of under 100 values: those
-    within 10 median absolute deviations of the median), widened to show every
+    """Y limits from the 1st-99th percentiles of the finite values (of under 100 values: all
+    but a lone extreme, see _without_lone_extremes), widened to show every
     value in ``include`` (baseline, threshold, firing point): one 56 mA point after a short
     no longer flattens the rise that fired."""
     v = np.asarray(values, dtype=float)
@@ -427,16 +427,29 @@ def robust_limits(
         return None
     if len(v) >= 100:
         lo, hi = np.percentile(v, [1, 99])
-    elif len(v):  # few points (CV checks): drop those far from the median, like a 56 mA peak after a short
-        med = np.median(v)
-        mad = np.median(np.abs(v - med))
-        core = v[np.abs(v - med) <= 10 * mad] if mad > 0 else v
-        lo, hi = core.min(), core.max()
+    elif len(v):  # few points (per-cycle features): drop only a lone value far beyond the rest
+        lo, hi = _without_lone_extremes(np.sort(v))
     else:
         lo, hi = min(keep), max(keep)
     lo, hi = min([lo, *keep]), max([hi, *keep])
     span = hi - lo or abs(hi) * 0.1 or 1.0
     return lo - pad * span, hi + pad * span
+
+
+def _without_lone_extremes(v: np.ndarray) -> tuple[float, float]:
+    """(min, max) of sorted values without the few at either end that stand apart: a value
+    further from its neighbour than twice the span of the rest (a 56 mA CV peak after a
+    short, a formation cycle's CE). A steady decline (CE falling cycle by cycle) has no such
+    gap and stays in view. At most 5 % of the values (at least one) go at each end."""
+    lo, hi = 0, len(v) - 1
+    most = max(1, len(v) // 20)
+    for _ in range(most):
+        if hi - lo >= 2 and v[hi] - v[hi - 1] > 2 * (v[hi - 1] - v[lo]):
+            hi -= 1
+    for _ in range(most):
+        if hi - lo >= 2 and v[lo + 1] - v[lo] > 2 * (v[hi] - v[lo + 1]):
+            lo += 1
+    return float(v[lo]), float(v[hi])
 
 
 def set_robust_ylim(ax: Axes, values: np.ndarray, include: Iterable[float | None] = ()) -> None:
