@@ -93,12 +93,18 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_one_valid_png_per_cell(report: Path) -> None:
     pngs = sorted(p.name for p in report.parent.glob("*.png"))
-    assert pngs == ["E_1.png", "F1.png", "S1.png"]
+    cells = ["E_1.png", "F1.png", "S1.png"]
+    # one evidence image per alert that fired
+    evidence = ["F1-pressure_dpq_decline.png", "F1-stale_data.png", "S1-hard_short.png", "S1-overpotential_drop.png"]
+    assert pngs == sorted(cells + evidence)
     for name in pngs:
         path = report.parent / name
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert path.stat().st_size > 10_000
-        assert imread(path).shape == (900, 1200, 4)
+        assert imread(path).shape == ((900, 1200, 4) if name in cells else (650, 1000, 4))
+    text = report.read_text(encoding="utf-8")
+    for name in evidence:
+        assert f'src="{name}"' in text
 
 
 def test_index_lists_cells_and_escaped_alerts(report: Path) -> None:
@@ -123,3 +129,60 @@ def test_final_status() -> None:
     assert final_status(d for d in dicts if d["cell"] == "F1") == "warning"
     assert final_status(dicts[:2]) == "ok"
     assert final_status([]) == "ok"
+
+
+def test_the_envelope_keeps_a_40_s_excursion_that_decimation_loses(tmp_path: Path) -> None:
+    t = np.arange(0, 7 * 86400, 10.0)  # a week of 10-s samples
+    p = np.full(len(t), 5.0)
+    k = len(t) // 2 + 37
+    p[k : k + 4] = 12.0  # 40 s at 12 MPa
+    samples = [Sample(T0 + ti, "P", 0.05, 1e-3, pi) for ti, pi in zip(t.tolist(), p.tolist(), strict=True)]
+    with SqliteStore(tmp_path / "s.sqlite") as store:
+        store.write_sync(RecordBatch(samples=samples))
+        assert np.nanmax(store.read_samples_decimated("P", 2000)["pressure_MPa"]) == 5.0  # the old way
+        env = store.read_samples_envelope("P", 2000)
+        assert len(env["time"]) <= 2000 and env["n"].sum() == len(t)
+        assert np.nanmax(env["pressure_MPa_max"]) == 12.0 and np.nanmin(env["pressure_MPa_min"]) == 5.0
+        part = store.read_samples_envelope("P", 100, since=T0 + 86400, until=T0 + 2 * 86400)
+        assert part["n"].sum() == 8640 and part["time"][0] == T0 + 86400
+
+
+def test_robust_limits_ignore_a_lone_spike_but_keep_the_marks() -> None:
+    from shortwatch.report import robust_limits
+
+    peaks = np.array([0.9, 0.85, 0.82, 0.84, 0.9, 0.96, 1.0, 56.5])  # CV peaks (mA), then a short
+    lo, hi = robust_limits(peaks)
+    assert hi < 1.2 and lo > 0.7
+    lo, hi = robust_limits(peaks, include=[1.18])  # the threshold stays on the panel
+    assert hi > 1.18
+    assert robust_limits(np.array([np.nan])) is None
+    ce_failing = np.array([0.87] + [0.998] * 9 + [0.94, 0.86, 0.75, 0.59, 0.39])  # CE falls before a short
+    assert robust_limits(ce_failing)[0] < 0.39  # the decline is evidence: all of it in view
+    ce_healthy = np.array([0.87] + [0.998, 0.999, 0.997] * 9)  # a formation cycle, then steady
+    assert robust_limits(ce_healthy)[0] > 0.99
+
+
+def test_one_line_style_per_detector_on_every_cell() -> None:
+    from shortwatch.report import detector_style
+
+    styles = {d: detector_style(d) for d in ("overpotential_drop", "cv_current_rise", "hard_short", "custom")}
+    assert styles == {d: detector_style(d) for d in styles}
+    assert styles["overpotential_drop"] != styles["cv_current_rise"]
+
+
+def test_report_command_for_one_cell_and_a_time_range(tmp_path: Path, report: Path, capsys) -> None:
+    from shortwatch.cli import main
+
+    store_path = report.parent.parent / "store.sqlite"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[daemon]\nstate_dir = "{tmp_path}"\n[storage]\npath = "{store_path}"\n')
+    out = tmp_path / "out"
+    since = T0 + 35 * 3600
+    assert main(["report", "--config", str(cfg), "--cell", "S1", "--since", str(since), str(out)]) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["S1-hard_short.png", "S1.png"]  # the 20 h alert is before
+    text = (out / "index.html").read_text()
+    assert "F1" not in text and "13 cycles" not in text
+    row = text[text.index(">S1</a>") : text.index("</tr>", text.index(">S1</a>"))]
+    assert f">{13 * 3600 // 10:,}<" in row  # samples from 35 h to 48 h
+    assert main(["report", "--config", str(cfg), "--cell", "nope", str(out)]) == 2
+    assert "no samples for cell(s) nope" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""The `shortwatch` command line: run, demo, replay, export, check-config."""
+"""The `shortwatch` command line: run, demo, replay, export, report, silence, ack, alerts test,
+check-config."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
+import shutil
 import signal
 import sqlite3
 import sys
@@ -200,6 +203,9 @@ def _run_daemon(settings: Settings, early_stop: list[int]) -> int:
                 keep=settings.alerts.jsonl_keep,
             )
         )
+    from shortwatch.alerts.notify import build_consumers
+
+    consumers += build_consumers(settings, store, live=True, console=True)
     runner: Runner | None = None
 
     async def main() -> None:
@@ -268,6 +274,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if missing:
         print(f"replay: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
+    if args.notify and args.no_store:
+        print("replay: --notify reads the stored alert log; it cannot go with --no-store", file=sys.stderr)
+        return 2
     if not args.no_store:
         _check_writable(settings.daemon.state_dir, "state_dir")
     lock = contextlib.nullcontext() if args.no_store else state_dir_lock(settings.daemon.state_dir, "replay")
@@ -289,8 +298,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         out = open(args.alerts_out, "w", encoding="utf-8") if args.alerts_out else sys.stdout  # noqa: SIM115
         # this run's transitions, read from the log like every other reader's (from its head at the start)
         alerts_out = JsonlAlertWriter(stream=out, name="replay-out", ephemeral=True)
+        consumers: list[Any] = [alerts_out]
+        if args.notify:  # a replay sends nothing unless asked: it is usually old data
+            from shortwatch.alerts.notify import build_consumers
+
+            consumers += build_consumers(settings, store, live=False, console=False)
         t0 = time.perf_counter()
-        runner = Runner(settings, [source], store, live=False, use_checkpoints=False, consumers=[alerts_out])
+        runner = Runner(settings, [source], store, live=False, use_checkpoints=False, consumers=consumers)
 
         async def main() -> None:
             # Ctrl-C or SIGTERM: stop reading, store what was read, print the summary. A second
@@ -401,6 +415,106 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """The report pages and plots for any stored data (cells, a time range)."""
+    settings = load_settings(args.config)
+    from shortwatch.report import build_report
+
+    if not settings.store_path.exists():
+        print(f"report: no store at {settings.store_path}", file=sys.stderr)
+        return 2
+    since, until = _parse_time(args.since), _parse_time(args.until)
+    store = _open_store(settings)
+    try:
+        known = store.cells()
+        unknown = [c for c in args.cell or [] if c not in known]
+        if unknown:
+            print(f"report: no samples for cell(s) {', '.join(unknown)}; stored: {', '.join(known)}", file=sys.stderr)
+            return 2
+        index = build_report(
+            store,
+            Path(args.out_dir),
+            cells=args.cell or None,
+            specs=settings.cell_spec,
+            title=f"shortwatch report: {settings.daemon.station}",
+            since=since,
+            until=until,
+        )
+    finally:
+        store.close()
+    print(f"report: {index.resolve()}")
+    return 0
+
+
+def cmd_silence(args: argparse.Namespace) -> int:
+    """Add, list or end silences and acknowledgements (a file under state_dir the daemon reads)."""
+    from shortwatch.alerts.silences import Silences, parse_duration
+    from shortwatch.model import iso_time
+
+    settings = load_settings(args.config)
+    silences = Silences(settings.daemon.state_dir)
+    kind = args.command
+    if args.expire:
+        if not silences.expire(args.expire):
+            print(f"{kind}: no silence or acknowledgement with id {args.expire}", file=sys.stderr)
+            return 2
+        print(f"{args.expire} ended")
+        return 0
+    if args.list:
+        active = silences.active()
+        for s in active:
+            until = iso_time(round(s.until))
+            print(f"{s.id}  {s.kind:7} cell={s.cell} detector={s.detector} until {until}  {s.by} {s.comment}")
+        if not active:
+            print("no active silences or acknowledgements")
+        return 0
+    if args.cell is None and args.detector is None:
+        print(f"{kind}: give --cell and/or --detector (globs; '*' for everything)", file=sys.stderr)
+        return 2
+    try:
+        duration = parse_duration(args.for_)
+    except ValueError as exc:
+        print(f"{kind}: {exc}", file=sys.stderr)
+        return 2
+    s = silences.add(kind, duration, args.cell or "*", args.detector or "*", args.by, args.comment or "")
+    what = "silenced" if kind == "silence" else "acknowledged (no reminders)"
+    print(f"{s.id}: cell={s.cell} detector={s.detector} {what} until {iso_time(round(s.until))}")
+    return 0
+
+
+def cmd_alerts_test(args: argparse.Namespace) -> int:
+    """Send a marked test alert with a sample plot through each notifier; print each answer."""
+    from shortwatch.alerts.notifiers import Message, build_notifier
+    from shortwatch.alerts.testalert import sample_png, test_event
+
+    settings = load_settings(args.config)
+    chosen = [n for n in settings.alerts.notifiers if args.notifier in (None, n.name)]
+    if not chosen:
+        names = ", ".join(n.name for n in settings.alerts.notifiers) or "none configured"
+        print(f"alerts test: no notifier {args.notifier!r} ([[alerts.notifiers]]: {names})", file=sys.stderr)
+        return 2
+    event = test_event(settings.daemon.station)
+    png = sample_png(event)
+
+    async def send_all() -> list[tuple[str, bool, str]]:
+        results = []
+        for cfg in chosen:
+            try:
+                n = build_notifier(cfg, settings.daemon.station, settings.daemon.state_dir)
+                answer = await asyncio.wait_for(
+                    n.send(Message([event], images={event["id"]: png}, test=True)), cfg.timeout_s + 5
+                )
+                results.append((cfg.name, True, answer))
+            except Exception as exc:  # report every notifier's outcome, whatever failed
+                results.append((cfg.name, False, f"{type(exc).__name__}: {exc}"))
+        return results
+
+    results = asyncio.run(send_all())
+    for name, ok, answer in results:
+        print(f"{name:20} {'OK    ' if ok else 'FAILED'} {answer}")
+    return 0 if all(ok for _, ok, _ in results) else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     _setup_logging("WARNING")
@@ -414,11 +528,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for path in (settings.store_path, settings.daemon.state_dir / "checkpoint.json"):
         for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
             p.unlink(missing_ok=True)  # a demo starts from scratch
+    shutil.rmtree(settings.daemon.state_dir / "notify", ignore_errors=True)
     sources = build_sources(settings)
     store = _open_store(settings)
     collector = _AlertCollector()
     alerts = collector.events
-    runner = Runner(settings, sources, store, live=False, use_checkpoints=False, consumers=[collector])
+    from shortwatch.alerts.notify import build_consumers
+
+    notifiers = build_consumers(settings, store, live=False, console=False)  # those a --config names
+    runner = Runner(settings, sources, store, live=False, use_checkpoints=False, consumers=[collector, *notifiers])
     console = Console()
     if not console.is_terminal:
         console = Console(width=220)  # a log or pipe: print the final table at full width
@@ -544,6 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True)
     p.add_argument("--alerts-out", help="alert transitions as JSON lines (default stdout)")
     p.add_argument("--no-store", action="store_true", help="do not write to the configured storage")
+    p.add_argument("--notify", action="store_true", help="also send the transitions through the notifiers")
     p.add_argument("--format", default="auto", choices=["auto", "csv", "biologic-mpt"])
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -557,6 +676,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", help="ISO-8601 with offset, or Unix seconds (exclusive)")
     p.add_argument("out", help="output CSV path, or - for stdout")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("report", help="write the report pages and plots for stored data")
+    p.add_argument("--config", required=True)
+    p.add_argument("--cell", action="append", help="only this cell (repeat for several); default: all")
+    p.add_argument("--since", help="ISO-8601 with offset, or Unix seconds (inclusive)")
+    p.add_argument("--until", help="ISO-8601 with offset, or Unix seconds (exclusive)")
+    p.add_argument("out_dir", help="folder for index.html and the PNGs")
+    p.set_defaults(func=cmd_report)
+
+    for kind, text in (
+        ("silence", "hold back alerts of a cell or detector until the silence expires"),
+        ("ack", "acknowledge alerts of a cell or detector: no reminders until it expires"),
+    ):
+        p = sub.add_parser(kind, help=text)
+        p.add_argument("--config", required=True)
+        p.add_argument("--cell", help="cell glob ('_station' for alerts about a source or the daemon)")
+        p.add_argument("--detector", help="detector glob")
+        p.add_argument("--for", dest="for_", default="2h" if kind == "silence" else "24h", help="e.g. 30m, 2h, 1d")
+        p.add_argument("--by", default=os.environ.get("USER", ""), help="who (default: $USER)")
+        p.add_argument("--comment")
+        p.add_argument("--list", action="store_true", help="list the active ones")
+        p.add_argument("--expire", metavar="ID", help="end one now")
+        p.set_defaults(func=cmd_silence)
+
+    p = sub.add_parser("alerts", help="alert tools: `alerts test` sends a test alert through each notifier")
+    alerts_sub = p.add_subparsers(dest="alerts_command", required=True)
+    t = alerts_sub.add_parser("test", help="send a marked test alert with a sample plot; print each server's answer")
+    t.add_argument("--config", required=True)
+    t.add_argument("--notifier", help="only this notifier (its name); default: every one")
+    t.set_defaults(func=cmd_alerts_test)
 
     p = sub.add_parser("detectors", help="list the detectors and their parameters with defaults")
     p.set_defaults(func=cmd_detectors)

@@ -100,6 +100,9 @@ class CellSpec(Strict):
         None, ge=0, description="|I| at or below this is rest; default: 1 % of the largest |I| seen"
     )
     pressure_window: PressureWindow = PressureWindow()
+    owners: list[str] = Field(
+        default_factory=list, description="named in this cell's alerts: email addresses (mailed) or Slack mentions"
+    )
     detectors: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per-detector parameter overrides for this cell"
     )
@@ -315,10 +318,129 @@ class StorageSettings(Strict):
     )
 
 
+class NotifierBase(Strict):
+    """What every notifier has: a name (its durable cursor) and its routing."""
+
+    name: str = Field("", description="default: the type; names the cursor and the dead-letter log")
+    min_severity: Literal["info", "warning", "critical"] = "warning"
+    cells: list[str] = Field(default_factory=lambda: ["*"], description="cell glob patterns ('_station': no cell)")
+    detectors: list[str] = Field(default_factory=lambda: ["*"], description="detector glob patterns")
+    kinds: list[Literal["cell", "data"]] = Field(default_factory=lambda: ["cell", "data"])
+    timeout_s: float = Field(20.0, gt=0, description="one delivery attempt gives up after this")
+
+    @model_validator(mode="after")
+    def _default_name(self) -> NotifierBase:
+        if not self.name:
+            self.name = self.type  # type: ignore[attr-defined]
+        return self
+
+
+class EmailNotifier(NotifierBase):
+    type: Literal["email"]
+    host: str
+    port: int = Field(587, ge=1, le=65535)
+    security: Literal["none", "starttls", "tls"] = "starttls"
+    username: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    sender: str
+    to: list[str] = Field(min_length=1)
+
+
+class SlackNotifier(NotifierBase):
+    type: Literal["slack"]
+    webhook_url_env: str | None = None
+    webhook_url_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _has_url(self) -> SlackNotifier:
+        if not (self.webhook_url_env or self.webhook_url_file):
+            raise ValueError("set webhook_url_env or webhook_url_file (the incoming-webhook URL is a secret)")
+        return self
+
+
+class WebhookNotifier(NotifierBase):
+    type: Literal["webhook"]
+    url: str = Field(pattern=r"^https?://", description="POST of the event JSON")
+    secret_env: str | None = None
+    secret_file: Path | None = None
+
+
+class MqttNotifier(NotifierBase):
+    type: Literal["mqtt"]
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    prefix: str = Field("shortwatch", min_length=1)
+    username: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    client_id: str | None = Field(None, description="default: shortwatch-<station>-<name>")
+    commands: bool = Field(True, description="accept silence/ack commands on {prefix}/command")
+
+
+class AlertmanagerNotifier(NotifierBase):
+    type: Literal["alertmanager"]
+    url: str = Field("http://127.0.0.1:9093", pattern=r"^https?://")
+
+
+Notifier = Annotated[
+    EmailNotifier | SlackNotifier | WebhookNotifier | MqttNotifier | AlertmanagerNotifier,
+    Field(discriminator="type"),
+]
+
+
+class AlertTiming(Strict):
+    """The state machine's timing for one detector (overrides the [alerts] values)."""
+
+    pending_s: float | None = Field(None, ge=0)
+    keep_firing_s: float | None = Field(None, ge=0)
+    hysteresis: float | None = Field(None, ge=0, lt=1)
+
+
 class AlertSettings(Strict):
     jsonl_path: Path | None = Field(None, description="append every alert transition here as JSON lines")
     jsonl_max_mb: float = Field(64.0, gt=0, description="rotate the JSONL file at this size (alerts.jsonl.1, ...)")
     jsonl_keep: int = Field(5, ge=0, description="rotated JSONL files kept")
+    group_wait_s: float = Field(30.0, ge=0, description="warnings of one detector within this go out as one")
+    repeat_critical_s: float = Field(3600.0, ge=0, description="remind of a still-firing critical; 0 = never")
+    quiet_hours: str | None = Field(None, description='"HH:MM-HH:MM" in daemon.timezone: warnings wait')
+    pending_s: float = Field(0.0, ge=0, description="data seconds a warning must persist before it fires")
+    keep_firing_s: float = Field(0.0, ge=0, description="data seconds an alert stays firing after it clears")
+    hysteresis: float = Field(
+        0.0, ge=0, lt=1, description="a clear within this fraction of the threshold holds max(2 x keep_firing_s, 1 h)"
+    )
+    detectors: dict[str, AlertTiming] = Field(
+        default_factory=dict, description="per-detector pending_s / keep_firing_s / hysteresis"
+    )
+    console: bool = Field(True, description="log every transition as one line (WARNING or above) in `run`")
+    notifiers: list[Notifier] = Field(default_factory=list)
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _hours(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_quiet_hours(v)
+        return v
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AlertSettings:
+        names = [n.name for n in self.notifiers]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"notifier names must be unique (set name = ...): {', '.join(dup)}")
+        return self
+
+
+def parse_quiet_hours(text: str) -> tuple[int, int]:
+    """ "22:00-07:00" -> (start, end) in minutes after midnight; the span may wrap midnight."""
+    try:
+        a, b = text.split("-")
+        (ha, ma), (hb, mb) = (map(int, x.strip().split(":")) for x in (a, b))
+        if not (0 <= ha < 24 and 0 <= hb < 24 and 0 <= ma < 60 and 0 <= mb < 60):
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"quiet_hours {text!r}: use HH:MM-HH:MM, e.g. 22:00-07:00") from None
+    return ha * 60 + ma, hb * 60 + mb
 
 
 class GrafanaSettings(Strict):

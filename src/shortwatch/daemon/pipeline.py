@@ -31,7 +31,7 @@ class Pipeline:
         self.rejects = RejectCounter()
         self.validator = SampleValidator(settings, self.rejects, live=live)
         self.monitors: dict[str, CellMonitor] = {}
-        self.alerts = AlertManager()
+        self.alerts = AlertManager(settings.alerts)
         self.samples_accepted = 0
 
     def monitor(self, cell: str) -> CellMonitor:
@@ -49,6 +49,7 @@ class Pipeline:
         rejected = out.rejected
         accepted = out.samples
         monitors = self.monitors
+        wake = self.alerts.wake  # cells with an alert waiting for a deadline in data time
         for item in items:
             if type(item) is Rejected:
                 rejected.append(item)
@@ -68,6 +69,8 @@ class Pipeline:
             m.update(s, out, verdicts)
             if verdicts:
                 self._judge(m, verdicts, out)
+            if wake and s.time >= wake.get(s.cell, float("inf")):
+                self.alerts.advance(s.cell, s.time, out)
         self.samples_accepted = len(accepted) + self.samples_accepted
         if self.validator._unlogged:
             self.validator.report_unknown()

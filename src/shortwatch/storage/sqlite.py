@@ -1045,6 +1045,38 @@ class SqliteStore:
         table = np.array(rows, dtype=float).reshape(len(rows), len(keys))  # None -> NaN
         return {k: np.ascontiguousarray(table[:, j]) for j, k in enumerate(keys)}
 
+    def read_samples_envelope(
+        self, cell: str, max_points: int = 2000, since: float | None = None, until: float | None = None
+    ) -> dict[str, np.ndarray]:
+        """The min and max of every channel per time bucket (at most ``max_points`` buckets),
+        for plots that must not hide a short excursion: "time" is each bucket's first sample,
+        "<channel>_min" / "<channel>_max" its extremes (NaN where none), "n" its sample count.
+        Unlike read_samples_decimated this reads every row in range (~1.3 µs per row, ~4 s for
+        a year of one cell's 10-s data).
+        """
+        chans = ("voltage_V", "current_A", "pressure_MPa", "temperature_C")
+        keys = ("time", "n", *(f"{c}_{m}" for c in chans for m in ("min", "max")))
+        conn = self._reader()
+        cell_id = self._cell_id(conn, cell)
+        rows: list[tuple[Any, ...]] = []
+        if cell_id is not None:
+            lo = -math.inf if since is None else since
+            hi = math.inf if until is None else until
+            t0, t1 = conn.execute(
+                "SELECT min(time), max(time) FROM sample WHERE cell_id = ? AND time >= ? AND time < ?",
+                (cell_id, lo, hi),
+            ).fetchone()
+            if t0 is not None:
+                width = max((t1 - t0) / max_points, 1e-9) * (1 + 1e-9)  # the last sample in the last bucket
+                aggs = ", ".join(f"{m}({c})" for c in chans for m in ("min", "max"))
+                rows = conn.execute(
+                    f"SELECT min(time), count(*), {aggs} FROM sample WHERE cell_id = ? AND time >= ? AND time <= ? "
+                    "GROUP BY CAST((time - ?) / ? AS INTEGER) ORDER BY 1",
+                    (cell_id, t0, t1, t0, width),
+                ).fetchall()
+        table = np.array(rows, dtype=float).reshape(len(rows), len(keys))  # None -> NaN
+        return {k: np.ascontiguousarray(table[:, j]) for j, k in enumerate(keys)}
+
     def _read_dicts(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
         cur = self._reader().execute(sql, params)
         names = [d[0] for d in cur.description]
