@@ -87,6 +87,7 @@ def test_kill_9_while_firing_repeats_nothing_and_the_resolve_still_goes_out(tmp_
     cfg.write_text(
         f"""
 [daemon]
+http = ""
 station = "t"
 state_dir = "{tmp_path / "state"}"
 checkpoint_interval_s = 0.5
@@ -160,6 +161,7 @@ def test_a_storm_twenty_cells_going_stale_together_is_one_message(tmp_path: Path
     cfg.write_text(
         f"""
 [daemon]
+http = ""
 station = "t"
 state_dir = "{tmp_path / "state"}"
 [detectors.stale_data]

@@ -49,7 +49,7 @@ def test_export_of_an_unknown_cell_names_the_stored_ones(tmp_path: Path, capsys)
     for cell in ("A1", "B2"):
         sim_csv(tmp_path / f"{cell}.csv", cell, hours=1)
     cfg = tmp_path / "cfg.toml"
-    cfg.write_text('[daemon]\nstate_dir = "state"\n')
+    cfg.write_text('[daemon]\nhttp = ""\nstate_dir = "state"\n')
     files = [str(tmp_path / "A1.csv"), str(tmp_path / "B2.csv")]
     assert main(["replay", "--config", str(cfg), "--alerts-out", str(tmp_path / "a.jsonl"), *files]) == 0
     capsys.readouterr()
@@ -64,7 +64,7 @@ def test_a_relative_state_dir_is_found_from_any_working_directory(tmp_path: Path
     lab = tmp_path / "lab"
     lab.mkdir()
     n = sim_csv(lab / "A1.csv", "A1", hours=1)
-    (lab / "cfg.toml").write_text('[daemon]\nstate_dir = "var"\n')
+    (lab / "cfg.toml").write_text('[daemon]\nhttp = ""\nstate_dir = "var"\n')
     monkeypatch.chdir(lab)
     assert main(["replay", "--config", "cfg.toml", "--alerts-out", "a.jsonl", "A1.csv"]) == 0
     assert (lab / "var" / "shortwatch.sqlite").exists()
@@ -106,7 +106,7 @@ def test_a_read_only_state_dir_is_a_clear_error_for_every_command(world_readable
     (d / "A1.csv").chmod(0o644)
     cfg = d / "cfg.toml"
     cfg.write_text(
-        '[daemon]\nstate_dir = "state"\n[[sources]]\ntype = "file"\npaths = ["A1.csv"]\n'
+        '[daemon]\nhttp = ""\nstate_dir = "state"\n[[sources]]\ntype = "file"\npaths = ["A1.csv"]\n'
         '[[sources]]\ntype = "simulator"\ncells = { S1 = "sym_healthy" }\nduration_h = 1\n'
     )
     cfg.chmod(0o644)
@@ -130,7 +130,7 @@ def test_a_read_only_state_dir_is_a_clear_error_for_every_command(world_readable
     assert stored(d / "state" / "shortwatch.sqlite") == n  # nothing was harmed
 
     # a state_dir that does not exist yet, in a folder the user may not write
-    cfg.write_text('[daemon]\nstate_dir = "new/state"\n')
+    cfg.write_text('[daemon]\nhttp = ""\nstate_dir = "new/state"\n')
     proc = as_nobody("replay", "--config", str(cfg), "--no-progress", str(d / "A1.csv"))
     assert proc.returncode == 2 and f"{d / 'new' / 'state'} is not writable" in proc.stderr, proc.stderr
 
@@ -158,7 +158,7 @@ def test_replay_stops_on_a_signal_stores_what_it_read_and_says_so(tmp_path: Path
     rows = 1_500_000
     big_csv(tmp_path / "R1.csv", rows)
     cfg = tmp_path / "cfg.toml"
-    cfg.write_text('[daemon]\nstate_dir = "state"\n')
+    cfg.write_text('[daemon]\nhttp = ""\nstate_dir = "state"\n')
     db = tmp_path / "state" / "shortwatch.sqlite"
     cmd = [sys.executable, "-m", "shortwatch.cli", "replay", "--config", str(cfg), "--no-progress"]
     proc = subprocess.Popen(
@@ -189,7 +189,7 @@ def test_replay_exits_1_naming_a_file_it_could_not_read(tmp_path: Path, capsys) 
     cr_only = tmp_path / "CR.csv"  # no line break the reader knows: unreadable as a whole
     cr_only.write_bytes(b"time,cell,voltage_V\r" + b"".join(b"%d,CR,0.05\r" % k for k in range(200_000)))
     cfg = tmp_path / "cfg.toml"
-    cfg.write_text('[daemon]\nstate_dir = "state"\n')
+    cfg.write_text('[daemon]\nhttp = ""\nstate_dir = "state"\n')
     files = [str(cr_only), str(tmp_path / "G1.csv")]
     assert main(["replay", "--config", str(cfg), "--alerts-out", str(tmp_path / "a.jsonl"), *files]) == 1
     err = capsys.readouterr().err

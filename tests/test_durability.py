@@ -28,7 +28,7 @@ T0 = 1_700_000_000
 
 def write_config(tmp_path: Path, extra: str = "") -> Path:
     cfg = tmp_path / "cfg.toml"
-    cfg.write_text(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n{extra}')
+    cfg.write_text(f'[daemon]\nhttp = ""\nstate_dir = "{tmp_path / "state"}"\n{extra}')
     return cfg
 
 
@@ -215,7 +215,7 @@ def test_sigterm_with_a_full_disk_ends_in_bounded_time_with_an_error(tmp_path: P
     (data / "D1.csv").write_text("time,cell,voltage_V,current_A,pressure_MPa\n" + rows)
     cfg = tmp_path / "cfg.toml"
     cfg.write_text(
-        f'[daemon]\nstate_dir = "{tiny_disk / "state"}"\nshutdown_timeout_s = 3\n'
+        f'[daemon]\nhttp = ""\nstate_dir = "{tiny_disk / "state"}"\nshutdown_timeout_s = 3\n'
         f'[[sources]]\ntype = "file"\npaths = ["{data}/*.csv"]\n'
     )
     proc = subprocess.Popen(

@@ -105,7 +105,7 @@ def test_unreadable_for_2_s_then_an_oversized_line_loses_nothing_and_restart_res
         followed.write_text("time,cell,voltage_V,current_A\n" + rows(0, 100))
         cfg = work / "cfg.toml"
         cfg.write_text(
-            f'[daemon]\nstate_dir = "{work / "state"}"\ncheckpoint_interval_s = 0.5\n[cells.A1]\n'
+            f'[daemon]\nhttp = ""\nstate_dir = "{work / "state"}"\ncheckpoint_interval_s = 0.5\n[cells.A1]\n'
             f'[[sources]]\ntype = "file"\npaths = ["{data}/*.csv"]\npoll_s = 0.2\n'
         )
         for p in (work, data, followed, cfg):

@@ -487,7 +487,7 @@ def test_kill_9_of_the_daemon_and_broker_restarts_lose_and_repeat_nothing(tmp_pa
         var = tmp_path / "var"
         cfg = tmp_path / "daemon.toml"
         cfg.write_text(
-            f'[daemon]\nstation = "gb"\nstate_dir = "{var}"\ncheckpoint_interval_s = 1\n'
+            f'[daemon]\nhttp = ""\nstation = "gb"\nstate_dir = "{var}"\ncheckpoint_interval_s = 1\n'
             + "".join(f'[cells.{c}]\nkind = "symmetric"\n' for c in cells)
             + f'[[sources]]\ntype = "mqtt"\nport = {broker.port}\nreconnect_min_s = 0.1\nreconnect_max_s = 0.5\n'
         )
@@ -555,7 +555,7 @@ def test_a_message_is_acknowledged_only_once_its_samples_are_committed(tmp_path:
         var = tmp_path / "var"
         cfg = tmp_path / "daemon.toml"
         cfg.write_text(
-            f'[daemon]\nstation = "gb"\nstate_dir = "{var}"\n[[sources]]\ntype = "mqtt"\nport = {broker.port}\n'
+            f'[daemon]\nhttp = ""\nstation = "gb"\nstate_dir = "{var}"\n[[sources]]\ntype = "mqtt"\nport = {broker.port}\n'
         )
         daemon = DaemonProcess(cfg, tmp_path / "daemon.log")
         daemon.start()
