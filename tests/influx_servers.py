@@ -4,6 +4,7 @@ it checks what we send, which victoria-metrics ignores: token, org, bucket, prec
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import shutil
@@ -45,11 +46,12 @@ class Influxd:
     """influxd 1.6 on a free loopback port, its files in ``root``; stop() and start() again
     keep the data (an outage, not a new server)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, auth: bool = False):
         self.root = root
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
+        self.auth: tuple[str, str] | None = None  # (user, password) for query() once auth is on
         root.mkdir(parents=True, exist_ok=True)
         self.conf = root / "influxd.conf"
         self.conf.write_text(
@@ -64,6 +66,7 @@ bind-address = "127.0.0.1:{free_port()}"
 [http]
   bind-address = "127.0.0.1:{self.port}"
   log-enabled = false
+  auth-enabled = {"true" if auth else "false"}
 [monitor]
   store-enabled = false
 """
@@ -96,7 +99,11 @@ bind-address = "127.0.0.1:{free_port()}"
         if db:
             params["db"] = db
         data = urllib.parse.urlencode(params).encode()
-        with urllib.request.urlopen(f"{self.url}/query", data=data, timeout=60) as r:
+        req = urllib.request.Request(f"{self.url}/query", data=data)
+        if self.auth:
+            token = base64.b64encode(f"{self.auth[0]}:{self.auth[1]}".encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(req, timeout=60) as r:
             out = json.loads(r.read())
         for res in out.get("results", []):
             if "error" in res:
@@ -186,12 +193,20 @@ class Recorder:
         lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as InfluxDB does (every reply has a length)
+
             def do_POST(self) -> None:
-                n = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(n)
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    body = b""
+                    while size := int(self.rfile.readline().split(b";")[0], 16):
+                        body += self.rfile.read(size)
+                        self.rfile.readline()
+                    self.rfile.readline()
+                else:
+                    body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 parts = urllib.parse.urlsplit(self.path)
                 rec = Recorded(
-                    "POST",
+                    self.command,
                     parts.path,
                     urllib.parse.parse_qs(parts.query),
                     {k.lower(): v for k, v in self.headers.items()},

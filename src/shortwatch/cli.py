@@ -363,6 +363,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_influx_setup(args: argparse.Namespace) -> int:
+    """Create the database / bucket, retention and DBRP mapping the config names."""
+    settings = load_settings(args.config)
+    st = settings.storage
+    if st.backend != "influxdb":
+        print(f'{args.config}: [storage] backend is {st.backend!r}; set backend = "influxdb" first', file=sys.stderr)
+        return 2
+    from shortwatch.storage.influx_setup import setup
+
+    result = setup(st)
+    for line in result.done:
+        print(f"ok: {line}")
+    if result.ok:
+        return 0
+    print(f"influx setup ({st.api} at {st.url}): {result.denied}", file=sys.stderr)
+    print("An administrator can run instead:", file=sys.stderr)
+    for cmd in result.commands:
+        print(f"  {cmd}", file=sys.stderr)
+    return 1
+
+
 def cmd_detectors(args: argparse.Namespace) -> int:
     """Every detector, the cells it watches, and its parameters with their defaults."""
     import inspect
@@ -422,6 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("detectors", help="list the detectors and their parameters with defaults")
     p.set_defaults(func=cmd_detectors)
+
+    p = sub.add_parser("influx", help="InfluxDB: set up what the config names")
+    influx = p.add_subparsers(dest="influx_command", required=True)
+    p = influx.add_parser("setup", help="create the database/bucket, retention policy and DBRP mapping")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_influx_setup)
 
     p = sub.add_parser("check-config", help="validate a config file and list every problem")
     p.add_argument("config")
