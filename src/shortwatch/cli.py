@@ -19,6 +19,7 @@ from shortwatch import __version__
 from shortwatch.alerts.jsonl import JsonlAlertWriter
 from shortwatch.daemon.lock import StateDirBusyError, state_dir_lock
 from shortwatch.daemon.runner import Runner, Source
+from shortwatch.model import RecordBatch
 from shortwatch.settings import ConfigError, FileSource, Settings, SimulatorSource, load_settings, parse_settings
 
 log = logging.getLogger("shortwatch")
@@ -145,6 +146,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _run_daemon(settings, early_stop)
 
 
+def _influx_sink(settings: Settings, store: Any) -> Any:
+    """The InfluxDB sink (its readers follow the log) when [storage] backend = "influxdb"."""
+    if store is None or settings.storage.backend != "influxdb":
+        return None
+    from shortwatch.storage.influx import InfluxSink
+
+    return InfluxSink(settings.storage, settings.daemon.station, store)
+
+
 def _run_daemon(settings: Settings, early_stop: list[int]) -> int:
     sources = build_sources(settings)
     store = _open_store(settings)
@@ -157,6 +167,10 @@ def _run_daemon(settings: Settings, early_stop: list[int]) -> int:
                 keep=settings.alerts.jsonl_keep,
             )
         )
+    sink = _influx_sink(settings, store)
+    if sink is not None:
+        consumers.extend(sink.readers)
+        sink.restore_alert(store.read_alerts())
     runner: Runner | None = None
 
     async def main() -> None:
@@ -169,7 +183,16 @@ def _run_daemon(settings: Settings, early_stop: list[int]) -> int:
             stop.set()
         runner = Runner(settings, sources, store, live=True, use_checkpoints=True, consumers=consumers, drain_s=5.0)
         log.info("shortwatch %s running: %d sources, state in %s", __version__, len(sources), settings.daemon.state_dir)
-        await runner.run(stop)
+        watch = None
+        if sink is not None:
+            log.info("sending to %s", sink.description)
+            watch = asyncio.create_task(sink.watch_backlog(lambda ev: store.write(RecordBatch(alerts=[ev]))))
+        try:
+            await runner.run(stop)
+        finally:
+            if sink is not None:
+                watch.cancel()  # type: ignore[union-attr]
+                await sink.close()
         log.info("stopped: %d items in, rejected %s", runner.items_in, dict(runner.pipeline.rejects.counts))
 
     try:
@@ -225,9 +248,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         # this run's transitions, read from the log like every other reader's (from its head at the start)
         alerts_out = JsonlAlertWriter(stream=out, name="replay-out", ephemeral=True)
         t0 = time.perf_counter()
-        runner = Runner(settings, [source], store, live=False, use_checkpoints=False, consumers=[alerts_out])
+        sink = _influx_sink(settings, store)
+        consumers = [alerts_out, *(sink.readers if sink is not None else [])]
+        # replay is the backfill: it waits (bounded) for InfluxDB to confirm what it read
+        drain = {} if sink is None else {"drain_s": args.influx_timeout}
+        runner = Runner(settings, [source], store, live=False, use_checkpoints=False, consumers=consumers, **drain)
         try:
-            asyncio.run(runner.run())
+            asyncio.run(_run_then_close(runner, sink))
         finally:
             progress(None)
             failed = _close_store(store)
@@ -246,7 +273,38 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if failed or runner.store_failed:
         print(f"replay: {failed or runner.store_failed}; what was not stored is not imported", file=sys.stderr)
         return 1
+    if sink is not None:
+        return _report_influx(sink, runner)
     return 0
+
+
+async def _run_then_close(runner: Runner, sink: Any) -> None:
+    try:
+        await runner.run()
+    finally:
+        if sink is not None:
+            await sink.close()
+
+
+def _report_influx(sink: Any, runner: Runner) -> int:
+    """After a replay: did InfluxDB confirm everything? 0 if so, 3 (and what waits) if not."""
+    pending = {n.removeprefix("influx:"): k for n, k in runner.pending_after_drain.items() if n.startswith("influx:")}
+    stats = sink.writer.stats
+    if not any(pending.values()):
+        print(
+            f"InfluxDB ({sink.description}) confirmed every row: {stats['points']} points written"
+            + (f", {sink.quarantined} refused (in the quarantine)" if sink.quarantined else ""),
+            file=sys.stderr,
+        )
+        return 0
+    waiting = ", ".join(f"{t} {k}" for t, k in pending.items() if k)
+    print(
+        f"replay: InfluxDB ({sink.description}) has not confirmed {sum(pending.values())} rows yet ({waiting}): "
+        f"{stats['last_error'] or 'still sending'}. They wait in the local log; the next `shortwatch run` or "
+        "`shortwatch replay` sends them.",
+        file=sys.stderr,
+    )
+    return 3
 
 
 def _progress_bar(total: int, enabled: bool):
@@ -430,6 +488,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="auto", choices=["auto", "csv", "biologic-mpt"])
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument(
+        "--influx-timeout",
+        type=float,
+        default=60.0,
+        help="with [storage] backend = influxdb: seconds to wait at the end for InfluxDB to confirm (default 60)",
+    )
     p.add_argument("files", nargs="+")
     p.set_defaults(func=cmd_replay)
 

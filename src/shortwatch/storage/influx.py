@@ -474,6 +474,9 @@ class InfluxTableReader:
     async def deliver(self, rows: list[dict[str, Any]]) -> None:
         await self.sink.deliver(self.table, rows)
 
+    def close(self) -> None:
+        """Nothing of its own to close: the sink closes the writer the readers share."""
+
 
 class InfluxSink:
     """The readers of every table, one shared writer, the backlog figures and its alert."""
