@@ -92,6 +92,11 @@ def error_message(body: bytes | str | None, headers: Any = None) -> str:
     return text.strip()[:2000]
 
 
+def network_message(exc: BaseException) -> str:
+    """A network error in a line: urllib3's text without the connection object's repr."""
+    return f"{type(exc).__name__}: " + re.sub(r"<[^>]*>: ", "", str(exc))
+
+
 class Transport(Protocol):
     """One blocking POST of line protocol; raises InfluxHTTPError unless InfluxDB confirmed it."""
 
@@ -140,7 +145,7 @@ class V1Transport:
         try:
             r = self._http.request("POST", self.url, body=data, headers=self.headers)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise InfluxHTTPError(None, f"{type(exc).__name__}: {exc}") from None
+            raise InfluxHTTPError(None, network_message(exc)) from None
         if r.status // 100 != 2:
             raise InfluxHTTPError(
                 r.status, error_message(r.data, r.headers), retry_after_s(r.headers.get("Retry-After"))
@@ -187,7 +192,7 @@ class V2Transport:
                 exc.status, error_message(exc.body, headers), retry_after_s(headers.get("Retry-After"))
             ) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise InfluxHTTPError(None, f"{type(exc).__name__}: {exc}") from None
+            raise InfluxHTTPError(None, network_message(exc)) from None
 
     def close(self) -> None:
         self._client.close()
@@ -641,9 +646,11 @@ class InfluxSink:
             )
         return None
 
-    async def watch_backlog(self, raise_alert: Callable[[AlertEvent], Awaitable[None]], every_s: float = 10.0) -> None:
-        """Run beside the readers: check the backlog every ``every_s`` and hand alert
-        transitions to ``raise_alert`` (which stores them in the log like any alert)."""
+    async def watch_backlog(self, raise_alert: Callable[[AlertEvent], Awaitable[None]]) -> None:
+        """Run beside the readers: check the backlog (every 10 s, or half the alert age if
+        shorter) and hand alert transitions to ``raise_alert``, which stores them in the log
+        like any alert."""
+        every_s = min(10.0, self.storage.backlog_alert_age_s / 2)
         while True:
             try:
                 event = await asyncio.to_thread(self.check_backlog)
