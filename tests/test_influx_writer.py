@@ -195,3 +195,43 @@ def test_error_message_and_retry_after_parsing() -> None:
     assert retry_after_s("7") == 7.0
     assert retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
     assert retry_after_s(None) is None and retry_after_s("soon") is None
+
+
+async def test_backlog_alert_fires_survives_a_restart_and_resolves_when_drained(tmp_path: Path) -> None:
+    """The backlog figures and the `influx_backlog` alert, on a real store (InfluxDB never asked)."""
+    from shortwatch.model import RecordBatch, Sample
+    from shortwatch.settings import parse_settings
+    from shortwatch.storage.influx import InfluxSink
+    from shortwatch.storage.sqlite import SqliteStore
+
+    storage = parse_settings(
+        {"storage": {"backend": "influxdb", "api": "v1", "database": "sw", "backlog_alert_age_s": 60}}
+    ).storage
+    store = SqliteStore(tmp_path / "s.sqlite", station="g1").open()
+    try:
+        store.write_sync(RecordBatch(samples=[Sample(1_767_600_000.0 + k, "A1", 0.01, 0.001) for k in range(50)]))
+        committed = time.time()
+        sink = InfluxSink(storage, "g1", store, transport=V1Transport("http://127.0.0.1:9", "sw"))
+        f = sink.figures(now=committed + 30)
+        assert f["influx_backlog_rows_sample"] == 50 and f["influx_backlog_rows"] == 50
+        assert 29 <= f["influx_backlog_age_s"] <= 31
+        assert sink.check_backlog(now=committed + 30) is None  # younger than the limit
+        fired = sink.check_backlog(now=committed + 90)
+        assert fired is not None and fired.state == "firing" and fired.cell is None
+        assert fired.detector == "influx_backlog" and fired.kind == "data" and fired.source == "influxdb"
+        assert fired.evidence["rows_pending"] == 50 and "50 rows wait" in fired.summary
+        assert sink.check_backlog(now=committed + 120) is None  # no repeat while it stands
+        store.write_sync(RecordBatch(alerts=[fired]))
+
+        restarted = InfluxSink(storage, "g1", store, transport=V1Transport("http://127.0.0.1:9", "sw"))
+        restarted.restore_alert(store.read_alerts())
+        assert restarted.check_backlog(now=committed + 150) is None  # still firing: not again
+        store.ack("influx:sample", "sample", store.log_position("sample"))  # InfluxDB confirmed
+        store.ack("influx:alert", "alert", store.log_position("alert"))
+        resolved = restarted.check_backlog(now=committed + 160)
+        assert resolved is not None and resolved.state == "resolved" and resolved.episode == fired.episode
+        assert restarted.figures()["influx_backlog_rows"] == 0
+        await sink.close()
+        await restarted.close()
+    finally:
+        store.close()

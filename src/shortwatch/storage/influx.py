@@ -575,14 +575,34 @@ class InfluxSink:
 
     def backlog_summary(self, now: float | None = None) -> tuple[int, float]:
         """(rows pending over all tables, age in seconds of the oldest pending row; 0 when none)."""
+        f = self.figures(now)
+        return int(f["influx_backlog_rows"]), f["influx_backlog_age_s"]
+
+    def figures(self, now: float | None = None) -> dict[str, float]:
+        """The sink's health, for /metrics and the ``daemon`` point (h8dash's collector): the
+        backlog (rows per table and in all, age of the oldest unsent row) and the writer's
+        counters. Blocking (SQLite reads): call it in a thread from the loop."""
         now = time.time() if now is None else now
-        rows = 0
+        out: dict[str, float] = {}
+        rows_all = 0
         oldest: float | None = None
-        for n, t in self.backlog().values():
-            rows += n
-            if t is not None and (oldest is None or t < oldest):
-                oldest = t
-        return rows, (0.0 if oldest is None else max(0.0, now - oldest))
+        for table, (rows, at) in self.backlog().items():
+            out[f"influx_backlog_rows_{table}"] = float(rows)
+            rows_all += rows
+            if at is not None and (oldest is None or at < oldest):
+                oldest = at
+        st = self.writer.stats
+        out |= {
+            "influx_backlog_rows": float(rows_all),
+            "influx_backlog_age_s": 0.0 if oldest is None else max(0.0, now - oldest),
+            "influx_points_written": float(st["points"]),
+            "influx_write_requests": float(st["requests"]),
+            "influx_write_errors": float(st["errors"]),
+            "influx_points_refused": float(st["refused"]),
+            "influx_failing": float(st["failing"]),
+            "influx_backlog_alert_firing": float(self._alert is not None),
+        }
+        return out
 
     def restore_alert(self, alerts: list[dict[str, Any]]) -> None:
         """Pick up a still-firing backlog alert from the stored alert log (after a restart)."""
