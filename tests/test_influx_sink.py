@@ -235,7 +235,7 @@ def test_a_day_streams_in_while_influxd_is_down_and_the_backlog_drains_after(tmp
         hours,
         speedup=20000,
         extra=f'[alerts]\njsonl_path = "{jsonl}"\n',
-        storage="retry_max_s = 1\nbacklog_alert_age_s = 2\n",
+        storage="retry_max_s = 1\nbacklog_alert_age_s = 2\nhealth_interval_s = 0.5\n",
         # B1 runs at ~5 MPa: a window that ends at 2 MPa makes a cell alert early in the day
         cell_extra={"B1": "pressure_window = { min_MPa = 0.5, max_MPa = 2.0 }\n"},
     )
@@ -271,6 +271,12 @@ def test_a_day_streams_in_while_influxd_is_down_and_the_backlog_drains_after(tmp
     assert resolved[0]["episode"] == fired["episode"]
     backlog_points = influxd.query('SELECT "state", "severity" FROM "alert" WHERE "cell" = \'_station\'', DB)
     assert [v[1] for v in backlog_points[0]["values"]] == ["firing", "resolved"]
+    # the daemon's health points: the backlog rose while influxd was down, and drained (the
+    # last point may still count the newest rows, on their way)
+    (health,) = influxd.query('SELECT "influx_backlog_rows", "samples_accepted" FROM "daemon"', DB)
+    backlog = [v[1] for v in health["values"]]
+    assert max(backlog) > 0.5 * total and backlog[-1] < 0.01 * max(backlog)
+    assert max(v[2] for v in health["values"]) == total
 
 
 def test_a_point_with_a_wrong_field_type_goes_to_quarantine_and_the_rest_is_stored(

@@ -183,15 +183,17 @@ def _run_daemon(settings: Settings, early_stop: list[int]) -> int:
             stop.set()
         runner = Runner(settings, sources, store, live=True, use_checkpoints=True, consumers=consumers, drain_s=5.0)
         log.info("shortwatch %s running: %d sources, state in %s", __version__, len(sources), settings.daemon.state_dir)
-        watch = None
+        helpers: list[asyncio.Task[None]] = []
         if sink is not None:
             log.info("sending to %s", sink.description)
-            watch = asyncio.create_task(sink.watch_backlog(lambda ev: store.write(RecordBatch(alerts=[ev]))))
+            helpers.append(asyncio.create_task(sink.watch_backlog(lambda ev: store.write(RecordBatch(alerts=[ev])))))
+            helpers.append(asyncio.create_task(sink.report_health(lambda: _daemon_figures(runner))))
         try:
             await runner.run(stop)
         finally:
+            for task in helpers:
+                task.cancel()
             if sink is not None:
-                watch.cancel()  # type: ignore[union-attr]
                 await sink.close()
         log.info("stopped: %d items in, rejected %s", runner.items_in, dict(runner.pipeline.rejects.counts))
 
@@ -206,6 +208,18 @@ def _run_daemon(settings: Settings, early_stop: list[int]) -> int:
         print("shortwatch: stopped with data not stored; the next start reads it again", file=sys.stderr)
         return 1
     return 0
+
+
+def _daemon_figures(runner: Any) -> dict[str, Any]:
+    """The runner's figures for the ``daemon`` point (beside the InfluxDB sink's own)."""
+    return {
+        "items_in": runner.items_in,
+        "samples_accepted": runner.pipeline.samples_accepted,
+        "rejected": sum(runner.pipeline.rejects.counts.values()),
+        "queue_depth": runner.queue.qsize(),
+        "cells": len(runner.pipeline.monitors),
+        "uptime_s": time.monotonic() - runner.started,
+    }
 
 
 def _close_store(store: Any) -> str | None:

@@ -154,6 +154,7 @@ class StorageSettings(Strict):
     backlog_alert_age_s: float = Field(
         900.0, gt=0, description="raise a data alert `influx_backlog` when the oldest unsent row is older than this"
     )
+    health_interval_s: float = Field(10.0, gt=0, description="seconds between the daemon's `daemon` health points")
     influx_retention_days: float | None = Field(
         None, gt=0, description="`shortwatch influx setup`: retention of the database/bucket it creates (none: forever)"
     )

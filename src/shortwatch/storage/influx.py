@@ -566,6 +566,26 @@ class InfluxSink:
         if line is not None:
             await self.writer.write([line])
 
+    async def report_health(self, collect: Callable[[], dict[str, Any]]) -> None:
+        """Run beside the readers: every ``health_interval_s``, one ``daemon`` point with the
+        sink's figures and the daemon's own (``collect()``, from the event loop). While
+        InfluxDB is down a newer snapshot replaces the one still waiting: they never pile up."""
+        pending: asyncio.Task[None] | None = None
+        try:
+            while True:
+                try:
+                    figures = await asyncio.to_thread(self.figures)
+                except Exception:  # a failed snapshot (store busy) must not end the reports
+                    log.exception("collecting the daemon's health figures failed")
+                else:
+                    if pending is not None:
+                        pending.cancel()
+                    pending = asyncio.create_task(self.send_health(figures | collect()))
+                await asyncio.sleep(self.storage.health_interval_s)
+        finally:
+            if pending is not None:
+                pending.cancel()
+
     # ------------------------------------------------------------------ backlog
 
     def backlog(self) -> dict[str, tuple[int, float | None]]:
