@@ -661,7 +661,7 @@ class InfluxSink:
                 severity="warning",
                 state="firing",
                 summary=(
-                    f"InfluxDB is {age / 60:.0f} min behind: {rows} rows wait in the local log "
+                    f"InfluxDB is {_duration_text(age)} behind: {rows} rows wait in the local log "
                     f"({self.description}: {self.writer.stats['last_error'] or 'writes too slow'})"
                 ),
                 evidence=evidence,
@@ -703,6 +703,14 @@ class InfluxSink:
 
     async def close(self) -> None:
         await self.writer.close()
+
+
+def _duration_text(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 BACKLOG_DETECTOR = "influx_backlog"
