@@ -235,3 +235,23 @@ async def test_backlog_alert_fires_survives_a_restart_and_resolves_when_drained(
         await restarted.close()
     finally:
         store.close()
+
+
+async def test_a_writer_that_dies_of_a_bug_fails_its_callers_and_starts_again(recorder: Recorder) -> None:
+    class Broken(V1Transport):
+        calls = 0
+
+        def send(self, body: bytes) -> None:
+            Broken.calls += 1
+            if Broken.calls == 1:
+                raise KeyError("a bug, not a server answer")
+            super().send(body)
+
+    writer = InfluxWriter(Broken(recorder.url, "sw", gzip_body=False), flush_interval_s=0.01)
+    try:
+        with pytest.raises(RuntimeError, match="writer stopped"):
+            await asyncio.wait_for(writer.write(_lines(2)), 5)
+        assert await asyncio.wait_for(writer.write(_lines(3)), 5) == []  # the reader's retry goes through
+        assert len(recorder.requests) == 1 and len(recorder.requests[0].text.splitlines()) == 3
+    finally:
+        await writer.close()

@@ -258,8 +258,22 @@ class InfluxWriter:
         }
 
     def start(self) -> None:
-        if self._task is None:
+        if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="influx-writer")
+            self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """A request loop that died of a bug fails its callers (their readers retry the rows
+        later, and the next write starts a new loop) instead of leaving them waiting forever."""
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        log.error("the InfluxDB writer stopped: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        for job in self._jobs:
+            if not job.future.done():
+                job.future.set_exception(RuntimeError(f"the InfluxDB writer stopped: {exc}"))
+        self._jobs.clear()
+        self._queued = 0
 
     async def close(self) -> None:
         if self._task is not None:
