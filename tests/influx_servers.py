@@ -166,6 +166,7 @@ class Recorded:
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: bytes  # as sent (maybe gzipped)
+    answer_status: int = 0  # what the server answered
 
     @property
     def text(self) -> str:
@@ -218,6 +219,7 @@ class Recorder:
                     if reply is None:
                         reply = recorder.script.pop(0) if recorder.script else (204, {}, b"")
                 status, headers, data = reply
+                rec.answer_status = status
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)

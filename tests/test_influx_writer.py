@@ -255,3 +255,27 @@ async def test_a_writer_that_dies_of_a_bug_fails_its_callers_and_starts_again(re
         assert len(recorder.requests) == 1 and len(recorder.requests[0].text.splitlines()) == 3
     finally:
         await writer.close()
+
+
+async def test_v2_422_is_bisected_to_the_bad_lines_and_413_splits_without_refusing(recorder: Recorder) -> None:
+    """InfluxDB 2.x answers a field type conflict with 422 and a body too large with 413."""
+    lines = _lines(40)
+    bad = {lines[7], lines[31]}
+
+    def answer(rec):
+        sent = set(rec.text.splitlines())
+        if len(sent) > 16:
+            return 413, {}, b'{"code":"request too large","message":"unable to read data: request too large"}'
+        if sent & bad:
+            msg = b'{"code":"unprocessable entity","message":"failure writing points to database: field type conflict"}'
+            return 422, {}, msg
+        return 204, {}, b""
+
+    recorder.answer = answer
+    transport = V2Transport(recorder.url, "lab", "b", "t", gzip_body=True)
+    (refused,), writer = await _write_all(transport, [lines], batch_lines=100)
+    assert sorted(r.line for r in refused) == sorted(bad)
+    assert {r.status for r in refused} == {422} and "field type conflict" in refused[0].message
+    delivered = [ln for r in recorder.requests if r.answer_status == 204 for ln in r.text.splitlines()]
+    assert sorted(delivered) == sorted(set(lines) - bad)  # every good line once
+    assert writer.stats["refused"] == 2
