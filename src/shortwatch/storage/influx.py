@@ -42,6 +42,7 @@ from urllib.parse import urlencode
 import urllib3
 
 from shortwatch.model import AlertEvent, RecordBatch, Rejected
+from shortwatch.settings import StorageSettings, resolve_secret
 from shortwatch.storage.influx_line import V1_PRECISION, LineEncoder
 
 log = logging.getLogger(__name__)
@@ -452,17 +453,15 @@ class InfluxWriter:
             self._failing_since = None
 
 
-def make_transport(storage: Any) -> Transport:
+def make_transport(storage: StorageSettings) -> Transport:
     """The transport the ``[storage]`` settings name, with its secrets resolved."""
-    from shortwatch.settings import resolve_secret
-
     token = resolve_secret(storage.token_env, storage.token_file)
     common = {"precision": storage.precision, "gzip_body": storage.gzip, "timeout_s": storage.timeout_s}
     if storage.api == "v2":
-        return V2Transport(storage.url, storage.org, storage.bucket, token, **common)
+        return V2Transport(storage.url, storage.org or "", storage.bucket or "", token, **common)
     return V1Transport(
         storage.url,
-        storage.database,
+        storage.database or "",
         retention_policy=storage.retention_policy,
         username=storage.username,
         password=resolve_secret(storage.password_env, storage.password_file),
@@ -502,7 +501,7 @@ class InfluxSink:
 
     def __init__(
         self,
-        storage: Any,
+        storage: StorageSettings,
         station: str,
         store: _Store,
         transport: Transport | None = None,
