@@ -95,7 +95,7 @@ bind-address = "127.0.0.1:{free_port()}"
 
     def query(self, q: str, db: str | None = None) -> list[dict[str, Any]]:
         """Run InfluxQL; the results' series (raises on an error)."""
-        params = {"q": q, "epoch": "us"}
+        params = {"q": q, "epoch": "u"}  # microseconds (1.x spells it u)
         if db:
             params["db"] = db
         data = urllib.parse.urlencode(params).encode()

@@ -341,3 +341,26 @@ def test_replay_into_the_v2_api_of_victoria_metrics(tmp_path: Path, monkeypatch)
         assert {s["metric"]["cell"] for s in got_samples} == {"B1"}
     finally:
         vm.stop()
+
+
+def test_sending_everything_again_overwrites_and_never_duplicates(tmp_path: Path, influxd: Influxd) -> None:
+    """Points are keyed by measurement + tags + timestamp: the whole log sent a second time
+    (cursors forgotten, as docs/influxdb.md describes) leaves InfluxDB as it was."""
+    import sqlite3
+
+    files = _sim_csvs(tmp_path / "data", hours=12, cells={"A4": "sym_soft_hard", "B2": "full_dpq_short"})
+    cfg = _config(tmp_path, influxd.url)
+    args = ["replay", "--config", str(cfg), "--alerts-out", str(tmp_path / "a.jsonl"), *map(str, files)]
+    assert main(args) == 0
+    first = {m: influxd.query(f'SELECT count(*) FROM "{m}"', DB) for m in ("sample", "step", "cycle", "detector")}
+    with sqlite3.connect(tmp_path / "state" / "shortwatch.sqlite") as db:
+        db.execute("DELETE FROM cursor WHERE name LIKE 'influx:%'")
+    assert main(args) == 0
+    again = {m: influxd.query(f'SELECT count(*) FROM "{m}"', DB) for m in first}
+    assert again == first
+    store = _sqlite(tmp_path)
+    try:
+        assert influxd.count(DB, "sample", "voltage_V") == store.count("sample") == 2 * 12 * 360
+        assert influxd.count(DB, "step", "duration_s") == store.count("step") > 0
+    finally:
+        store.close()

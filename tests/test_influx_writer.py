@@ -279,3 +279,20 @@ async def test_v2_422_is_bisected_to_the_bad_lines_and_413_splits_without_refusi
     delivered = [ln for r in recorder.requests if r.answer_status == 204 for ln in r.text.splitlines()]
     assert sorted(delivered) == sorted(set(lines) - bad)  # every good line once
     assert writer.stats["refused"] == 2
+
+
+async def test_every_precision_lands_on_the_same_instant(influxd: Influxd) -> None:
+    from shortwatch.storage.influx_line import LineEncoder
+
+    t = 1_767_600_000.123456
+    for precision in ("s", "ms", "us", "ns"):
+        line = LineEncoder(precision).sample({"cell": precision, "station": "s", "time": t, "voltage_V": 1.5})
+        await _write_all(V1Transport(influxd.url, "sw", precision=precision), [[line]], flush_interval_s=0.01)
+    series = influxd.query('SELECT "voltage_V" FROM "sample" GROUP BY "cell"', "sw")
+    got = {s["tags"]["cell"]: s["values"][0][0] for s in series}  # epoch=us
+    assert got == {
+        "s": 1_767_600_000_000_000,
+        "ms": 1_767_600_000_123_000,
+        "us": 1_767_600_000_123_456,
+        "ns": 1_767_600_000_123_456,
+    }
