@@ -18,6 +18,7 @@ from typing import Any
 import urllib3
 
 from shortwatch.settings import StorageSettings, resolve_secret
+from shortwatch.storage.influx import network_message
 
 DBRP_RP = "autogen"  # the retention policy name InfluxQL queries use on 2.x
 
@@ -96,7 +97,7 @@ def setup_v1(s: StorageSettings) -> SetupResult:
     except PermissionError as exc:
         out.denied = f"not allowed: {exc}"
     except (urllib3.exceptions.HTTPError, OSError) as exc:
-        out.denied = f"{base} unreachable: {exc}"
+        out.denied = f"{base} unreachable: {network_message(exc)}"
     except (RuntimeError, ValueError) as exc:
         out.denied = str(exc)
     if out.denied:
@@ -146,7 +147,7 @@ def setup_v2(s: StorageSettings) -> SetupResult:
     except InfluxDBError as exc:  # e.g. the organization does not exist
         out.denied = f"failed: {exc.message}"
     except (urllib3.exceptions.HTTPError, OSError) as exc:
-        out.denied = f"{s.url} unreachable: {exc}"
+        out.denied = f"{s.url} unreachable: {network_message(exc)}"
     finally:
         client.close()
     if out.denied:
