@@ -555,7 +555,8 @@ def test_a_message_is_acknowledged_only_once_its_samples_are_committed(tmp_path:
         var = tmp_path / "var"
         cfg = tmp_path / "daemon.toml"
         cfg.write_text(
-            f'[daemon]\nhttp = ""\nstation = "gb"\nstate_dir = "{var}"\n[[sources]]\ntype = "mqtt"\nport = {broker.port}\n'
+            f'[daemon]\nhttp = ""\nstation = "gb"\nstate_dir = "{var}"\n'
+            f'[[sources]]\ntype = "mqtt"\nport = {broker.port}\n'
         )
         daemon = DaemonProcess(cfg, tmp_path / "daemon.log")
         daemon.start()

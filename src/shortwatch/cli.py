@@ -24,6 +24,7 @@ from shortwatch import __version__
 from shortwatch.alerts.jsonl import JsonlAlertWriter
 from shortwatch.daemon.lock import StateDirBusyError, state_dir_lock
 from shortwatch.daemon.runner import Runner, Source
+from shortwatch.model import RecordBatch
 from shortwatch.settings import (
     ConfigError,
     FileSource,
@@ -189,6 +190,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _run_daemon(settings, early_stop)
 
 
+def _influx_sink(settings: Settings, store: Any) -> Any:
+    """The InfluxDB sink (its readers follow the log) when [storage] backend = "influxdb"."""
+    if store is None or settings.storage.backend != "influxdb":
+        return None
+    from shortwatch.storage.influx import InfluxSink
+
+    return InfluxSink(settings.storage, settings.daemon.station, store)
+
+
 def _run_daemon(settings: Settings, early_stop: list[int]) -> int:
     from shortwatch.daemon.health import HealthModel, HealthServer, watch
 
@@ -206,6 +216,10 @@ def _run_daemon(settings: Settings, early_stop: list[int]) -> int:
     from shortwatch.alerts.notify import build_consumers
 
     consumers += build_consumers(settings, store, live=True, console=True)
+    sink = _influx_sink(settings, store)
+    if sink is not None:
+        consumers.extend(sink.readers)
+        sink.restore_alert(store.read_alerts())
     runner: Runner | None = None
 
     async def main() -> None:
@@ -231,11 +245,21 @@ def _run_daemon(settings: Settings, early_stop: list[int]) -> int:
                     ]
                 ) from None
         watcher = asyncio.create_task(watch(runner, health, stop), name="health")
+        helpers: list[asyncio.Task[None]] = []
+        if sink is not None:
+            log.info("sending to %s", sink.description)
+            helpers.append(asyncio.create_task(sink.watch_backlog(lambda ev: store.write(RecordBatch(alerts=[ev])))))
+            # the `daemon` measurement: the health model's figures beside the sink's own
+            helpers.append(asyncio.create_task(sink.report_health(health.daemon_fields)))
         try:
             await runner.run(stop)
         finally:
             stop.set()
             await watcher
+            for task in helpers:
+                task.cancel()
+            if sink is not None:
+                await sink.close()
             if server is not None:
                 server.stop()
         log.info("stopped: %d items in, rejected %s", runner.items_in, dict(runner.pipeline.rejects.counts))
@@ -304,7 +328,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
             consumers += build_consumers(settings, store, live=False, console=False)
         t0 = time.perf_counter()
-        runner = Runner(settings, [source], store, live=False, use_checkpoints=False, consumers=consumers)
+        sink = _influx_sink(settings, store)
+        consumers += sink.readers if sink is not None else []
+        # replay is the backfill: it waits (bounded) for InfluxDB to confirm what it read
+        drain = {} if sink is None else {"drain_s": args.influx_timeout}
+        runner = Runner(settings, [source], store, live=False, use_checkpoints=False, consumers=consumers, **drain)
 
         async def main() -> None:
             # Ctrl-C or SIGTERM: stop reading, store what was read, print the summary. A second
@@ -319,7 +347,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, on_signal, sig)
-            await runner.run(stop)
+            try:
+                await runner.run(stop)
+            finally:
+                if sink is not None:
+                    await sink.close()
 
         try:
             asyncio.run(main())
@@ -345,7 +377,32 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 1
     if signals:
         return 128 + signals[0].value
-    return 1 if source.failed else 0
+    if source.failed:
+        return 1
+    if sink is not None:
+        return _report_influx(sink, runner)
+    return 0
+
+
+def _report_influx(sink: Any, runner: Runner) -> int:
+    """After a replay: did InfluxDB confirm everything? 0 if so, 3 (and what waits) if not."""
+    pending = {n.removeprefix("influx:"): k for n, k in runner.pending_after_drain.items() if n.startswith("influx:")}
+    stats = sink.writer.stats
+    if not any(pending.values()):
+        print(
+            f"InfluxDB ({sink.description}) confirmed every row: {stats['points']} points written"
+            + (f", {sink.quarantined} refused (in the quarantine)" if sink.quarantined else ""),
+            file=sys.stderr,
+        )
+        return 0
+    waiting = ", ".join(f"{t} {k}" for t, k in pending.items() if k)
+    print(
+        f"replay: InfluxDB ({sink.description}) has not confirmed {sum(pending.values())} rows yet ({waiting}): "
+        f"{stats['last_error'] or 'still sending'}. They wait in the local log; the next `shortwatch run` or "
+        "`shortwatch replay` sends them.",
+        file=sys.stderr,
+    )
+    return 3
 
 
 def _progress_bar(total: int, enabled: bool):
@@ -582,6 +639,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_influx_setup(args: argparse.Namespace) -> int:
+    """Create the database / bucket, retention and DBRP mapping the config names."""
+    settings = load_settings(args.config)
+    st = settings.storage
+    if st.backend != "influxdb":
+        print(f'{args.config}: [storage] backend is {st.backend!r}; set backend = "influxdb" first', file=sys.stderr)
+        return 2
+    from shortwatch.storage.influx_setup import setup
+
+    result = setup(st)
+    for line in result.done:
+        print(f"ok: {line}")
+    if result.ok:
+        return 0
+    print(f"influx setup ({st.api} at {st.url}): {result.denied}", file=sys.stderr)
+    print("An administrator can run instead:", file=sys.stderr)
+    for cmd in result.commands:
+        print(f"  {cmd}", file=sys.stderr)
+    return 1
+
+
 def cmd_detectors(args: argparse.Namespace) -> int:
     """Every detector, the cells it watches, and its parameters with their defaults."""
     import inspect
@@ -666,6 +744,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="auto", choices=["auto", "csv", "biologic-mpt"])
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument(
+        "--influx-timeout",
+        type=float,
+        default=60.0,
+        help="with [storage] backend = influxdb: seconds to wait at the end for InfluxDB to confirm (default 60)",
+    )
     p.add_argument("files", nargs="+")
     p.set_defaults(func=cmd_replay)
 
@@ -726,6 +810,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="is the daemon working? (exit 0 healthy, 1 failing, 3 not running)")
     p.add_argument("--config", required=True)
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("influx", help="InfluxDB: set up what the config names")
+    influx = p.add_subparsers(dest="influx_command", required=True)
+    p = influx.add_parser("setup", help="create the database/bucket, retention policy and DBRP mapping")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_influx_setup)
 
     p = sub.add_parser("check-config", help="validate a config file and list every problem")
     p.add_argument("config")

@@ -307,7 +307,9 @@ Source = Annotated[SimulatorSource | FileSource | MqttSource | SerialSource, Fie
 
 
 class StorageSettings(Strict):
-    backend: Literal["sqlite"] = "sqlite"
+    backend: Literal["sqlite", "influxdb"] = Field(
+        "sqlite", description="sqlite: local only; influxdb: the SQLite log is kept and also sent to InfluxDB"
+    )
     path: Path | None = Field(None, description="SQLite file; default <state_dir>/shortwatch.sqlite")
     max_pending_batches: int = Field(8, ge=1, description="batches waiting for the writer before sources wait")
     retention_days: float | None = Field(
@@ -316,6 +318,48 @@ class StorageSettings(Strict):
     quarantine_rows_per_reason: int = Field(
         10_000, ge=1, description="raw rejected inputs kept per reason; beyond it only a count"
     )
+    # --- InfluxDB (backend = "influxdb"); docs/influxdb.md
+    url: str = Field("http://127.0.0.1:8086", description="InfluxDB base URL")
+    api: Literal["v2", "v1"] = Field("v2", description="v2: org, bucket, token; v1: database, retention_policy")
+    org: str | None = Field(None, description="v2: organization name or id")
+    bucket: str | None = Field(None, description="v2: bucket")
+    token_env: str | None = None
+    token_file: Path | None = None
+    database: str | None = Field(None, description="v1: database")
+    retention_policy: str | None = Field(None, description="v1: retention policy (default: the database's)")
+    username: str | None = Field(None, description="v1: user (with password_env / password_file)")
+    password_env: str | None = None
+    password_file: Path | None = None
+    precision: Literal["s", "ms", "us", "ns"] = Field(
+        "us", description="timestamp precision sent; us keeps every distinct stored sample time distinct"
+    )
+    batch_rows: int = Field(5000, ge=1, le=100_000, description="most points per write request")
+    flush_interval_s: float = Field(1.0, gt=0, description="a smaller batch waits at most this long for more points")
+    gzip: bool = Field(True, description="gzip request bodies")
+    timeout_s: float = Field(30.0, gt=0, description="one write request's timeout")
+    retry_max_s: float = Field(30.0, gt=0, description="longest wait between retries of a failed write")
+    backlog_alert_age_s: float = Field(
+        900.0, gt=0, description="raise a data alert `influx_backlog` when the oldest unsent row is older than this"
+    )
+    health_interval_s: float = Field(10.0, gt=0, description="seconds between the daemon's `daemon` health points")
+    influx_retention_days: float | None = Field(
+        None, gt=0, description="`shortwatch influx setup`: retention of the database/bucket it creates (none: forever)"
+    )
+
+    @model_validator(mode="after")
+    def _influx_complete(self) -> StorageSettings:
+        if self.backend != "influxdb":
+            return self
+        missing = (
+            [k for k in ("org", "bucket") if not getattr(self, k)]
+            if self.api == "v2"
+            else ([] if self.database else ["database"])
+        )
+        if missing:
+            raise ValueError(f"backend 'influxdb' with api '{self.api}' needs {' and '.join(missing)}")
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https:// (got {self.url!r})")
+        return self
 
 
 class NotifierBase(Strict):
