@@ -19,6 +19,7 @@ from shortwatch import __version__
 from shortwatch.alerts.jsonl import JsonlAlertWriter
 from shortwatch.daemon.lock import StateDirBusyError, state_dir_lock
 from shortwatch.daemon.runner import Runner, Source
+from shortwatch.sensors.formats import CONFIG_FORMATS
 from shortwatch.settings import ConfigError, FileSource, Settings, SimulatorSource, load_settings, parse_settings
 
 log = logging.getLogger("shortwatch")
@@ -79,6 +80,7 @@ def build_sources(settings: Settings) -> list[Source]:
                     poll_s=cfg.poll_s,
                     name=f"file-{n}",
                     retire_after_s=cfg.retire_after_s,
+                    options=cfg.format_options(),
                 )
             )
     return sources
@@ -217,6 +219,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         follow=False,
         name="replay",
         on_progress=lambda path, off: (offsets.__setitem__(path, off), progress(sum(offsets.values()))),
+        options=next(
+            (c.format_options() for c in settings.sources if isinstance(c, FileSource) and c.format == args.format),
+            {},
+        ),
     )
     lock = contextlib.nullcontext() if args.no_store else state_dir_lock(settings.daemon.state_dir, "replay")
     with lock:
@@ -406,7 +412,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True)
     p.add_argument("--alerts-out", help="alert transitions as JSON lines (default stdout)")
     p.add_argument("--no-store", action="store_true", help="do not write to the configured storage")
-    p.add_argument("--format", default="auto", choices=["auto", "csv", "biologic-mpt"])
+    p.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", *CONFIG_FORMATS],
+        help='columns: the columns map of the config\'s first file source with format = "columns"',
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("files", nargs="+")
