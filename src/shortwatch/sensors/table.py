@@ -21,6 +21,7 @@ Time, in the order tried:
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
 import re
@@ -167,7 +168,13 @@ class TableDecoder:
             return None
         if not line.strip():
             return None
-        parts = line.split(self._delimiter)
+        if '"' in line:  # a quoted field, e.g. Neware's "1 day, 02:03:04" in a CSV
+            try:
+                parts = next(csv.reader((line,), delimiter=self._delimiter))
+            except csv.Error as exc:
+                return Rejected(self.source, "parse_error", line, cell=self.default_cell, detail=f"quoting: {exc}")
+        else:
+            parts = line.split(self._delimiter)
         if len(parts) < self._n:
             return Rejected(
                 self.source,
