@@ -111,8 +111,9 @@ class ClockParser:
 
 
 def _number(text: str) -> float | None:
+    """A number; a decimal comma (European exports, never a field separator here) is read as a point."""
     text = text.strip()
-    return float(text) if text else None
+    return float(text.replace(",", ".")) if text else None
 
 
 def _integer(text: str) -> int | None:
