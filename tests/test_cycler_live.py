@@ -164,3 +164,36 @@ def test_ndax_replaced_by_complete_files_passes_on_only_new_records(tmp_path: Pa
     final = list(iter_file(live))
     assert len(final) > 5000
     assert [key(s) for s in got] == [key(s) for s in final]
+
+
+async def test_the_file_source_follows_a_growing_mpr_from_an_empty_file(tmp_path: Path) -> None:
+    import asyncio
+
+    from shortwatch.sensors.file_source import FileSource
+
+    data = (REALDATA / "gcpl.pr_182.1.mpr").read_bytes()
+    full = list(iter_file(REALDATA / "gcpl.pr_182.1.mpr"))
+    live = tmp_path / "cell7.mpr"
+    live.write_bytes(b"")  # EC-Lab has just created it: its format is not known yet
+    got: list[Sample] = []
+
+    async def emit(items: list, path: str) -> None:
+        got.extend(items)
+
+    source = FileSource([str(tmp_path / "*.mpr")], poll_s=0.02, follow=True)
+    task = asyncio.create_task(source.run(emit))
+    try:
+        start = mpr_records_start(data)
+        for end in (start, start + 5000, start + 100_000, len(data)):
+            with live.open("ab") as f:
+                f.write(data[live.stat().st_size : end])
+            await asyncio.sleep(0.2)
+        for _ in range(100):
+            if len(got) >= len(full):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+    assert source.failed == {}
+    assert [key(s) for s in got] == [key(s) for s in full]
+    assert {s.cell for s in got} == {"cell7"}
