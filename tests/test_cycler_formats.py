@@ -267,3 +267,24 @@ def test_the_big_ndax_is_read_whole() -> None:
         last = item
     assert n == 699677
     assert last is not None and last.cycle == max(cycles)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["maccor_001.txt", "maccor_002.txt", "neware_uio.csv", "nw_regular_export_ife_example.csv",
+     "2017-05-09_test-TC-contact_CH33.csv", "xTESLADIAG_000019_CH70.070"],
+)  # fmt: skip
+def test_text_export_resumed_from_a_checkpoint_mid_file_gives_the_same_samples(name: str) -> None:
+    from shortwatch.sensors.files import FileReader
+
+    path = REALDATA / name
+    full = samples(path)
+    first = FileReader(path)
+    got = first.read_available(max_lines=150)  # the start time, cycle and step rows are above the resume point
+    assert 0 < len(got) < len(full)
+    second = FileReader(path)
+    second.restore(first.checkpoint())
+    while batch := second.read_available():
+        got += batch
+    got += second.finish()
+    assert got == full

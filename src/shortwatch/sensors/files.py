@@ -226,7 +226,8 @@ class FileReader:
                 )
                 return
             self._format = self._format or state["format"]
-            self._start_decoder(final=True)
+            f.seek(0)
+            self._start_decoder(final=True, head=f.read(_HEAD))
             assert self._decoder is not None
             # Feed the header again (lines from the start until the decoder has it), then skip to offset.
             f.seek(0)
@@ -378,7 +379,7 @@ class FileReader:
         self.offset += n
         self._buf = self._buf[n:]
 
-    def _start_decoder(self, final: bool) -> bool:
+    def _start_decoder(self, final: bool, head: bytes | None = None) -> bool:
         """Make sure there is a decoder; False while ``auto`` still waits for the first line."""
         if self._decoder is not None:
             return True
@@ -397,8 +398,9 @@ class FileReader:
         spec = FORMATS[self._format]
         if spec.skip:
             log.info("%s: %s; skipped", self.path, spec.description)
-        head = self._buf[:_HEAD].decode(spec.encoding, "replace").replace("\r\n", "\n")
-        self._decoder = spec.make(str(self.path), self.cell, self.tz, head, self.options)
+        # the factory sees the file's first bytes: some formats have layouts told apart there
+        text = (self._buf[:_HEAD] if head is None else head).decode(spec.encoding, "replace").replace("\r\n", "\n")
+        self._decoder = spec.make(str(self.path), self.cell, self.tz, text, self.options)
         self._encoding = spec.encoding
         return True
 
