@@ -69,6 +69,15 @@ def test_elapsed_time_in_hours_and_a_sign_flip(tmp_path: Path) -> None:
     assert isinstance(items[2], Rejected)  # "1 day" split at its comma: too many fields is fine, "1 day" is no number
 
 
+def test_a_load_cell_log_mapped_to_pressure_alone(tmp_path: Path) -> None:
+    path = tmp_path / "loadcell.csv"
+    path.write_text("# HX711 log\nunix,force_kPa\n1764842400.0,5000\n1764842401.0,5100\n")
+    cfg = source(format="columns", columns={"unix": "time", "force_kPa": {"field": "pressure_MPa", "unit": "kPa"}})
+    items = list(iter_file(path, "columns", options=cfg.format_options()))
+    assert [(i.time, i.voltage_V) for i in items] == [(1764842400.0, None), (1764842401.0, None)]
+    assert [i.pressure_MPa for i in items] == pytest.approx([5.0, 5.1])
+
+
 @pytest.mark.parametrize(
     ("kw", "message"),
     [

@@ -208,14 +208,14 @@ class TableDecoder:
         if layout.state and layout.state in position:
             index["state"] = position[layout.state]
         has_time = "clock" in index or "elapsed" in index
-        if has_time and ("voltage_V" in index or "current_A" in index):
+        if has_time and ("voltage_V" in index or "current_A" in index or "pressure_MPa" in index):
             self._index, self._delimiter, self._n = index, delimiter, len(names)
             return
         if self._line_no >= _MAX_PREAMBLE:
             wanted = [c.names[0] for c in (layout.clock, layout.elapsed) if c is not None]
             raise FormatError(
                 f"{self.source}: no line of column names in the first {_MAX_PREAMBLE} lines: a {layout.name} "
-                f"export needs a time column ({' or '.join(wanted)}) and a voltage or current column"
+                f"export needs a time column ({' or '.join(wanted)}) and a voltage, current or pressure column"
             )
 
     def _decode(self, parts: list[str], line: str, context: Context | None) -> Sample | Rejected:
