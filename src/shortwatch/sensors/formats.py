@@ -192,7 +192,7 @@ def detect(head: bytes, path: Path) -> Format | None:
 
 
 def unknown_format_message(path: Path) -> str:
-    names = "; ".join(f"{f.name} ({f.description})" for f in FORMATS.values() if not f.skip)
+    names = "; ".join(f"{f.name} ({f.description})" for f in FORMATS.values() if f.sniff is not None and not f.skip)
     return (
         f"{path}: unknown file format; supported: {names}. For another delimited export, "
         'set format = "columns" and map its columns in the config'
