@@ -118,6 +118,14 @@ def test_garbage_in_a_mapped_export_is_quarantined(lines: list[str], tmp_path: P
     assert all(isinstance(i, Sample) or (i.reason and i.detail) for i in items)
 
 
+def test_absurd_numbers_are_rejected_not_raised(tmp_path: Path) -> None:
+    path = tmp_path / "x.txt"
+    path.write_text("t,V\n" + "9" * 400 + ":00:00,3.3\n1e999,3.3\n5,1e999\n")
+    cfg = source(format="columns", columns={"t": "time", "V": "voltage_V"}, time_format="elapsed")
+    items = list(iter_file(path, "columns", options=cfg.format_options()))
+    assert [type(i) for i in items] == [Rejected, Rejected, Sample]  # an infinite voltage: the validator's to drop
+
+
 def test_replay_takes_the_columns_map_from_the_config(tmp_path: Path) -> None:
     path = tmp_path / "pellet7.txt"
     path.write_text(EXPORT, encoding="latin-1")

@@ -34,6 +34,7 @@ unlike the .mpt, the technique's name is not read, so a sweep is not told apart)
 from __future__ import annotations
 
 import logging
+import math
 import struct
 import zlib
 from datetime import datetime, timedelta
@@ -164,6 +165,8 @@ class _Layout:
                 name += "'"
             fields.append((name, known[1]))
         self.dtype = np.dtype(fields)
+        if self.dtype.itemsize == 0:
+            raise MprStructureError(f"the data module lists no columns (ids {ids})")
         self.version = version
         self.records_at = records_at  # file offset of record 0
         self.n_records = n_records
@@ -376,7 +379,7 @@ class MprDecoder:
             else:
                 i_mA = None
             prev = elapsed
-            cycle = int(cycles[k]) if cycles is not None and cycles[k] == cycles[k] else None
+            cycle = int(cycles[k]) if cycles is not None and math.isfinite(cycles[k]) else None
             if half is not None:
                 cycle = half[k] // 2
             out.append(

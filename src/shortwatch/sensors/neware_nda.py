@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NDA_MAGIC = b"NEWARE"
+_REQUIRED = frozenset({"Index", "Timestamp", "Voltage", "Current(mA)", "Cycle", "Status"})
 ZIP_MAGIC = b"PK\x03\x04"
 
 
@@ -126,6 +127,10 @@ class NewareDecoder:
                 log.debug("%s: not readable yet (%s); trying again when it changes", self.source, exc)
             return
         self._seen = key
+        missing = _REQUIRED.difference(df.columns)
+        if missing:
+            self._report("bad_structure", f"NewareNDA gave no {', '.join(sorted(missing))} column")
+            return
         self._next_read = started + self.reread_factor * (time.monotonic() - started)
         times = self._times(df["Timestamp"])
         index = df["Index"].tolist()

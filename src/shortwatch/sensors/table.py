@@ -186,7 +186,7 @@ class TableDecoder:
             )
         try:
             return self._decode(parts, line, context)
-        except (ValueError, IndexError) as exc:
+        except (ValueError, IndexError, OverflowError) as exc:  # OverflowError: e.g. 10**400 hours
             return Rejected(self.source, "parse_error", line, cell=self.default_cell, detail=str(exc))
 
     def _read_header(self, line: str) -> None:
