@@ -140,7 +140,8 @@ class NewareDecoder:
         if len(df) < self.n_done:
             return  # fewer rows than already passed on: the same run, being rewritten
         if len(df) > self.n_done:
-            self._pending, self._pending_times = df.iloc[self.n_done :], times[self.n_done :]
+            sample_times = self._sub_second(df, times)
+            self._pending, self._pending_times = df.iloc[self.n_done :], sample_times[self.n_done :]
             if self.first_key is None:
                 self.first_key = [index[0], times[0]]
             self.last_key = [index[-1], times[-1]]
@@ -152,6 +153,24 @@ class NewareDecoder:
             return len(index) > 0 and [index[0], times[0]] == self.first_key
         k = self.n_done - 1
         return [index[0], times[0]] == self.first_key and [index[k], times[k]] == self.last_key
+
+    @staticmethod
+    def _sub_second(df: pd.DataFrame, times: list[float]) -> list[float]:
+        """Older .nda files stamp records to the whole second while logging every 0.1-0.5 s, so
+        several records share a time (and the validator would quarantine all but one). There
+        the step time ``Time`` (which starts at 0 in each step) gives the fraction: within a
+        step, time = the step's start + Time, the start being the latest ``Timestamp - Time``
+        (a whole-second stamp is at most 1 s late, never early). Files stamped to the ms are
+        left as they are. The checks of what was already read use the stamps themselves."""
+        import numpy as np
+        import pandas as pd
+
+        t = np.asarray(times, dtype="float64")
+        elapsed = df["Time"].to_numpy(dtype="float64")
+        if len(t) == 0 or np.any(np.nan_to_num(t) % 1.0) or not np.any(elapsed % 1.0):
+            return times
+        start = pd.Series(t - elapsed).groupby(df["Step"].to_numpy()).transform("max").to_numpy()
+        return (start + elapsed).tolist()  # type: ignore[no-any-return]
 
     def _times(self, ts: pd.Series) -> list[float]:
         import pandas as pd
