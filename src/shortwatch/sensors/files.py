@@ -233,7 +233,8 @@ class FileReader:
             f.seek(0)
             pos = 0
             for raw in f:
-                if self._decoder.ready or pos >= offset:
+                # context_ready: what a format needs from above the resume point (default: its header)
+                if getattr(self._decoder, "context_ready", self._decoder.ready) or pos >= offset:
                     break
                 self._decoder.feed(raw.decode(self._encoding, "replace"))
                 pos += len(raw)

@@ -1,8 +1,9 @@
 """The cycler file formats shortwatch reads: one registry entry per format, each with its sniffer.
 
 Two small protocols cover every format:
-- a text format gives a :class:`LineDecoder` (``feed(line) -> Sample | Rejected | None`` and
-  ``ready``), driven by files.FileReader, which owns byte offsets and partial lines;
+- a text format gives a :class:`LineDecoder` (``feed(line) -> Sample | Rejected | None``,
+  ``ready`` once its header is read, and optionally ``context_ready`` when resuming mid-file
+  needs more than the header), driven by files.FileReader, which owns byte offsets;
 - a binary format gives a :class:`RecordDecoder` (``poll(path, max, final)`` returning the
   records new since the last poll, ``state()``/``load()`` and ``offset``), driven by
   files.BinaryFileReader.

@@ -83,11 +83,11 @@ def make_decoder(source: str, cell: str, tz: str, head: str) -> TableDecoder | N
 class NewareNestedDecoder:
     """The nested export: cycle and step rows set the context of the record rows below them.
 
-    ``ready`` stays False: a reader resuming mid-file must feed every line before the
+    ``context_ready`` stays False: a reader resuming mid-file must feed every line before the
     resume point, so that the cycle and step rows above it are known again.
     """
 
-    ready = False
+    context_ready = False
 
     def __init__(self, source: str, cell: str, tz: str, current_in_mA: bool = False):
         self.source = source
@@ -97,6 +97,11 @@ class NewareNestedDecoder:
         self._cycle_width = 0
         self._step_names: list[str] = []
         self._context = Context()
+
+    @property
+    def ready(self) -> bool:
+        """True once the three header lines (cycle, step and record columns) are read."""
+        return self._header_lines >= 3 and self._records.ready
 
     def feed(self, line: str) -> Sample | Rejected | None:
         line = line.rstrip("\r\n")

@@ -11,8 +11,8 @@ Time, in the order tried:
   elapsed time, and each row's time is start + elapsed. Cycler clocks are written to the
   second while elapsed times have sub-second digits; this keeps those digits and stays
   monotonic. Because the start comes from the first data row, the decoder reports
-  ``ready`` only after it has seen that row (a reader resuming mid-file feeds lines from
-  the start until ``ready``, see files.FileReader.restore).
+  ``context_ready`` only after it has seen that row (a reader resuming mid-file feeds lines
+  from the start until then, see files.FileReader.restore).
 - ``clock`` only: each row's own clock (Unix seconds, ISO-8601 or strptime formats, local
   times read in the configured zone).
 - ``elapsed`` only: seconds since 1970-01-01 UTC (logged once), as for an EC-Lab export
@@ -151,14 +151,14 @@ class TableDecoder:
 
     @property
     def ready(self) -> bool:
-        """True once the column names (and, when time is start + elapsed, the start) are known."""
-        if self._index is None:
-            return False
-        return self._origin is not None or not (self.layout.clock and self.layout.elapsed)
+        """True once the column names are known (the header is complete)."""
+        return self._index is not None
 
     @property
-    def columns_known(self) -> bool:
-        return self._index is not None
+    def context_ready(self) -> bool:
+        """True once a reader resuming mid-file has fed all this decoder needs from above the
+        resume point: the header and, when time is start + elapsed, the first data row."""
+        return self.ready and (self._origin is not None or not (self.layout.clock and self.layout.elapsed))
 
     def feed(self, line: str, context: Context | None = None) -> Sample | Rejected | None:
         """Decode one line; None for the preamble, the column names and blank lines."""
