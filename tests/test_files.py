@@ -56,14 +56,16 @@ def test_unknown_format_lists_the_supported_ones(tmp_path: Path, content: str) -
         detect_format(path)
 
 
-def test_reading_a_file_of_unknown_format_fails_once_its_first_line_is_complete(tmp_path: Path) -> None:
+def test_reading_a_file_of_unknown_format_fails_once_its_first_lines_are_complete(tmp_path: Path) -> None:
     path = tmp_path / "x.csv"
     path.write_text("")
     assert list(iter_file(path)) == []  # an empty file is no error
     path.write_text("Date,Voltage(V)")
     reader = FileReader(path)
     assert reader.read_available() == []  # the first line may still be growing
-    append(path, "\n")
+    append(path, "\n" + "1,2\n" * 14)
+    assert reader.read_available() == []  # some formats tell themselves only a few lines in
+    append(path, "1,2\n")
     with pytest.raises(FormatError, match="unknown file format"):
         reader.read_available()
 

@@ -25,6 +25,7 @@ from shortwatch.alerts.jsonl import JsonlAlertWriter
 from shortwatch.daemon.lock import StateDirBusyError, state_dir_lock
 from shortwatch.daemon.runner import Runner, Source
 from shortwatch.model import RecordBatch
+from shortwatch.sensors.formats import CONFIG_FORMATS
 from shortwatch.settings import (
     ConfigError,
     FileSource,
@@ -102,6 +103,7 @@ def build_sources(settings: Settings) -> list[Source]:
                     poll_s=cfg.poll_s,
                     name=f"file-{n}",
                     retire_after_s=cfg.retire_after_s,
+                    options=cfg.format_options(),
                 )
             )
     return sources
@@ -318,6 +320,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
             follow=False,
             name="replay",
             on_progress=lambda path, off: (offsets.__setitem__(path, off), progress(sum(offsets.values()))),
+            options=next(
+                (c.format_options() for c in settings.sources if isinstance(c, FileSource) and c.format == args.format),
+                {},
+            ),
         )
         out = open(args.alerts_out, "w", encoding="utf-8") if args.alerts_out else sys.stdout  # noqa: SIM115
         # this run's transitions, read from the log like every other reader's (from its head at the start)
@@ -741,7 +747,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alerts-out", help="alert transitions as JSON lines (default stdout)")
     p.add_argument("--no-store", action="store_true", help="do not write to the configured storage")
     p.add_argument("--notify", action="store_true", help="also send the transitions through the notifiers")
-    p.add_argument("--format", default="auto", choices=["auto", "csv", "biologic-mpt"])
+    p.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", *CONFIG_FORMATS],
+        help='columns: the columns map of the config\'s first file source with format = "columns"',
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument(

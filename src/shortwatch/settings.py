@@ -124,18 +124,78 @@ class SimulatorSource(Strict):
     start: str = Field("2026-01-05T09:00:00+00:00", description="data time of the first sample")
 
 
+ColumnField = Literal["time", "voltage_V", "current_A", "pressure_MPa", "temperature_C", "cycle", "step"]
+
+
+class ColumnMap(Strict):
+    """One column of a ``format = "columns"`` export: the canonical field it feeds, and its unit or scale."""
+
+    field: ColumnField
+    unit: str | None = Field(None, description="V, mV, A, mA, uA, MPa, kPa, bar, C; s, min, h for elapsed time")
+    scale: float = Field(1.0, description="multiplies the value (after the unit); -1 flips a current's sign")
+
+    @field_validator("unit")
+    @classmethod
+    def _known_unit(cls, v: str | None) -> str | None:
+        from shortwatch.sensors.columns_map import UNITS  # here: settings must not load sensors at import
+
+        if v is not None and v not in UNITS:
+            raise ValueError(f"unknown unit {v!r}; use one of {', '.join(UNITS)}")
+        return v
+
+
 class FileSource(Strict):
     """Cycler export files, read from the start and followed as they grow."""
 
     type: Literal["file"]
     paths: list[str] = Field(min_length=1, description="file paths or glob patterns")
-    format: Literal["auto", "csv", "biologic-mpt"] = "auto"
+    format: Literal[
+        "auto",
+        "csv",
+        "biologic-mpt",
+        "biologic-mpr",
+        "neware-nda",
+        "neware-csv",
+        "arbin-csv",
+        "maccor-txt",
+        "columns",
+    ] = "auto"
+    columns: dict[str, ColumnField | ColumnMap] | None = Field(
+        None, description='format = "columns": column name -> canonical field, or {field, unit, scale}'
+    )
+    delimiter: str | None = Field(None, min_length=1, max_length=1, description="columns: default tab, ; or ,")
+    time_format: str = Field(
+        "auto", description='columns: "auto" (Unix s or ISO-8601), "elapsed" (s or [d] h:m:s), or a strptime pattern'
+    )
     cell: str | None = Field(None, description="cell id for files with no cell column (default: file stem)")
     follow: bool = Field(True, description="keep reading as the files grow")
     poll_s: float = Field(2.0, gt=0)
     retire_after_s: float = Field(
         3600.0, gt=0, description="a followed file that has not grown this long is only checked every 30 s"
     )
+
+    @model_validator(mode="after")
+    def _columns_for_columns_format(self) -> FileSource:
+        if self.format != "columns":
+            if self.columns is not None:
+                raise ValueError('columns is only read with format = "columns"')
+            return self
+        targets = [c if isinstance(c, str) else c.field for c in (self.columns or {}).values()]
+        if "time" not in targets or not {"voltage_V", "current_A", "pressure_MPa"} & set(targets):
+            raise ValueError(
+                'format = "columns" needs a columns map with a column for "time" and one for voltage_V, '
+                "current_A or pressure_MPa"
+            )
+        if len(set(targets)) != len(targets):
+            raise ValueError("columns: two columns feed the same field")
+        return self
+
+    def format_options(self) -> dict[str, Any]:
+        """What the file readers need besides the format's name (the columns map and its options)."""
+        if self.columns is None:
+            return {}
+        columns = {k: v if isinstance(v, str) else v.model_dump(exclude_none=True) for k, v in self.columns.items()}
+        return {"columns": columns, "delimiter": self.delimiter, "time_format": self.time_format}
 
 
 class FieldSpec(Strict):

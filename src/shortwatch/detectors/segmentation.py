@@ -82,10 +82,10 @@ class Segmenter(Stateful):
         if self.kind is None:
             new_step = True
         new_cycle = False
-        if cycle is not None:
+        if cycle is not None:  # the cycler's own number is kept, so alerts name the cycle it shows
             if self.cycle_given is not None and cycle != self.cycle_given:
                 new_cycle = new_step = True
-                self.cycle += 1
+            self.cycle = cycle
             self.cycle_given = cycle
         if new_step:
             direction = self._direction(kind)

@@ -29,7 +29,7 @@ from typing import Any
 from shortwatch.aio import wait_event
 from shortwatch.daemon.runner import Emit
 from shortwatch.model import Rejected, Sample
-from shortwatch.sensors.files import FileReader, FormatError
+from shortwatch.sensors.files import BinaryFileReader, FileReader, FormatError, open_reader
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ class FileSource:
         idle_check_s: float = 30.0,
         idle_line_s: float = 1.0,
         watch: bool = True,
+        options: dict[str, Any] | None = None,
     ):
         self.name = name
         self.patterns = patterns
@@ -69,7 +70,8 @@ class FileSource:
         # following: a last line without a newline is read once its file has been idle this long
         self.idle_line_s = idle_line_s
         self.watch = watch
-        self.readers: dict[str, FileReader] = {}
+        self.options = options or {}  # format options (the columns map, delimiter, time format)
+        self.readers: dict[str, FileReader | BinaryFileReader] = {}
         self.failed: dict[str, str] = {}  # path -> why it could not be read
         self._failed_states: dict[str, dict[str, Any]] = {}  # their positions, kept in checkpoints
         self._restored: dict[str, dict[str, Any]] = {}
@@ -108,9 +110,16 @@ class FileSource:
                     if not glob.has_magic(pattern) and not self.follow:
                         self._fail(path, "no such file")
                     continue
+                if self.fmt == "auto" and self.follow and os.path.getsize(path) == 0:
+                    continue  # its format is told by its first bytes: wait for them
                 try:
-                    reader = FileReader(
-                        Path(path), self.fmt, self.cell, self.tz, idle_line_s=self.idle_line_s if self.follow else None
+                    reader = open_reader(
+                        Path(path),
+                        self.fmt,
+                        self.cell,
+                        self.tz,
+                        self.options,
+                        idle_line_s=self.idle_line_s if self.follow else None,
                     )
                     if path in self._restored:
                         reader.restore(self._restored[path])

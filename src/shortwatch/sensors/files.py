@@ -15,57 +15,70 @@ import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO
 
-from shortwatch.model import CSV_COLUMNS, Rejected, Sample
-from shortwatch.sensors.biologic import MAGIC, BiologicMptDecoder
-from shortwatch.sensors.canonical_csv import CanonicalCsvDecoder, FormatError
+from shortwatch.model import Rejected, Sample
+from shortwatch.sensors.canonical_csv import FormatError
+from shortwatch.sensors.formats import (
+    CONFIG_FORMATS,
+    FORMATS,
+    LineDecoder,
+    RecordDecoder,
+    detect,
+    unknown_format_message,
+)
 
-__all__ = ["FileReader", "FormatError", "detect_format", "iter_file"]
+__all__ = ["BinaryFileReader", "FileReader", "FormatError", "detect_format", "iter_file", "open_reader"]
 
 log = logging.getLogger(__name__)
 
-Format = Literal["csv", "biologic-mpt"]
-FORMATS: tuple[str, ...] = ("csv", "biologic-mpt")
 _CHUNK = 1 << 20  # bytes per read(): few syscalls, bounded memory
 _HEAD = 4096  # bytes read to detect a format, and fingerprinted to recognise a file again
+_SNIFF_LINES = 16  # complete lines after which a file no sniffer knows is of unknown format
 MAX_LINE_BYTES = 1 << 20  # no export has a 1 MiB line: a longer one is skipped and quarantined
 _TAIL = 1024  # bytes just before the offset, fingerprinted to notice a rewrite that keeps the head
 _RAW_MAX = 1000  # characters of a skipped line kept as its quarantined raw text
-_ENCODING = {"csv": "utf-8", "biologic-mpt": "latin-1"}
 
 Item = Sample | Rejected
 
 
-def detect_format(path: str | Path) -> Format:
-    """The format of a file, from its first line, else from its extension (``.mpt``)."""
+def detect_format(path: str | Path) -> str:
+    """The format of a file, from its first bytes (the extension only breaks ties)."""
     path = Path(path)
     with path.open("rb") as f:
-        fmt = _sniff(f.read(_HEAD), path)
+        fmt = detect(f.read(_HEAD), path)
     if fmt is None:
-        raise _unknown_format(path)
-    return fmt
+        raise FormatError(unknown_format_message(path))
+    return fmt.name
 
 
-def _unknown_format(path: Path) -> FormatError:
-    return FormatError(
-        f"{path}: unknown file format; supported: csv (canonical CSV: a header with 'time' and "
-        f"voltage_V, current_A or pressure_MPa), biologic-mpt (EC-Lab ASCII export, .mpt)"
-    )
+def _check_format(fmt: str) -> None:
+    if fmt != "auto" and fmt not in CONFIG_FORMATS:
+        raise FormatError(f"unknown format {fmt!r}; supported: auto, {', '.join(CONFIG_FORMATS)}")
 
 
-def _sniff(head: bytes, path: Path) -> Format | None:
-    """Format from the first bytes of a file; None when neither they nor the extension tell."""
-    head = head.removeprefix(b"\xef\xbb\xbf")
-    if head.startswith(tuple(m.encode() for m in MAGIC)):
-        return "biologic-mpt"
-    first = head.split(b"\n", 1)[0].decode("utf-8", "replace")
-    names = {name.strip().strip('"') for name in first.split(",")}
-    if "time" in names and names & set(CSV_COLUMNS[2:]):
-        return "csv"
-    if path.suffix.lower() == ".mpt":
-        return "biologic-mpt"
-    return None
+def open_reader(
+    path: Path,
+    fmt: str = "auto",
+    cell: str | None = None,
+    tz: str = "UTC",
+    options: dict[str, Any] | None = None,
+    idle_line_s: float | None = None,
+) -> FileReader | BinaryFileReader:
+    """The reader for a file: a line reader for text formats, a record reader for binary ones.
+
+    With ``auto``, a file must have its first bytes (an empty file is read as text, whose
+    format is decided when its first line arrives)."""
+    _check_format(fmt)
+    path = Path(path)
+    name = fmt
+    if fmt == "auto":
+        with path.open("rb") as f:
+            found = detect(f.read(_HEAD), path)
+        name = found.name if found is not None else "auto"
+    if name != "auto" and FORMATS[name].binary:
+        return BinaryFileReader(path, name, cell, tz)
+    return FileReader(path, fmt, cell, tz, options, idle_line_s=idle_line_s)
 
 
 class FileReader:
@@ -88,11 +101,14 @@ class FileReader:
         fmt: str = "auto",
         cell: str | None = None,
         tz: str = "UTC",
+        options: dict[str, Any] | None = None,
         idle_line_s: float | None = None,
     ):
-        if fmt != "auto" and fmt not in FORMATS:
-            raise FormatError(f"unknown format {fmt!r}; supported: auto, {', '.join(FORMATS)}")
+        _check_format(fmt)
+        if fmt != "auto" and FORMATS[fmt].binary:
+            raise FormatError(f"{fmt} is a binary format: read it with BinaryFileReader (open_reader)")
         self.path = Path(path)
+        self.options = options or {}
         self.fmt = fmt
         self.cell = cell or self.path.stem
         self.tz = tz
@@ -112,7 +128,7 @@ class FileReader:
         self._skip: list[Any] | None = None
         self._continued = False  # a last line was read without its newline (idle_line_s)
         self._format: str | None = None if self.fmt == "auto" else self.fmt
-        self._decoder: CanonicalCsvDecoder | BiologicMptDecoder | None = None
+        self._decoder: LineDecoder | None = None
         self._encoding = ""
 
     @property
@@ -210,13 +226,15 @@ class FileReader:
                 )
                 return
             self._format = self._format or state["format"]
-            self._start_decoder(final=True)
+            f.seek(0)
+            self._start_decoder(final=True, head=f.read(_HEAD))
             assert self._decoder is not None
             # Feed the header again (lines from the start until the decoder has it), then skip to offset.
             f.seek(0)
             pos = 0
             for raw in f:
-                if self._decoder.ready or pos >= offset:
+                # context_ready: what a format needs from above the resume point (default: its header)
+                if getattr(self._decoder, "context_ready", self._decoder.ready) or pos >= offset:
                     break
                 self._decoder.feed(raw.decode(self._encoding, "replace"))
                 pos += len(raw)
@@ -362,7 +380,7 @@ class FileReader:
         self.offset += n
         self._buf = self._buf[n:]
 
-    def _start_decoder(self, final: bool) -> bool:
+    def _start_decoder(self, final: bool, head: bytes | None = None) -> bool:
         """Make sure there is a decoder; False while ``auto`` still waits for the first line."""
         if self._decoder is not None:
             return True
@@ -370,16 +388,21 @@ class FileReader:
         if b"\r" in self._buf[: eol if eol >= 0 else len(self._buf)][:-1]:
             raise FormatError(f"{self.path}: CR-only (classic Mac) line endings; save it with LF or CRLF line endings")
         if self._format is None:
-            self._format = _sniff(self._buf, self.path)
-            if self._format is None:
-                if b"\n" in self._buf or final:
-                    raise _unknown_format(self.path)
+            found = detect(self._buf[:_HEAD], self.path)
+            if found is not None and found.binary:
+                raise FormatError(f"{self.path}: a {found.name} file, opened as text while it was empty; read again")
+            if found is None:  # Maccor and nested Neware exports need a few lines to tell
+                if len(self._buf) >= _HEAD or self._buf.count(b"\n") >= _SNIFF_LINES or final:
+                    raise FormatError(unknown_format_message(self.path))
                 return False
-        if self._format == "csv":
-            self._decoder = CanonicalCsvDecoder(str(self.path), self.cell, self.tz)
-        else:
-            self._decoder = BiologicMptDecoder(str(self.path), self.cell, self.tz)
-        self._encoding = _ENCODING[self._format]
+            self._format = found.name
+        spec = FORMATS[self._format]
+        if spec.skip:
+            log.info("%s: %s; skipped", self.path, spec.description)
+        # the factory sees the file's first bytes: some formats have layouts told apart there
+        text = (self._buf[:_HEAD] if head is None else head).decode(spec.encoding, "replace").replace("\r\n", "\n")
+        self._decoder = spec.make(str(self.path), self.cell, self.tz, text, self.options)
+        self._encoding = spec.encoding
         return True
 
 
@@ -396,9 +419,68 @@ def _end_of_lines(buf: bytes, max_lines: int) -> int:
     return len(buf) - len(buf.split(b"\n", max_lines)[-1])
 
 
-def iter_file(path: str | Path, fmt: str = "auto", cell: str | None = None, tz: str = "UTC") -> Iterator[Item]:
+class BinaryFileReader:
+    """Read one binary cycler file (.mpr, .nda, .ndax) incrementally: the interface of FileReader.
+
+    The format's RecordDecoder does the reading: it re-reads what it needs of the file at
+    each call and returns only records it has not returned before. ``offset`` is the bytes
+    of the file accounted for (for progress); the checkpoint holds the decoder's own state
+    (record count and checksums), not a byte offset to seek to.
+    """
+
+    def __init__(self, path: Path, fmt: str, cell: str | None = None, tz: str = "UTC"):
+        if fmt not in FORMATS or not FORMATS[fmt].binary:
+            raise FormatError(f"{fmt!r} is not a binary format")
+        self.path = Path(path)
+        self.cell = cell or self.path.stem
+        self.fmt = fmt
+        self._decoder: RecordDecoder = FORMATS[fmt].make(str(self.path), self.cell, tz, "", {})
+
+    @property
+    def format(self) -> str:
+        return self.fmt
+
+    @property
+    def offset(self) -> int:
+        return self._decoder.offset
+
+    @property
+    def pending_bytes(self) -> int:
+        """Always 0: a record being written is simply left for the next read (nothing is buffered)."""
+        return 0
+
+    def read_available(self, max_lines: int = 5000) -> list[Item]:
+        """Up to ``max_lines`` records new since the last call; [] when there are none for now.
+        Raises FileNotFoundError when the path is gone; the reader keeps its place."""
+        return self._decoder.poll(self.path, max_lines)
+
+    def finish(self) -> list[Item]:
+        """At the end of a replay: every record left, and what the file lacks is quarantined."""
+        out: list[Item] = []
+        while batch := self._decoder.poll(self.path, 5000, final=True):
+            out.extend(batch)
+        return out
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {"path": str(self.path), "format": self.fmt, "offset": self.offset, "decoder": self._decoder.state()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Resume after the records a checkpoint had read; a replaced file is noticed at the next read."""
+        if state.get("path") != str(self.path):
+            raise ValueError(f"checkpoint is for {state.get('path')!r}, not {str(self.path)!r}")
+        if "decoder" in state and state.get("format") == self.fmt:
+            self._decoder.load(state["decoder"])
+
+
+def iter_file(
+    path: str | Path,
+    fmt: str = "auto",
+    cell: str | None = None,
+    tz: str = "UTC",
+    options: dict[str, Any] | None = None,
+) -> Iterator[Item]:
     """Every sample and rejected row of a complete file, streamed, for tests and replay."""
-    reader = FileReader(Path(path), fmt, cell, tz)
+    reader = open_reader(Path(path), fmt, cell, tz, options)
     while batch := reader.read_available():
         yield from batch
     yield from reader.finish()
