@@ -2,8 +2,12 @@
 
 Symmetric cells: under current, |V| collapses toward 0 and stays there: judged against the
 overpotential the cell's recent half-cycles showed at this current density, so a healthy
-low-resistance cell is not taken for a short. Full cells: while charging at constant
-current the voltage drops suddenly and does not recover, or it collapses below a floor.
+low-resistance cell is not taken for a short. Full cells: the voltage drops suddenly between
+two samples at an unchanged current (charge, discharge or rest) and does not come back at the
+next sample, or it collapses below a floor. So a short is critical at the sample after the
+one that shows it: within 20 s at 10-s logging, at the next sample where logged less often.
+The end-of-discharge knee is no short: there the voltage was already falling faster and
+faster, while a short strikes a voltage that was steady.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ class HardShort(Detector):
         "min_current_density_mA_cm2": (0.02, "|I| / area at or above this counts as under current"),
         "confirm_samples": (2, "consecutive samples that confirm"),
         "recover_samples": (6, "consecutive healthy samples that resolve"),
-        "full_drop_V": (0.25, "full cells: a sudden drop this large while charging..."),
+        "full_drop_V": (0.25, "full cells: a sudden drop this large between two samples at unchanged current..."),
+        "full_knee_ratio": (4.0, "...and this many times the previous sample's fall (not the end-of-discharge knee)"),
         "full_floor_V": (1.0, "...or a voltage below this after the cell was charged"),
         "full_working_V": (3.0, "a full cell is back to health only above this voltage"),
     }
@@ -59,6 +64,8 @@ class HardShort(Detector):
         self.v_prev: float | None = None
         self.i_prev: float | None = None
         self.v_before: float | None = None  # full cells: voltage before a suspicious drop
+        self.dv_prev = 0.0  # full cells: the previous sample's fall at steady current (V)
+        self.drop_current: float | None = None  # the current when the drop came
         self.was_charged = False
 
     def on_step(self, f: StepFeatures, m: CellMonitor) -> Verdict | None:
@@ -124,15 +131,23 @@ class HardShort(Detector):
             self.was_charged = True
         if self.was_charged and v < self.p["full_floor_V"]:
             return True, False
-        i_prev = self.i_prev
-        charging = i > 0 and i_prev is not None and i_prev > 0 and abs(i - i_prev) < 0.05 * i
+        i_prev, v_prev = self.i_prev, self.v_prev
+        # the current held still (any direction, or at rest): a voltage step is not an IR jump
+        steady = i_prev is not None and abs(i - i_prev) <= 0.05 * abs(i) + self.i_min
         if self.v_before is not None:
-            if charging and v < self.v_before - 0.5 * self.p["full_drop_V"]:
-                return True, False
+            before = self.v_before
             self.v_before = None
-        elif charging and self.v_prev is not None and self.v_prev - v > self.p["full_drop_V"]:
-            self.v_before = self.v_prev
-            return True, False
+            if v < before - 0.5 * self.p["full_drop_V"]:
+                self.v_before = before  # still down: the cell cannot hold its voltage
+                return True, False
+        elif steady and v_prev is not None:
+            drop = v_prev - v
+            if drop > self.p["full_drop_V"] and drop > self.p["full_knee_ratio"] * self.dv_prev:
+                self.v_before = v_prev
+                self.drop_current = i
+                self.dv_prev = drop
+                return True, False
+        self.dv_prev = (v_prev - v) if (steady and v_prev is not None and v_prev > v) else 0.0
         return False, v > working
 
     def _explain(self, v: float, i: float) -> tuple[str, dict[str, Any]]:
@@ -152,9 +167,16 @@ class HardShort(Detector):
             return f"cell voltage collapsed to {v:.3f} V", {"voltage_V": v, "threshold_V": self.p["full_floor_V"]}
         before = self.v_before if self.v_before is not None else v
         drop = before - v
-        return f"voltage dropped {drop:.3f} V while charging at constant current and does not recover", {
+        i_drop = self.drop_current if self.drop_current is not None else i
+        j = abs(i_drop) / self.spec.area_cm2 * 1000.0
+        if j < self.p["min_current_density_mA_cm2"]:
+            where = "at rest"
+        else:
+            where = f"while {'charging' if i_drop > 0 else 'discharging'} at {j:.3g} mA/cm2"
+        return f"voltage dropped {drop:.3f} V within one sample {where} and does not recover", {
             "voltage_V": v,
             "voltage_before_V": before,
             "drop_V": round(drop, 4),
+            "current_density_mA_cm2": round(j, 4),
             "threshold_V": self.p["full_drop_V"],
         }
