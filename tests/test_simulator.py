@@ -53,7 +53,7 @@ def _half_cycles(samples: list[Sample]) -> list[list[Sample]]:
 def test_registry_and_unknown_scenario() -> None:
     assert {"sym_soft_hard", "sym_cv_rise", "full_dpq_short", "sym_glitches"} <= set(SCENARIOS)
     for name, info in SCENARIOS.items():
-        assert info.kind in ("symmetric", "full")
+        assert info.kind in ("symmetric", "full", "anode-free")
         assert default_spec(name).kind == info.kind
     with pytest.raises(ValueError, match="sym_healthy"):
         _cell("no_such_scenario")

@@ -7,11 +7,14 @@ the opposite of soft breakdown (a rise, not a fall), so this detector watches wh
 ``overpotential_drop`` cannot:
 
 - per half-cycle, the end-of-strip polarization normalised by J and referred to 25 C,
-  y = ln((plateau |V| + end-of-strip rise) / J), against the cell's own recent linear trend
-  (healthy interphase growth is a slow, linear rise and is part of the trend; a settling
-  cell's falling trend is taken as level). A one-sided CUSUM of the excess over the trend,
-  per hour of cycling, with an allowance no smaller than the trend's own scatter, warns;
-  an excess of ``critical_rise`` escalates;
+  y = ln((plateau |V| + end-of-strip rise) / J). Healthy interphase growth is a slow, linear
+  rise: its rate (per hour, the median of the cell's own recent same-direction changes) is
+  the baseline. A one-sided CUSUM adds up the rise beyond that rate plus an allowance:
+  S = max(0, S + dy - (r0 + k) dt). The sum telescopes, so the noise of single half-cycles
+  does not add up, and a linear rise never alarms while an accelerating one does. y is
+  smoothed per direction (EWMA) and the threshold is at least ``noise_sigmas`` times the
+  smoothed series' own scatter (a 5-mV plateau read to 0.3 mV is noisy). Two consecutive
+  half-cycles over the threshold warn; ``critical_rise`` escalates;
 - per sample, within one galvanostatic step: |V| running away to ``runaway_ratio`` times the
   step's own plateau and beyond what the trend expects at this J and temperature is
   critical at once (voids can build up in minutes before the voltage collapses).
@@ -25,11 +28,9 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from shortwatch.detectors.base import Detector, Verdict
 from shortwatch.detectors.segmentation import CC_KINDS
-from shortwatch.detectors.stats import Cusum, TrendResidual, arrhenius_factor
+from shortwatch.detectors.stats import Cusum, Ewma, RobustWindow, arrhenius_factor
 from shortwatch.model import Sample, StepFeatures
 from shortwatch.settings import CellSpec
 
@@ -49,10 +50,12 @@ class PolarizationRise(Detector):
     cell_kinds = ("symmetric",)
     params = {
         "warmup_cycles": (6, "cycles learned, not judged"),
-        "allowance": (0.03, "tolerated excess over the trend (ln units; CUSUM k)"),
-        "threshold": (0.3, "CUSUM h (ln units x hours of cycling)"),
-        "min_rise": (0.1, "and the polarization must be at least this far above its trend to warn"),
-        "critical_rise": (0.5, "this far above its trend is critical"),
+        "allowance_per_h": (0.004, "tolerated rise beyond the cell's own rate (ln units per hour; CUSUM k)"),
+        "threshold": (0.1, "CUSUM h: rise beyond the healthy trend (ln units) that warns..."),
+        "confirm_half_cycles": (2, "...in this many consecutive half-cycles"),
+        "noise_sigmas": (7.0, "the threshold is at least this many sigmas of the smoothed series"),
+        "smoothing": (0.3, "EWMA weight of the newest half-cycle"),
+        "critical_rise": (0.5, "a rise of this share beyond the trend is critical"),
         "runaway_ratio": (2.0, "within a step: |V| this many times the step's own plateau..."),
         "runaway_expected_ratio": (1.5, "...and this many times the end-of-strip |V| the trend expects"),
         "runaway_samples": (3, "consecutive samples that confirm a runaway"),
@@ -71,15 +74,17 @@ class PolarizationRise(Detector):
         super().__init__(spec, overrides)
         self.runaway_ratio = self.p["runaway_ratio"]
         self.expected_ratio = self.p["runaway_expected_ratio"]
-        self.trend = TrendResidual(size=16, min_ref=6)
+        self.rates = RobustWindow(15)  # ln-units per hour of healthy same-direction changes
+        self.prev_y: dict[str, list[float]] = {}  # direction -> [t_h, smoothed y, raw y]
+        self.scatter = Ewma(alpha=0.1)  # mean |raw dy - r0 dt| of healthy half-cycles
+        self.y_ref: float | None = None  # the latest y judged healthy
+        self.over_hc = 0  # consecutive half-cycles over the threshold
         self.cusum = Cusum(k=0.0)
         self.half_cycles = 0
         self.since_regime = 0
         self.relearn = 0
-        self.pending: list[float] = []  # residuals of the re-anchoring half-cycles
         self.prev: list[float | None] = [None, None, None, None]  # J, T, P, t_end of the last half-cycle
         self.rise_start_cycle: int | None = None
-        self.base_y: float | None = None  # the trend's value when the rise began
         # within-step runaway (per sample): expected end-of-strip |V|/|I| (ohm) at 25 C
         self.r_ref = 0.0
         self.r_expected: float | None = None
@@ -109,63 +114,64 @@ class PolarizationRise(Detector):
         self.half_cycles += 1
         self.since_regime += 1
         if self._regime_changed(f, j):
+            # a step moves the level (contact, kinetics): the sum goes on from the new level
             self.relearn = self.p["relearn_half_cycles"]
             self.since_regime = 0
-            self.pending = []
+            self.prev_y.clear()
         self.prev = [j, f.temperature_C, f.p_end, f.t_end]
-        if self.half_cycles <= 2 * self.p["warmup_cycles"]:
-            self.trend.add(t_h, y)
+        prev = self.prev_y.get(f.step_kind)
+        if prev is None or t_h <= prev[0]:
+            self.prev_y[f.step_kind] = [t_h, y, y]
             return None
-        pred = self._predict(t_h)
-        if pred is None:
-            self.trend.add(t_h, y)
+        a = self.p["smoothing"]
+        y_s = prev[1] + a * (y - prev[1])
+        self.prev_y[f.step_kind] = [t_h, y_s, y]
+        dy, dt, dy_raw = y_s - prev[1], t_h - prev[0], y - prev[2]
+        r0 = max(self.rates.median() or 0.0, 0.0)  # a settling cell's falling trend counts as level
+        if self.half_cycles <= 2 * self.p["warmup_cycles"] or self.since_regime < self.relearn:
+            self.rates.add(dy_raw / dt)
+            self.scatter.update(abs(dy_raw - r0 * dt))
+            self.y_ref = y
             return None
-        yhat, sigma = pred
-        if self.since_regime < self.relearn:
-            # a step moved the level: re-anchor the trend by the offset these half-cycles show
-            self.pending.append(y - yhat)
-            if len(self.pending) >= self.relearn:
-                off = sorted(self.pending)[len(self.pending) // 2]
-                self.trend.shift(off)
-                self.relearn = 0
-            return None
-        excess = y - yhat
-        k = max(self.p["allowance"], 2.0 * sigma)
-        weight = min(max(f.duration_s / 3600.0, 0.25), 3.0)
-        s = self.cusum.update(weight * (excess - k))
+        s = self.cusum.update(dy - (r0 + self.p["allowance_per_h"]) * dt)
         if s == 0.0:
-            self.trend.add(t_h, y)
-            self.rise_start_cycle = self.base_y = None
+            self.rates.add(dy_raw / dt)
+            self.scatter.update(abs(dy_raw - r0 * dt))
+            self.y_ref = y
+            self.rise_start_cycle = None
         elif self.rise_start_cycle is None:
-            self.rise_start_cycle, self.base_y = f.cycle, yhat
-        rise = y - (self.base_y if self.base_y is not None else yhat)
-        self.r_ref = math.exp(yhat) / self.spec.area_cm2  # ohm at 25 C
-        self.r_expected = self.r_ref / factor  # ohm at this half-cycle's temperature
-        if rise >= math.log(1.0 + self.p["critical_rise"]) and s > self.p["threshold"]:
+            self.rise_start_cycle = f.cycle
+        # sigma of one raw value from the mean |difference| of two, then of the EWMA of them
+        sigma = 0.627 * (self.scatter.value or 0.0) * math.sqrt(a / (2.0 - a))
+        h = max(self.p["threshold"], self.p["noise_sigmas"] * sigma)
+        self.over_hc = self.over_hc + 1 if s > h else 0
+        if self.y_ref is not None:
+            self.r_ref = math.exp(self.y_ref) / self.spec.area_cm2  # ohm at 25 C
+            self.r_expected = self.r_ref / factor  # ohm at this half-cycle's temperature
+        confirmed = self.over_hc >= self.p["confirm_half_cycles"]
+        if confirmed and s >= math.log(1.0 + self.p["critical_rise"]):
             state = "critical"
-        elif s > self.p["threshold"] and rise >= math.log(1.0 + self.p["min_rise"]):
-            state = "warning"
-        elif self.state_name == "critical" and s > 0:
-            state = "critical"  # escalated: stands until the polarization is back on its trend
-        elif self.state_name == "warning" and s > 0:
-            state = "warning"
-        elif s > self.p["threshold"] / 3:
+        elif confirmed:
+            state = "warning" if self.state_name != "critical" else "critical"
+        elif self.state_name in ("warning", "critical") and s > 0:
+            state = self.state_name  # stands until the polarization is back on its trend
+        elif s > h / 3:
             state = "watch"
         else:
             state = "ok"
         if state == self.state_name == "ok":
             return None
         end_share = (f.end_rise_V or 0.0) / f.eta_V
-        rise_pct = 100.0 * (math.exp(rise) - 1.0)
+        rise_pct = 100.0 * math.expm1(s)
         evidence = {
             "cycle": f.cycle,
             "half_cycle": f.step_index,
             "polarization_ohm_cm2": round(math.exp(y), 3),
-            "trend_ohm_cm2": round(math.exp(yhat), 3),
-            "rise_pct": round(rise_pct, 1),
+            "healthy_rate_pct_per_h": round(100.0 * r0, 3),
+            "rise_beyond_trend_pct": round(rise_pct, 1),
             "end_of_strip_share": round(end_share, 3),
             "statistic": round(s, 4),
-            "threshold": self.p["threshold"],
+            "threshold": round(h, 4),
             "rising_since_cycle": self.rise_start_cycle,
             "current_density_mA_cm2": round(j, 4),
             "temperature_C": f.temperature_C,
@@ -173,25 +179,15 @@ class PolarizationRise(Detector):
         }
         if state in ("warning", "critical"):
             summary = (
-                f"Stripping polarization rising in cycle {f.cycle}: end-of-strip |V|/J {rise_pct:.0f}% above its "
-                f"trend ({math.exp(yhat):.1f} -> {math.exp(y):.1f} ohm cm2 at 25 C) since cycle {self.rise_start_cycle}"
-                f"; end-of-strip rise {100 * end_share:.0f}% of the plateau"
+                f"Stripping polarization rising in cycle {f.cycle}: end-of-strip |V|/J rose {rise_pct:.0f}% beyond "
+                f"its healthy trend ({100 * r0:.2f}%/h) since cycle {self.rise_start_cycle}, now {math.exp(y):.1f} "
+                f"ohm cm2 at 25 C; end-of-strip rise {100 * end_share:.0f}% of the plateau"
             )
         elif state == "watch":
             summary = f"Polarization {rise_pct:.0f}% above its trend at cycle {f.cycle}; watching"
         else:
             summary = f"Polarization back on its trend at cycle {f.cycle}"
-        return self.verdict(f.t_end, state, s, self.p["threshold"], summary, evidence, ADVICE)
-
-    def _predict(self, t_h: float) -> tuple[float, float] | None:
-        """The trend's value now and its scatter; a falling trend (settling) counts as level."""
-        pred = self.trend.predict(t_h)
-        if pred is None:
-            return None
-        yhat, slope, sigma = pred
-        if slope < 0:
-            yhat = float(np.median(self.trend.ys))
-        return yhat, sigma
+        return self.verdict(f.t_end, state, s, h, summary, evidence, ADVICE)
 
     def _regime_changed(self, f: StepFeatures, j: float) -> bool:
         j0, t0, p0, end0 = self.prev

@@ -120,10 +120,6 @@ class TrendResidual(Stateful):
     def __len__(self) -> int:
         return len(self.ys)
 
-    def shift(self, dy: float) -> None:
-        """Move the reference level by dy (a step changed it; the slope is kept)."""
-        self.ys = deque((y + dy for y in self.ys), maxlen=self.ys.maxlen)
-
     def predict(self, x: float) -> tuple[float, float, float] | None:
         """(predicted value at x, reference slope, residual sigma), or None while learning."""
         if len(self.ys) < self.min_ref:
