@@ -123,8 +123,9 @@ class OverpotentialDrop(Detector):
     def activation_energy(self) -> float:
         if self.p["activation_energy_eV"] is not None:
             return float(self.p["activation_energy_eV"])
-        learned = self.ea_learned.median()
-        return learned if learned is not None else float(self.p["default_activation_energy_eV"])
+        if len(self.ea_learned) < 2:  # one step could be a fluke
+            return float(self.p["default_activation_energy_eV"])
+        return self.ea_learned.median()  # type: ignore[return-value]
 
     def _learn_activation_energy(self, f: StepFeatures, j: float) -> None:
         t, asr = f.temperature_C, f.asr_ohm_cm2
@@ -158,9 +159,20 @@ class OverpotentialDrop(Detector):
         if f.duration_s < self.p["min_half_cycle_s"] or not f.current_density_mA_cm2:
             return None
         j = f.current_density_mA_cm2
-        self._learn_activation_energy(f, j)
-        asr = f.asr_ohm_cm2
         temp = f.temperature_C
+        abrupt = (
+            temp is not None
+            and self.t_regime is not None
+            and abs(temp - self.t_regime) >= self.p["min_temperature_step_C"]
+            # ...from one half-cycle to the very next: across a pause the ASR moved for other reasons
+            and self.t_cc_end is not None
+            and f.t_start - self.t_cc_end < 3600.0 * self.p["pause_h"]
+        )
+        if abrupt:  # only an oven step teaches Ea: a daily swing mixes it up with growth and noise
+            self._learn_activation_energy(f, j)
+        elif temp is not None:
+            self.prev_by_dir[f.step_kind] = [temp, f.asr_ohm_cm2, j]
+        asr = f.asr_ohm_cm2
         factor = 1.0
         if temp is not None:
             factor = arrhenius_factor(temp, self.p["reference_temperature_C"], self.activation_energy)

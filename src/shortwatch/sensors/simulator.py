@@ -445,6 +445,8 @@ class _SymModel:
         self.area = spec.area_cm2
         self.t_base = spec.temperature_C if spec.temperature_C is not None else 25.0
         self.p_nominal = (spec.nominal_pressure_MPa or 5.0) + p.p_offset
+        if p.p_step_MPa < 0:  # a drop that stays in the window (above 1.5 MPa)
+            self.p = p = replace(p, p_step_MPa=max(p.p_step_MPa, min(0.0, 1.5 - self.p_nominal)))
         onset = p.soft_h if p.soft_h is not None else p.void_on_h
         self.soft_s = onset * 3600.0 if onset is not None else None
         self.hard_s = p.hard_h * 3600.0 if p.hard_h is not None else None
@@ -866,9 +868,10 @@ def _randomize_sym(p: _SymParams, rng: np.random.Generator) -> _SymParams:
 def _ocv(x: np.ndarray, kind: str = "ncm") -> np.ndarray:
     """Open-circuit voltage vs. state of charge (0 = discharged), steep at both ends: NCM-like
     (sloping, 3.55-4.2 V) or LFP-like (flat at 3.4 V: a leak hardly moves it)."""
-    x = np.clip(x, -0.1, 1.1)
     if kind == "lfp":
-        return 3.38 + 0.06 * x - 0.6 * np.exp(-x / 0.03) + 0.2 * np.exp((x - 1.0) / 0.02)
+        x = np.clip(x, -0.05, 1.05)
+        return 3.38 + 0.06 * x - 0.35 * np.exp(-x / 0.04) + 0.2 * np.exp((x - 1.0) / 0.02)
+    x = np.clip(x, -0.1, 1.1)
     return 3.55 + 0.62 * x + 0.04 * np.sin(np.pi * x) - 0.45 * np.exp(-x / 0.025) + 0.3 * np.exp((x - 1.0) / 0.025)
 
 
