@@ -871,7 +871,7 @@ def _ocv(x: np.ndarray, kind: str = "ncm") -> np.ndarray:
     if kind == "lfp":
         x = np.clip(x, -0.05, 1.05)
         return 3.38 + 0.06 * x - 0.35 * np.exp(-x / 0.04) + 0.2 * np.exp((x - 1.0) / 0.02)
-    x = np.clip(x, -0.1, 1.1)
+    x = np.clip(x, -0.03, 1.1)  # a leaking cell drained below empty sinks to ~2 V, not to -10 V
     return 3.55 + 0.62 * x + 0.04 * np.sin(np.pi * x) - 0.45 * np.exp(-x / 0.025) + 0.3 * np.exp((x - 1.0) / 0.025)
 
 
