@@ -132,6 +132,7 @@ class CellRun:
     cycle_marks: list[tuple[float, int]] = field(default_factory=list)
     alerts: dict[str, list[tuple[float, str, str]]] = field(default_factory=dict)  # method -> [(t, det, sev)]
     peaks: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # detector -> running max (t, ratio)
+    first_alert: str = ""  # the first alert's summary (false alarms are listed with it)
 
     def cycle_at(self, t: float) -> int:
         k = bisect.bisect_right([m[0] for m in self.cycle_marks], t) - 1
@@ -191,6 +192,8 @@ def run_job(job: Job) -> CellRun:
         for a in out.alerts:
             if a.kind == "cell" and a.state == "firing" and a.severity in ("warning", "critical"):
                 run.alerts["shortwatch"].append((a.time, a.detector, a.severity))
+                if not run.first_alert:
+                    run.first_alert = f"{a.detector}: {a.summary}"
         for d in out.detector_states:
             if d.detector in ROC_DETECTORS and d.statistic is not None and d.threshold:
                 ratio = d.statistic / d.threshold
@@ -471,10 +474,11 @@ def main() -> None:
     ap.add_argument("--per-failing", type=int, default=8, help="randomised cells per failing family (default 8)")
     ap.add_argument("--seed", type=int, default=None, help="default: a fresh random seed")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--only", help="run only the scenarios whose name contains this")
     ap.add_argument("--png", type=Path, default=Path("bench/detection_roc.png"))
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(3), "big")
-    jobs = plan(args, seed)
+    jobs = [j for j in plan(args, seed) if not args.only or args.only in j.scenario]
     print(f"seed {seed}: {len(jobs)} cells; running them through the pipeline in {args.workers} processes")
     t0 = time.perf_counter()
     runs: list[CellRun] = []
@@ -489,6 +493,12 @@ def main() -> None:
     hours = sum(r.hours for r in runs)
     print(f"{len(runs)} cells ({hours / WEEK_H:.0f} cell-weeks of data) in {wall:.0f} s wall")
     results = {m: print_table(m, summarise(runs, m)) for m in METHODS}
+    false = [r for r in runs if not r.failing and r.alerts["shortwatch"]]
+    if false:
+        print("\n## shortwatch's false alarms (first alert of each healthy cell that had one)")
+        for r in sorted(false, key=lambda r: r.first_alert):
+            t = (r.alerts["shortwatch"][0][0] - START) / 3600
+            print(f"{r.job.cell:28} {r.job.period_s:>4.0f} s  {t:6.1f} h  {r.first_alert[:150]}")
     curves = roc([r for r in runs if r.job.set_name == "randomised"])
     print("\n## ROC-style sweep (randomised set): scale, median lead fraction, false alarms per 100 cell-weeks")
     for det, curve in curves.items():

@@ -232,10 +232,11 @@ class StepAccumulator(Stateful):
         if span <= 0:
             return None, None, None, None
         frac = (t - self.t0) / span
-        mid = v[(frac >= 0.2) & (frac <= 0.8)]
-        if mid.size < 3:
-            mid = v
-        eta = float(np.median(mid))
+        sel = (frac >= 0.2) & (frac <= 0.8)
+        if int(sel.sum()) < 3:
+            sel = np.ones(v.size, dtype=bool)
+        mid = v[sel]
+        eta = _time_weighted_median(mid, np.diff(t, append=self.t_last)[sel])
         if eta <= 0:
             return None, None, None, None
         head = v[frac <= 0.1]
@@ -254,6 +255,17 @@ class StepAccumulator(Stateful):
             return None
         cov = self.sxy - self.sx * self.sy / n
         return min(1.0, cov * cov / (vx * vy))
+
+
+def _time_weighted_median(v: np.ndarray, w: np.ndarray) -> float:
+    """Median of values each held for its weight in seconds. Regular logging gives the plain
+    median; EC-Lab's change-triggered logging (a point when V moved by dE) records many points
+    where V moves and few on a plateau: weighting by how long each value held undoes that."""
+    if w.sum() <= 0:
+        return float(np.median(v))
+    order = np.argsort(v)
+    cum = np.cumsum(w[order])
+    return float(v[order][np.searchsorted(cum, 0.5 * cum[-1])])
 
 
 class CycleAccumulator(Stateful):

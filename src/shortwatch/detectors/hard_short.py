@@ -3,15 +3,17 @@
 Symmetric cells: under current, |V| collapses toward 0 and stays there: judged against the
 overpotential the cell's recent half-cycles showed at this current density, so a healthy
 low-resistance cell is not taken for a short. Full cells: the voltage drops suddenly between
-two samples at an unchanged current (charge, discharge or rest) and does not come back at the
-next sample, or it collapses below a floor. So a short is critical at the sample after the
-one that shows it: within 20 s at 10-s logging, at the next sample where logged less often.
-The end-of-discharge knee is no short: there the voltage was already falling faster and
-faster, while a short strikes a voltage that was steady.
+two samples (or over two, from a steady voltage) at an unchanged current (charge, discharge or
+rest) and does not come back at the next sample, or it collapses below a floor. So a short
+is critical at the sample after the one that shows it: within 20-30 s at 10-s logging, at the
+next sample where logged less often. The end-of-discharge knee is no short: there the voltage
+was already falling faster and faster (and relaxes up once the cut-off stops the current),
+while a short strikes a voltage that was steady and holds it down.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from shortwatch.detectors.base import Detector, Verdict
@@ -64,8 +66,10 @@ class HardShort(Detector):
         self.v_prev: float | None = None
         self.i_prev: float | None = None
         self.v_before: float | None = None  # full cells: voltage before a suspicious drop
-        self.dv_prev = 0.0  # full cells: the previous sample's fall at steady current (V)
+        self.falls = [0.0, 0.0]  # full cells: the last two falls between samples at steady current (V)
+        self.v_drop = math.inf  # full cells: the voltage right after a suspicious drop
         self.drop_current: float | None = None  # the current when the drop came
+        self.drop_samples = 1  # over how many samples it came
         self.was_charged = False
 
     def on_step(self, f: StepFeatures, m: CellMonitor) -> Verdict | None:
@@ -134,20 +138,29 @@ class HardShort(Detector):
         i_prev, v_prev = self.i_prev, self.v_prev
         # the current held still (any direction, or at rest): a voltage step is not an IR jump
         steady = i_prev is not None and abs(i - i_prev) <= 0.05 * abs(i) + self.i_min
+        fall = (v_prev - v) if (steady and v_prev is not None) else 0.0
+        f1, f0 = self.falls
+        self.falls = [fall, f1]
+        big = self.p["full_drop_V"]
         if self.v_before is not None:
-            before = self.v_before
-            self.v_before = None
-            if v < before - 0.5 * self.p["full_drop_V"]:
-                self.v_before = before  # still down: the cell cannot hold its voltage
+            before, v_drop = self.v_before, self.v_drop
+            self.v_before, self.v_drop = None, math.inf
+            # still down, and (at the first look) not coming back: after the end-of-discharge
+            # knee the cut-off stops the current and the voltage relaxes up; a short holds it down
+            if v < before - 0.5 * big and v <= v_drop + 0.02:
+                self.v_before = before  # the cell cannot hold its voltage
                 return True, False
         elif steady and v_prev is not None:
-            drop = v_prev - v
-            if drop > self.p["full_drop_V"] and drop > self.p["full_knee_ratio"] * self.dv_prev:
-                self.v_before = v_prev
+            # a drop within one sample that did not build up over the samples before (the knee
+            # does), or one split over two samples of a voltage that was steady before
+            single = fall > big and fall > self.p["full_knee_ratio"] * max(f1, 0.0)
+            split = f1 > 0 and fall > 0 and fall + f1 > big and abs(f0) < 0.1 * big
+            if single or split:
+                self.v_before = v_prev if single else v_prev + f1
+                self.v_drop = v
                 self.drop_current = i
-                self.dv_prev = drop
+                self.drop_samples = 1 if single else 2
                 return True, False
-        self.dv_prev = (v_prev - v) if (steady and v_prev is not None and v_prev > v) else 0.0
         return False, v > working
 
     def _explain(self, v: float, i: float) -> tuple[str, dict[str, Any]]:
@@ -173,7 +186,8 @@ class HardShort(Detector):
             where = "at rest"
         else:
             where = f"while {'charging' if i_drop > 0 else 'discharging'} at {j:.3g} mA/cm2"
-        return f"voltage dropped {drop:.3f} V within one sample {where} and does not recover", {
+        within = "one sample" if self.drop_samples == 1 else f"{self.drop_samples} samples"
+        return f"voltage dropped {drop:.3f} V within {within} {where} and does not recover", {
             "voltage_V": v,
             "voltage_before_V": before,
             "drop_V": round(drop, 4),

@@ -13,8 +13,10 @@ the opposite of soft breakdown (a rise, not a fall), so this detector watches wh
   S = max(0, S + dy - (r0 + k) dt). The sum telescopes, so the noise of single half-cycles
   does not add up, and a linear rise never alarms while an accelerating one does. y is
   smoothed per direction (EWMA) and the threshold is at least ``noise_sigmas`` times the
-  smoothed series' own scatter (a 5-mV plateau read to 0.3 mV is noisy). Two consecutive
-  half-cycles over the threshold warn; ``critical_rise`` escalates;
+  smoothed series' own scatter (a 5-mV plateau read to 0.3 mV is noisy). Voids change the
+  shape, not only the level: the end-of-strip rise must also have grown as a share of the
+  plateau (a pressure drop, a pause or a colder day scale the whole trace and leave the shape
+  alone). Two consecutive half-cycles over the threshold warn; ``critical_rise`` escalates;
 - per sample, within one galvanostatic step: |V| running away to ``runaway_ratio`` times the
   step's own plateau and beyond what the trend expects at this J and temperature is
   critical at once (voids can build up in minutes before the voltage collapses).
@@ -55,6 +57,7 @@ class PolarizationRise(Detector):
         "confirm_half_cycles": (2, "...in this many consecutive half-cycles"),
         "noise_sigmas": (7.0, "the threshold is at least this many sigmas of the smoothed series"),
         "smoothing": (0.3, "EWMA weight of the newest half-cycle"),
+        "end_share_growth": (0.05, "the end-of-strip rise / plateau must have grown by this much (absolute)"),
         "critical_rise": (0.5, "a rise of this share beyond the trend is critical"),
         "runaway_ratio": (2.0, "within a step: |V| this many times the step's own plateau..."),
         "runaway_expected_ratio": (1.5, "...and this many times the end-of-strip |V| the trend expects"),
@@ -77,6 +80,8 @@ class PolarizationRise(Detector):
         self.rates = RobustWindow(15)  # ln-units per hour of healthy same-direction changes
         self.prev_y: dict[str, list[float]] = {}  # direction -> [t_h, smoothed y, raw y]
         self.scatter = Ewma(alpha=0.1)  # mean |raw dy - r0 dt| of healthy half-cycles
+        self.share = Ewma(alpha=0.3)  # end-of-strip rise / plateau, smoothed
+        self.share_ref = RobustWindow(15)  # ...of healthy half-cycles
         self.y_ref: float | None = None  # the latest y judged healthy
         self.over_hc = 0  # consecutive half-cycles over the threshold
         self.cusum = Cusum(k=0.0)
@@ -108,6 +113,8 @@ class PolarizationRise(Detector):
         if not j or f.duration_s < self.p["min_half_cycle_s"] or f.gap_s > 0:
             return None
         factor = self._factor(f.temperature_C, m)
+        end_share = max(f.end_rise_V or 0.0, 0.0) / f.eta_V
+        share = self.share.update(end_share)
         v_end = f.eta_V + max(f.end_rise_V or 0.0, 0.0)
         y = math.log(v_end * factor / (j / 1000.0))
         t_h = f.t_end / 3600.0
@@ -131,12 +138,14 @@ class PolarizationRise(Detector):
         if self.half_cycles <= 2 * self.p["warmup_cycles"] or self.since_regime < self.relearn:
             self.rates.add(dy_raw / dt)
             self.scatter.update(abs(dy_raw - r0 * dt))
+            self.share_ref.add(share)
             self.y_ref = y
             return None
         s = self.cusum.update(dy - (r0 + self.p["allowance_per_h"]) * dt)
         if s == 0.0:
             self.rates.add(dy_raw / dt)
             self.scatter.update(abs(dy_raw - r0 * dt))
+            self.share_ref.add(share)
             self.y_ref = y
             self.rise_start_cycle = None
         elif self.rise_start_cycle is None:
@@ -144,7 +153,9 @@ class PolarizationRise(Detector):
         # sigma of one raw value from the mean |difference| of two, then of the EWMA of them
         sigma = 0.627 * (self.scatter.value or 0.0) * math.sqrt(a / (2.0 - a))
         h = max(self.p["threshold"], self.p["noise_sigmas"] * sigma)
-        self.over_hc = self.over_hc + 1 if s > h else 0
+        share0 = self.share_ref.median() or 0.0
+        reshaped = share >= share0 + self.p["end_share_growth"]
+        self.over_hc = self.over_hc + 1 if s > h and reshaped else 0
         if self.y_ref is not None:
             self.r_ref = math.exp(self.y_ref) / self.spec.area_cm2  # ohm at 25 C
             self.r_expected = self.r_ref / factor  # ohm at this half-cycle's temperature
@@ -161,7 +172,6 @@ class PolarizationRise(Detector):
             state = "ok"
         if state == self.state_name == "ok":
             return None
-        end_share = (f.end_rise_V or 0.0) / f.eta_V
         rise_pct = 100.0 * math.expm1(s)
         evidence = {
             "cycle": f.cycle,
@@ -169,7 +179,8 @@ class PolarizationRise(Detector):
             "polarization_ohm_cm2": round(math.exp(y), 3),
             "healthy_rate_pct_per_h": round(100.0 * r0, 3),
             "rise_beyond_trend_pct": round(rise_pct, 1),
-            "end_of_strip_share": round(end_share, 3),
+            "end_of_strip_share": round(share, 3),
+            "usual_end_of_strip_share": round(share0, 3),
             "statistic": round(s, 4),
             "threshold": round(h, 4),
             "rising_since_cycle": self.rise_start_cycle,
@@ -181,7 +192,7 @@ class PolarizationRise(Detector):
             summary = (
                 f"Stripping polarization rising in cycle {f.cycle}: end-of-strip |V|/J rose {rise_pct:.0f}% beyond "
                 f"its healthy trend ({100 * r0:.2f}%/h) since cycle {self.rise_start_cycle}, now {math.exp(y):.1f} "
-                f"ohm cm2 at 25 C; end-of-strip rise {100 * end_share:.0f}% of the plateau"
+                f"ohm cm2 at 25 C; end-of-strip rise {100 * share:.0f}% of the plateau (usually {100 * share0:.0f}%)"
             )
         elif state == "watch":
             summary = f"Polarization {rise_pct:.0f}% above its trend at cycle {f.cycle}; watching"

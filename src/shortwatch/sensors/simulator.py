@@ -1401,13 +1401,16 @@ class SimulatedCell:
 
 
 def _change_logged(v: np.ndarray, tr: np.ndarray, dv: float, max_s: float) -> np.ndarray:
-    """Indices EC-Lab would record with "dE > dv or dt > max_s" (and every step's first point)."""
+    """Indices EC-Lab would record with "dE > dv or dt > max_s", plus every step's first and
+    last point (EC-Lab records a point when the sequence changes)."""
     keep = [0]
     v_last, t_last = v[0], tr[0]
     for k in range(1, v.size):
         if abs(v[k] - v_last) >= dv or tr[k] - t_last >= max_s:
             keep.append(k)
             v_last, t_last = v[k], tr[k]
+    if keep[-1] != v.size - 1:
+        keep.append(v.size - 1)
     return np.asarray(keep, dtype=np.intp)
 
 
