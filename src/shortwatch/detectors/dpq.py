@@ -39,7 +39,10 @@ class DpqDecline(Detector):
         "skip_first_cycles": (1, "formation cycle(s) are not part of the trend"),
         "allowance_sigma": (1.0, "CUSUM k, in residual sigmas"),
         "threshold_sigma": (6.0, "CUSUM h, in residual sigmas"),
-        "sigma_floor": (0.015, "residual sigma at least this share of the predicted value..."),
+        "sigma_floor": (
+            0.025,
+            "residual sigma at least this share of the predicted value (dP read from two noisy samples)...",
+        ),
         "sigma_floor_abs": (0.1, "...and at least this (MPa g/Ah): a flat pressure trace gives 0"),
         "min_capacity_share": (0.5, "skip cycles with less than this share of the usual capacity"),
         "constant_pressure": (False, "judge constant-pressure fixtures too (their swing is mostly noise)"),

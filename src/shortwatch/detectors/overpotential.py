@@ -81,7 +81,7 @@ class OverpotentialDrop(Detector):
             "...re-learned over this many half-cycles (contact follows within 1-2 cycles)",
         ),
         "pause_h": (2.0, "a pause (rest or data gap) this long between half-cycles is a new regime"),
-        "noise_factor": (1.0, "the CUSUM allowance is at least this many sigmas of the cell's own scatter"),
+        "noise_factor": (2.0, "the CUSUM allowance is at least this many sigmas of the cell's own scatter"),
     }
 
     def __init__(self, spec: CellSpec, overrides: dict[str, Any] | None = None):
@@ -243,6 +243,7 @@ class OverpotentialDrop(Detector):
             self.ref_cov = cov
         fall = self.peak - x  # type: ignore[operator]
         sigma = 0.627 * (self.scatter.value or 0.0)  # mean |difference| of two -> one value's sigma
+        # the peak of a noisy level sits about one sigma high: the allowance covers that and more
         k = max(self.p["allowance"], self.p["noise_factor"] * sigma)
         weight = min(max(f.duration_s / 3600.0, 0.25), 3.0)  # CUSUM per hour of cycling
         s = self.cusum.update(weight * (fall - k))

@@ -69,6 +69,7 @@ class PolarizationRise(Detector):
         "pause_h": (2.0, "a pause this long between half-cycles is a new regime"),
         "activation_energy_eV": (0.4, "Arrhenius correction to 25 C (overpotential_drop's learned one when it runs)"),
         "min_half_cycle_s": (300.0, "shorter half-cycles are not judged"),
+        "min_samples": (40, "half-cycles logged more sparsely are not judged (the end of strip is a few points)"),
     }
 
     _transient = (*Detector._transient, "runaway_ratio", "expected_ratio")
@@ -110,7 +111,7 @@ class PolarizationRise(Detector):
         if f.step_kind not in CC_KINDS or m.kind_mismatch or f.eta_V is None or f.eta_V <= 0:
             return None
         j = f.current_density_mA_cm2
-        if not j or f.duration_s < self.p["min_half_cycle_s"] or f.gap_s > 0:
+        if not j or f.duration_s < self.p["min_half_cycle_s"] or f.gap_s > 0 or f.n_samples < self.p["min_samples"]:
             return None
         factor = self._factor(f.temperature_C, m)
         end_share = max(f.end_rise_V or 0.0, 0.0) / f.eta_V
