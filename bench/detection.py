@@ -54,6 +54,13 @@ from shortwatch.settings import parse_settings
 START = 1_767_600_000.0  # 2026-01-05T08:00Z
 WEEK_H = 168.0
 ROC_DETECTORS = ("overpotential_drop", "polarization_rise", "pressure_dpq_decline", "cv_current_rise")
+#: the failing families each detector is meant to catch (its lead fraction is measured on those)
+ROC_TARGETS = {
+    "overpotential_drop": ("soft_breakdown", "ccd_breakdown"),
+    "polarization_rise": ("void_polarization",),
+    "pressure_dpq_decline": ("dpq_decline",),
+    "cv_current_rise": ("cv_rise",),
+}
 ROC_SCALES = tuple(round(x, 3) for x in np.geomspace(0.35, 4.0, 15))
 METHODS = ("shortwatch", "static threshold", "Page-Hinkley |V|/|I|")
 
@@ -291,7 +298,10 @@ def poisson_upper(k: int, conf: float = 0.95) -> float:
     lo, hi = 0.0, 10.0 + 10.0 * k
     for _ in range(100):
         lam = 0.5 * (lo + hi)
-        cdf = sum(math.exp(-lam) * lam**i / math.factorial(i) for i in range(k + 1))
+        term = cdf = math.exp(-lam)
+        for i in range(1, k + 1):
+            term *= lam / i
+            cdf += term
         lo, hi = (lam, hi) if cdf > 1.0 - conf else (lo, lam)
     return hi
 
@@ -427,14 +437,14 @@ def roc(runs: list[CellRun]) -> dict[str, list[tuple[float, float, float]]]:
     failing = [r for r in runs if r.failing and r.short is not None and r.onset is not None and r.short - r.onset > 60]
     out: dict[str, list[tuple[float, float, float]]] = {}
     for det in ROC_DETECTORS:
-        relevant = [r for r in failing if det in r.peaks]
+        relevant = [r for r in failing if r.family in ROC_TARGETS[det]]
         if not relevant:
             continue
         curve = []
         for scale in ROC_SCALES:
             fracs = []
             for r in relevant:
-                t = next((t for t, ratio in r.peaks[det] if ratio >= scale and t < r.short), None)
+                t = next((t for t, ratio in r.peaks.get(det, []) if ratio >= scale and t < r.short), None)
                 fracs.append(0.0 if t is None else min(1.0, (r.short - t) / (r.short - r.onset)))
             fa = sum(1 for r in healthy if any(ratio >= scale for _, ratio in r.peaks.get(det, [])))
             curve.append((scale, statistics.median(fracs), fa / weeks * 100 if weeks else 0.0))
@@ -457,7 +467,7 @@ def plot_roc(curves: dict[str, list[tuple[float, float, float]]], png: Path) -> 
         ax.plot([default[2]], [default[1]], marker="*", ms=14, color=line.get_color())
     ax.set_xscale("symlog", linthresh=1.0)
     ax.set_xlabel("false alarms per 100 healthy cell-weeks (healthy cells whose statistic crosses)")
-    ax.set_ylabel("median lead fraction on failing cells the detector watches")
+    ax.set_ylabel("median lead fraction on the failing families it targets")
     ax.set_title("Threshold scaled 0.35x-4x (star: the default)")
     ax.axvline(1.0, color="grey", lw=0.8, ls="--")
     ax.axhline(0.7, color="grey", lw=0.8, ls="--")
@@ -499,6 +509,19 @@ def main() -> None:
         for r in sorted(false, key=lambda r: r.first_alert):
             t = (r.alerts["shortwatch"][0][0] - START) / 3600
             print(f"{r.job.cell:28} {r.job.period_s:>4.0f} s  {t:6.1f} h  {r.first_alert[:150]}")
+    odd = []
+    for r in runs:
+        if not r.failing or r.short is None:
+            continue
+        lat = short_latency(r)
+        missed = r.onset is not None and r.short - r.onset >= 60 and first_hit(r, "shortwatch") is None
+        if missed or not latency_ok(r, lat):
+            how = "missed" if missed else f"hard_short {'never' if lat is None else f'{lat:.0f} s after'}"
+            log = f"dE {r.job.log_change_V} V" if r.job.log_change_V else f"{r.job.period_s:.0f} s"
+            odd.append(f"{r.job.cell:30} {log:>10}  {how:28} {r.variant}")
+    if odd:
+        print("\n## failing cells missed, or whose hard short was late")
+        print("\n".join(sorted(odd)))
     curves = roc([r for r in runs if r.job.set_name == "randomised"])
     print("\n## ROC-style sweep (randomised set): scale, median lead fraction, false alarms per 100 cell-weeks")
     for det, curve in curves.items():

@@ -26,7 +26,10 @@ class CvCurrentRise(Detector):
     cell_kinds = ("symmetric", "anode-free")
     params = {
         "warmup_cycles": (6, "CV checks in these first cycles are ignored: contact improvement raises the peak too"),
-        "rise_fraction": (0.10, "rise above the lowest peak so far that turns the trend"),
+        "rise_fraction": (
+            0.15,
+            "rise above the lowest peak so far that turns the trend (sparse logging jitters the peak)",
+        ),
         "rising_checks": (2, "...seen in this many consecutive CV checks"),
         "omega_threshold": (0.20, "omega (Eq. 3) that fires on its own"),
         "linear_r2": (0.999, "an I-V fit this straight is a resistor..."),

@@ -66,7 +66,7 @@ class HardShort(Detector):
         self.v_prev: float | None = None
         self.i_prev: float | None = None
         self.v_before: float | None = None  # full cells: voltage before a suspicious drop
-        self.falls = [0.0, 0.0]  # full cells: the last two falls between samples at steady current (V)
+        self.fall1 = self.fall0 = 0.0  # full cells: the last two falls between samples at steady current (V)
         self.v_drop = math.inf  # full cells: the voltage right after a suspicious drop
         self.drop_current: float | None = None  # the current when the drop came
         self.drop_samples = 1  # over how many samples it came
@@ -139,8 +139,8 @@ class HardShort(Detector):
         # the current held still (any direction, or at rest): a voltage step is not an IR jump
         steady = i_prev is not None and abs(i - i_prev) <= 0.05 * abs(i) + self.i_min
         fall = (v_prev - v) if (steady and v_prev is not None) else 0.0
-        f1, f0 = self.falls
-        self.falls = [fall, f1]
+        f1, f0 = self.fall1, self.fall0
+        self.fall1, self.fall0 = fall, f1
         big = self.p["full_drop_V"]
         if self.v_before is not None:
             before, v_drop = self.v_before, self.v_drop

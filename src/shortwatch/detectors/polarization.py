@@ -16,7 +16,7 @@ the opposite of soft breakdown (a rise, not a fall), so this detector watches wh
   smoothed series' own scatter (a 5-mV plateau read to 0.3 mV is noisy). Voids change the
   shape, not only the level: the end-of-strip rise must also have grown as a share of the
   plateau (a pressure drop, a pause or a colder day scale the whole trace and leave the shape
-  alone). Two consecutive half-cycles over the threshold warn; ``critical_rise`` escalates;
+  alone). Three consecutive half-cycles over the threshold warn; ``critical_rise`` escalates;
 - per sample, within one galvanostatic step: |V| running away to ``runaway_ratio`` times the
   step's own plateau and beyond what the trend expects at this J and temperature is
   critical at once (voids can build up in minutes before the voltage collapses).
@@ -54,7 +54,7 @@ class PolarizationRise(Detector):
         "warmup_cycles": (6, "cycles learned, not judged"),
         "allowance_per_h": (0.004, "tolerated rise beyond the cell's own rate (ln units per hour; CUSUM k)"),
         "threshold": (0.1, "CUSUM h: rise beyond the healthy trend (ln units) that warns..."),
-        "confirm_half_cycles": (2, "...in this many consecutive half-cycles"),
+        "confirm_half_cycles": (3, "...in this many consecutive half-cycles"),
         "noise_sigmas": (7.0, "the threshold is at least this many sigmas of the smoothed series"),
         "smoothing": (0.3, "EWMA weight of the newest half-cycle"),
         "end_share_growth": (0.05, "the end-of-strip rise / plateau must have grown by this much (absolute)"),
@@ -223,21 +223,23 @@ class PolarizationRise(Detector):
     def on_sample(self, s: Sample, pressure: float | None, m: CellMonitor) -> Verdict | None:
         """Runaway within one galvanostatic step: two comparisons per sample."""
         r_exp = self.r_expected
-        if r_exp is None or m.segmenter.kind not in CC_KINDS or s.voltage_V is None or s.current_A is None:
+        v, i = s.voltage_V, s.current_A
+        if r_exp is None or v is None or i is None or m.segmenter.kind not in CC_KINDS:
             return None
         if m.step_index != self.step_id:
             self.step_id, self.step_min, self.step_n, self.over = m.step_index, math.inf, 0, 0
-        v, i = s.voltage_V, s.current_A
         av = v if v > 0 else -v
-        ai = i if i > 0 else -i
         self.step_n += 1
         if self.step_n > 3 and av < self.step_min:  # after the nucleation peak
             self.step_min = av
-        if av > self.runaway_ratio * self.step_min and av > self.expected_ratio * r_exp * ai:
-            # rare: only now is the temperature correction worth its exp()
-            factor = self._factor(s.temperature_C, m)
-            if av * factor > self.expected_ratio * self.r_ref * ai:
-                self.over += 1
+        if av <= self.runaway_ratio * self.step_min:
+            self.over = 0
+            return None
+        ai = i if i > 0 else -i
+        if av > self.expected_ratio * r_exp * ai and av * self._factor(s.temperature_C, m) > (
+            self.expected_ratio * self.r_ref * ai
+        ):  # rare: only now is the temperature correction worth its exp()
+            self.over += 1
         else:
             self.over = 0
         if self.over >= self.p["runaway_samples"] and self.state_name != "critical":

@@ -333,6 +333,7 @@ class _Step:
     dip_rate_h: float = 0.0  # full: micro-short voltage dips per hour while charging
     t_short: float | None = None  # full: hard short inside this step
     v_short: float = 0.0  # full: model voltage at the short
+    v_floor: float = 0.0  # full: where the shorted cell sinks to (at least 0.5 V below the short)
 
 
 @dataclass(slots=True)
@@ -1047,10 +1048,11 @@ class _FullModel:
             if n == short_cycle and p.short_step == "charge":
                 ts = t + p.short_frac * dur
                 st.t_short, st.v_short = ts, float(self.model_v(st, np.array([ts]))[0])
+                st.v_floor = min(p.v_floor, st.v_short - p.short_drop - 0.5)
                 st.t1 = min(t + cap_s, ts + p.hold_h * 3600.0)
                 self.hard_s = ts
                 steps.append(st)
-                stop = _Step("stop", st.t1, st.t1 + p.stop_h * 3600.0, n)
+                stop = _Step("stop", st.t1, st.t1 + p.stop_h * 3600.0, n, v_floor=st.v_floor)
                 stop.bulk0 = bulk + um_per_x * st.dxdt * (ts - t)
                 steps.append(stop)
                 break
@@ -1074,10 +1076,11 @@ class _FullModel:
                     # the short strikes in this step (the first rest: the one after the charge)
                     ts = st.t0 + p.short_frac * (st.t1 - st.t0)
                     st.t_short, st.v_short = ts, float(self.model_v(st, np.array([ts]))[0])
+                    st.v_floor = min(p.v_floor, st.v_short - p.short_drop - 0.5)
                     st.t1 = min(st.t1, ts + p.hold_h * 3600.0)
                     self.hard_s = ts
                     steps.append(st)
-                    stop = _Step("stop", st.t1, st.t1 + p.stop_h * 3600.0, n)
+                    stop = _Step("stop", st.t1, st.t1 + p.stop_h * 3600.0, n, v_floor=st.v_floor)
                     stop.bulk0 = st.bulk0
                     steps.append(stop)
                     break
@@ -1103,7 +1106,7 @@ class _FullModel:
         noise = rng.standard_normal((4, tr.size))
         temp = self.temp(th)
         if st.kind == "stop":
-            v = p.v_floor * np.exp(-(tr - st.t0) / 3600.0)
+            v = (st.v_floor or p.v_floor) * np.exp(-(tr - st.t0) / 3600.0)
             i = np.zeros(tr.size)
             bulk = np.full(tr.size, st.bulk0)
         else:
@@ -1120,7 +1123,7 @@ class _FullModel:
                 dt = tr[after] - st.t_short
                 wander = np.cumsum(0.002 * rng.standard_normal(dt.size))
                 v0 = st.v_short - p.short_drop  # what is lost at once, then it sinks on
-                v[after] = p.v_floor + (v0 - p.v_floor) * np.exp(-dt / p.short_tau_s) + wander
+                v[after] = st.v_floor + (v0 - st.v_floor) * np.exp(-dt / p.short_tau_s) + wander
         v = v + p.v_noise * noise[0]
         pres = self.p_nominal + self.creep * th + self.k_p * bulk + p.p_noise * noise[2]
         return _Rendered(v, i, pres, temp + 0.05 * noise[3])
