@@ -154,7 +154,7 @@ class HardShort(Detector):
             # a drop within one sample that did not build up over the samples before (the knee
             # does), or one split over two samples of a voltage that was steady before
             single = fall > big and fall > self.p["full_knee_ratio"] * max(f1, 0.0)
-            split = f1 > 0 and fall > 0 and fall + f1 > big and abs(f0) < 0.1 * big
+            split = f1 > 0 and fall > 0 and fall + f1 > big and f0 < 0.1 * big  # not falling before (a knee)
             if single or split:
                 self.v_before = v_prev if single else v_prev + f1
                 self.v_drop = v
