@@ -360,6 +360,24 @@ def test_full_cell_short_mid_discharge_or_at_rest_is_critical_within_30_s(where:
     assert ("at rest" if where == "rest" else "while discharging") in crit[0].summary
 
 
+def test_full_cell_sinking_far_below_its_own_cut_off_cannot_hold_its_voltage() -> None:
+    # healthy cycles between 3.0 and 4.2 V; then, charging, it slides to 2.3 V (a drained, leaking
+    # cell): below its own end-of-discharge voltage by more than 0.5 V, though far above 1 V
+    settings = parse_settings({"cells": {"F": {"kind": "full", "cathode_mass_g": 0.01}}})
+    p = Pipeline(settings)
+    out = RecordBatch()
+    t, samples = T0, []
+    for _ in range(4):
+        samples += full_cycle_samples(t, lambda k: 3.5 + 0.001 * k, 1e-3, 700)
+        samples += full_cycle_samples(samples[-1].time + 10, lambda k: 4.1 - 0.0011 * k, -1e-3, 1000)
+        t = samples[-1].time + 10
+    samples += full_cycle_samples(t, lambda k: max(3.3 - 0.002 * k, 2.3), 1e-3, 700)
+    p.process(samples, "test", out)
+    crit = firing(out.alerts, "hard_short")
+    assert len(crit) == 1 and 2.4 < crit[0].evidence["threshold_V"] < 2.5
+    assert crit[0].evidence["voltage_V"] < crit[0].evidence["threshold_V"]
+
+
 def test_end_of_discharge_knee_is_not_a_short() -> None:
     settings = parse_settings({"cells": {"F": {"kind": "full", "cathode_mass_g": 0.01}}})
     p = Pipeline(settings)

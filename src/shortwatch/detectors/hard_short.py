@@ -17,7 +17,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from shortwatch.detectors.base import Detector, Verdict
-from shortwatch.detectors.stats import Ewma
+from shortwatch.detectors.stats import Ewma, RobustWindow
 from shortwatch.model import Sample, StepFeatures
 from shortwatch.settings import CellSpec
 
@@ -44,7 +44,8 @@ class HardShort(Detector):
         "recover_samples": (6, "consecutive healthy samples that resolve"),
         "full_drop_V": (0.25, "full cells: a sudden drop this large between two samples at unchanged current..."),
         "full_knee_ratio": (4.0, "...and this many times the previous sample's fall (not the end-of-discharge knee)"),
-        "full_floor_V": (1.0, "...or a voltage below this after the cell was charged"),
+        "full_floor_V": (1.0, "...or a voltage below this after the cell was charged..."),
+        "full_below_cutoff_V": (0.5, "...or this far below the cell's own end-of-discharge voltage (it cannot hold)"),
         "full_working_V": (3.0, "a full cell is back to health only above this voltage"),
     }
 
@@ -71,10 +72,16 @@ class HardShort(Detector):
         self.drop_current: float | None = None  # the current when the drop came
         self.drop_samples = 1  # over how many samples it came
         self.was_charged = False
+        self.cutoff = RobustWindow(5)  # full cells: lowest voltage of recent discharges
+        self.floor = self.p["full_floor_V"]  # full cells: below this a charged cell has collapsed
 
     def on_step(self, f: StepFeatures, m: CellMonitor) -> Verdict | None:
         if f.step_kind in ("charge", "discharge") and f.asr_ohm_cm2 and f.duration_s > 300 and self.state_name == "ok":
             self.r_cell = self.asr.update(f.asr_ohm_cm2) / self.spec.area_cm2
+        if not self.symmetric and f.step_kind == "discharge" and f.v_min is not None and self.state_name == "ok":
+            # the cell's own discharge cut-off: a charged cell far below it cannot hold its voltage
+            self.cutoff.add(f.v_min)
+            self.floor = max(self.p["full_floor_V"], self.cutoff.median() - self.p["full_below_cutoff_V"])  # type: ignore[operator]
         return None
 
     def on_sample(self, s: Sample, pressure: float | None, m: CellMonitor) -> Verdict | None:
@@ -133,7 +140,7 @@ class HardShort(Detector):
         working = self.p["full_working_V"]
         if v > working:
             self.was_charged = True
-        if self.was_charged and v < self.p["full_floor_V"]:
+        if self.was_charged and v < self.floor:
             return True, False
         i_prev, v_prev = self.i_prev, self.v_prev
         # the current held still (any direction, or at rest): a voltage step is not an IR jump
@@ -176,8 +183,11 @@ class HardShort(Detector):
                 "expected_overpotential_V": expected,
                 "threshold_V": limit,
             }
-        if v < self.p["full_floor_V"]:
-            return f"cell voltage collapsed to {v:.3f} V", {"voltage_V": v, "threshold_V": self.p["full_floor_V"]}
+        if v < self.floor:
+            return f"cell voltage collapsed to {v:.3f} V, below what it holds after a discharge", {
+                "voltage_V": v,
+                "threshold_V": round(self.floor, 4),
+            }
         before = self.v_before if self.v_before is not None else v
         drop = before - v
         i_drop = self.drop_current if self.drop_current is not None else i
