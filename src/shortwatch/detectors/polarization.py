@@ -53,7 +53,7 @@ class PolarizationRise(Detector):
     params = {
         "warmup_cycles": (6, "cycles learned, not judged"),
         "allowance_per_h": (0.004, "tolerated rise beyond the cell's own rate (ln units per hour; CUSUM k)"),
-        "threshold": (0.1, "CUSUM h: rise beyond the healthy trend (ln units) that warns..."),
+        "threshold": (0.15, "CUSUM h: rise beyond the healthy trend (ln units) that warns..."),
         "confirm_half_cycles": (3, "...in this many consecutive half-cycles"),
         "noise_sigmas": (7.0, "the threshold is at least this many sigmas of the smoothed series"),
         "smoothing": (0.3, "EWMA weight of the newest half-cycle"),
