@@ -118,7 +118,9 @@ class PolarizationRise(Detector):
         y = math.log(v_end * factor / (j / 1000.0))
         if f.n_samples < self.p["min_samples"]:
             # too sparse to judge the end of strip, but enough to arm the within-step runaway check
-            if self.cusum.s == 0.0 and self.half_cycles >= 2:
+            # with the level of the early, healthy half-cycles (a growing end of strip must not
+            # raise what is expected of it)
+            if 2 <= self.half_cycles <= 2 * self.p["warmup_cycles"]:
                 self.r_ref = math.exp(y) / self.spec.area_cm2
                 self.r_expected = self.r_ref / factor
             self.half_cycles += 1
