@@ -81,6 +81,7 @@ class OverpotentialDrop(Detector):
             "...re-learned over this many half-cycles (contact follows within 1-2 cycles)",
         ),
         "pause_h": (2.0, "a pause (rest or data gap) this long between half-cycles is a new regime"),
+        "settling_window_h": (8.0, "the warm-up, and learning after a pressure step or pause, last at least this long"),
         "noise_factor": (2.0, "the CUSUM allowance is at least this many sigmas of the cell's own scatter"),
     }
 
@@ -111,6 +112,7 @@ class OverpotentialDrop(Detector):
         self.p_regime: float | None = None  # stack pressure of the previous half-cycle
         self.t_cc_end: float | None = None  # end of the previous half-cycle (pauses)
         self.regime_kind = "warm-up"  # what started the current regime
+        self.regime_t0: float | None = None  # when it started (h)
         # settling allowance: ln-ASR per hour the reference may sink, decaying from t_settle
         self.settle_rate = 0.0
         self.t_settle = 0.0
@@ -213,7 +215,12 @@ class OverpotentialDrop(Detector):
             self.p_regime = pres
         self.t_cc_end = f.t_end
         cov = [pres, temp, j]
-        warm = self.half_cycles <= 2 * self.p["warmup_cycles"] or self.since_regime <= self.relearn
+        if self.regime_t0 is None:
+            self.regime_t0 = t_h
+        # learning lasts a number of half-cycles and, where the cell may settle (the start, a
+        # pressure step, a pause), a minimum time: 6 cycles of 15 min are no settling window
+        settling_window = self.regime_kind in SETTLING_REGIMES and t_h - self.regime_t0 < self.p["settling_window_h"]
+        warm = self.half_cycles <= 2 * self.p["warmup_cycles"] or self.since_regime <= self.relearn or settling_window
         level = self.level.update(x)
         shape_level = self.shape.update(shape)
         if warm and self.eta_unscaled is None:
@@ -343,6 +350,7 @@ class OverpotentialDrop(Detector):
         self.relearn = relearn
         self.since_regime = 0
         self.regime_kind = why
+        self.regime_t0 = None
         self.level = Ewma(alpha=self.p["smoothing"])
         self.peak = None
         if why in SETTLING_REGIMES:
