@@ -30,7 +30,8 @@ def sim_csv(path: Path, cell: str, scenario: str, seed: int = 1, hours: float | 
 
 
 def config(tmp_path: Path, extra: str = "", **cells: str) -> Path:
-    text = f'[daemon]\nstation = "t"\nstate_dir = "{tmp_path / "state"}"\ncheckpoint_interval_s = 0.5\n'
+    # http off: daemons of tests running in parallel would all want the default port 9108
+    text = f'[daemon]\nstation = "t"\nstate_dir = "{tmp_path / "state"}"\ncheckpoint_interval_s = 0.5\nhttp = ""\n'
     for cell, scenario in cells.items():
         spec = default_spec(scenario)
         text += f'[cells.{cell}]\nkind = "{spec.kind}"\narea_cm2 = {spec.area_cm2}\n'
@@ -49,7 +50,24 @@ def test_replay_stores_alerts_and_export_round_trips(tmp_path: Path) -> None:
     events = [json.loads(x) for x in alerts_out.read_text().splitlines()]
     crit = [e for e in events if e["detector"] == "hard_short" and e["state"] == "firing"]
     assert len(crit) == 1 and crit[0]["severity"] == "critical"
-    assert set(crit[0]) == {"time", "cell", "detector", "kind", "severity", "state", "summary", "evidence", "advice"}
+    assert set(crit[0]) == {
+        "id",
+        "episode",
+        "time",
+        "station",
+        "cell",
+        "source",
+        "detector",
+        "kind",
+        "severity",
+        "state",
+        "reminder",
+        "summary",
+        "evidence",
+        "advice",
+    }
+    assert crit[0]["episode"] == f"S1/hard_short/{crit[0]['time']}"
+    assert crit[0]["station"] == "t"
     t_alert = time.mktime(time.strptime(crit[0]["time"][:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
     assert 0 <= t_alert - sim.truth.hard_short_time <= 30  # critical within 30 s of data time
 
@@ -99,12 +117,15 @@ def test_replay_missing_file_is_a_clear_error(tmp_path: Path, capsys) -> None:
 
 
 def _start_daemon(cfg: Path) -> subprocess.Popen:
-    return subprocess.Popen(
+    """Start `shortwatch run` and wait until it holds its state_dir (its signal handlers are in place)."""
+    proc = subprocess.Popen(
         [sys.executable, "-m", "shortwatch.cli", "run", "--config", str(cfg)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
+    lock = cfg.parent / "state" / "shortwatch.lock"
+    _wait_for(lambda: lock.exists() and f"pid {proc.pid}" in lock.read_text())
+    return proc
 
 
 def _wait_for(pred, timeout: float = 30.0) -> None:
@@ -188,7 +209,7 @@ def test_replay_reads_the_good_files_when_one_is_unreadable(tmp_path: Path, caps
     cr_only.write_bytes(b"time,cell,voltage_V\r" + b"".join(b"%d,CR,0.05\r" % k for k in range(200_000)))
     cfg = config(tmp_path, G1="sym_healthy")
     assert (
-        main(["replay", "--config", str(cfg), "--alerts-out", str(tmp_path / "a.jsonl"), str(cr_only), str(good)]) == 0
+        main(["replay", "--config", str(cfg), "--alerts-out", str(tmp_path / "a.jsonl"), str(cr_only), str(good)]) == 1
     )
     err = capsys.readouterr().err
     assert f"could not read {cr_only}" in err and "CR-only" in err

@@ -1,4 +1,6 @@
-"""The runner's delivery guarantee: an alert goes out only after the store committed it."""
+"""The runner and the log's readers: an alert goes out only after the store committed it; a
+reader that fails falls behind and catches up without skipping or repeating; sources are
+told when their items are committed."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import sqlite3
 from pathlib import Path
 
 from shortwatch.daemon.runner import Runner
-from shortwatch.model import AlertEvent, Sample
+from shortwatch.model import Sample
 from shortwatch.settings import parse_settings
 from shortwatch.storage.sqlite import SqliteStore
 
@@ -35,25 +37,138 @@ class ListSource:
         self.sent = state["sent"]
 
 
+class Recorder:
+    """A log reader that records what it was given, failing while ``down`` is set."""
+
+    table = "alert"
+    batch_rows = 100
+
+    def __init__(self, name: str = "rec", down: bool = False, table: str = "alert"):
+        self.name = name
+        self.table = table
+        self.down = down
+        self.rows: list[dict] = []
+        self.attempts = 0
+
+    async def deliver(self, rows: list[dict]) -> None:
+        self.attempts += 1
+        if self.down:
+            raise ConnectionError("remote is down")
+        self.rows.extend(rows)
+
+
+def excursion(cell: str = "A", t0: float = T0) -> list[Sample]:
+    pressures = [5.0] * 5 + [0.2] * 10 + [5.0] * 10  # a pressure excursion: pressure_window fires, resolves
+    return [Sample(t0 + 10 * k, cell, 0.01, 0.0, p) for k, p in enumerate(pressures)]
+
+
+def settings_for(tmp_path: Path, **cells: str):
+    return parse_settings({"daemon": {"state_dir": str(tmp_path)}, "cells": {c: {"kind": k} for c, k in cells.items()}})
+
+
 async def test_alerts_wait_for_the_commit(tmp_path: Path) -> None:
-    settings = parse_settings({"daemon": {"state_dir": str(tmp_path)}, "cells": {"A": {"kind": "symmetric"}}})
+    settings = settings_for(tmp_path, A="symmetric")
     store = SqliteStore(settings.store_path)
     store.open()
-    sent: list[AlertEvent] = []
-    pressures = [5.0] * 5 + [0.2] * 10  # a pressure excursion: one pressure_window alert
-    source = ListSource([[Sample(T0 + 10 * k, "A", 0.01, 0.0, p) for k, p in enumerate(pressures)]])
-    runner = Runner(settings, [source], store, live=False, use_checkpoints=False, on_alerts=sent.extend)
+    sent = Recorder()
+    source = ListSource([excursion()])
+    runner = Runner(settings, [source], store, live=False, use_checkpoints=False, consumers=[sent])
     blocker = sqlite3.connect(settings.store_path, timeout=0)
     blocker.execute("BEGIN EXCLUSIVE")  # another process holds the database
     try:
         task = asyncio.create_task(runner.run())
         await asyncio.sleep(1.0)
-        assert not sent, "an alert went out before it was stored"
+        assert not sent.rows, "an alert went out before it was stored"
         assert not task.done()
     finally:
         blocker.rollback()
         blocker.close()
     await asyncio.wait_for(task, 30)
-    assert [a.detector for a in sent] == ["pressure_window"]
-    assert [a["detector"] for a in store.read_alerts("A")] == ["pressure_window"]
+    assert [(a["detector"], a["state"]) for a in sent.rows] == [
+        ("pressure_window", "firing"),
+        ("pressure_window", "resolved"),
+    ]
+    assert sent.rows[0]["episode"] == sent.rows[1]["episode"] and sent.rows[0]["id"] != sent.rows[1]["id"]
+    assert [a["detector"] for a in store.read_alerts("A")] == ["pressure_window"] * 2
+    store.close()
+
+
+async def test_a_reader_that_is_down_falls_behind_and_catches_up_in_order(tmp_path: Path, monkeypatch) -> None:
+    from shortwatch.storage import outbox
+
+    monkeypatch.setattr(outbox, "RETRY_FIRST_S", 0.05)
+    settings = settings_for(tmp_path, A="symmetric", B="symmetric")
+    store = SqliteStore(settings.store_path).open()
+    down, up = Recorder("down", down=True), Recorder("up")
+    source = ListSource([excursion("A"), excursion("B", T0 + 1000)])
+    runner = Runner(settings, [source], store, live=False, use_checkpoints=False, consumers=[down, up], drain_s=1.0)
+    await asyncio.wait_for(runner.run(), 30)
+    # the healthy reader got everything; ingestion did not wait for the broken one
+    assert len(up.rows) == 4 and store.count("sample") == 50
+    assert down.rows == [] and down.attempts >= 2
+    assert runner.pending_after_drain == {"down": 4}
+    assert store.log_backlog("alert", "down")[0] == 4 and store.log_backlog("alert", "up") == (0, None)
+    # the remote is back: a new run delivers the backlog, in log order, once
+    down.down = False
+    runner = Runner(settings, [ListSource([])], store, live=False, use_checkpoints=False, consumers=[down, up])
+    await asyncio.wait_for(runner.run(), 30)
+    assert [r["id"] for r in down.rows] == [r["id"] for r in up.rows]
+    assert [r["seq"] for r in down.rows] == sorted(r["seq"] for r in down.rows)
+    assert len(up.rows) == 4  # nothing repeated to the reader that had it
+    store.close()
+
+
+async def test_sources_are_told_when_their_items_are_committed(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, A="symmetric")
+    store = SqliteStore(settings.store_path).open()
+    committed_counts: list[int] = []
+
+    class AckingSource(ListSource):
+        async def run(self, emit) -> None:
+            for batch in self.batches:
+                await emit(batch, None, lambda: committed_counts.append(store.count("sample")))
+
+    blocker = sqlite3.connect(settings.store_path, timeout=0)
+    blocker.execute("BEGIN EXCLUSIVE")
+    runner = Runner(
+        settings, [AckingSource([excursion()[:10], excursion()[10:]])], store, live=False, use_checkpoints=False
+    )
+    task = asyncio.create_task(runner.run())
+    try:
+        await asyncio.sleep(1.0)
+        assert committed_counts == [], "acknowledged before the store committed"
+    finally:
+        blocker.rollback()
+        blocker.close()
+    await asyncio.wait_for(task, 30)
+    # each callback saw at least its own batch stored (the writer may commit both in one transaction)
+    assert len(committed_counts) == 2 and committed_counts[0] >= 10 and committed_counts[1] == 25
+    store.close()
+
+
+async def test_jsonl_file_is_its_own_acknowledgement(tmp_path: Path) -> None:
+    """A crash after the write and before the cursor's ack repeats nothing; a half-written
+    last line is cut off and written again."""
+    from shortwatch.alerts.jsonl import JsonlAlertWriter
+
+    settings = settings_for(tmp_path, A="symmetric")
+    store = SqliteStore(settings.store_path).open()
+    path = tmp_path / "alerts.jsonl"
+    writer = JsonlAlertWriter(path)
+    runner = Runner(settings, [ListSource([excursion()])], store, live=False, use_checkpoints=False, consumers=[writer])
+    await asyncio.wait_for(runner.run(), 30)
+    writer.close()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2
+    # as if the daemon died after writing both lines but before acknowledging the second,
+    # and in the middle of writing a third
+    sqlite3.connect(settings.store_path).execute("UPDATE cursor SET seq = 1 WHERE name = 'jsonl'").connection.commit()
+    with open(path, "a") as f:
+        f.write(lines[0][:25])
+    writer = JsonlAlertWriter(path)
+    runner = Runner(settings, [ListSource([])], store, live=False, use_checkpoints=False, consumers=[writer])
+    await asyncio.wait_for(runner.run(), 30)
+    writer.close()
+    assert path.read_text().splitlines() == lines
+    assert store.cursor("jsonl", "alert") == store.log_position("alert")
     store.close()

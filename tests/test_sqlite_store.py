@@ -100,7 +100,7 @@ def test_feature_alert_detector_and_quarantine_round_trip(store: SqliteStore) ->
     assert [StepFeatures(**d) for d in store.read_steps("A1")] == steps
     assert [CycleFeatures(**d) for d in store.read_cycles("A1")] == cycles
     assert [DetectorStatus(**d) for d in store.read_detector_states("A1")] == states
-    expected = [e.to_json_dict() | {"time_s": e.time} for e in sorted(alerts, key=lambda e: e.time)]
+    expected = [e.to_json_dict(store.station) | {"time_s": e.time} for e in sorted(alerts, key=lambda e: e.time)]
     assert store.read_alerts() == expected
     assert store.read_alerts("B2") == [expected[1]]
     assert store.read_alerts()[0]["evidence"] == {"cycle": 41, "asr": 32.3, "nan": None, "f32": 1.5, "note": "x"}

@@ -6,19 +6,21 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import json
 import logging
 import signal
+import sqlite3
 import sys
+import tempfile
 import time
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from shortwatch import __version__
+from shortwatch.alerts.jsonl import JsonlAlertWriter
+from shortwatch.daemon.lock import StateDirBusyError, state_dir_lock
 from shortwatch.daemon.runner import Runner, Source
-from shortwatch.model import AlertEvent
 from shortwatch.settings import ConfigError, FileSource, Settings, SimulatorSource, load_settings, parse_settings
 
 log = logging.getLogger("shortwatch")
@@ -84,25 +86,55 @@ def build_sources(settings: Settings) -> list[Source]:
     return sources
 
 
+class UsageError(Exception):
+    """A problem the user can fix outside shortwatch (a path, a permission): one line, exit 2."""
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    """Fail early, with the path, rather than with a traceback from deep inside SQLite or the
+    checkpoint writer. Trying to create a file is the only test that also sees read-only
+    mounts and ACLs (os.access does not)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{what} {folder.absolute()} is not writable ({exc.strerror})") from None
+
+
 def _open_store(settings: Settings, enabled: bool = True):
     if not enabled:
         return None
     from shortwatch.storage.sqlite import SqliteStore
 
+    path = settings.store_path
+    _check_writable(path.parent, "the store's folder")
     store = SqliteStore(
-        settings.store_path, station=settings.daemon.station, max_pending_batches=settings.storage.max_pending_batches
+        path,
+        station=settings.daemon.station,
+        max_pending_batches=settings.storage.max_pending_batches,
+        quarantine_rows_per_reason=settings.storage.quarantine_rows_per_reason,
     )
-    store.open()
+    try:
+        store.open()
+    except sqlite3.Error as exc:  # e.g. a read-only store file in a writable folder
+        raise UsageError(f"cannot open the store {path}: {exc} (is it writable?)") from None
     return store
 
 
-def _alert_writer(out: TextIO):
-    def write(events: list[AlertEvent]) -> None:
-        for e in events:
-            out.write(json.dumps(e.to_json_dict()) + "\n")
-        out.flush()
+class _AlertCollector:
+    """The demo's reader of the log: this run's alert events, in order."""
 
-    return write
+    name = "demo"
+    table = "alert"
+    batch_rows = 500
+    ephemeral = True
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    async def deliver(self, rows: list[dict[str, Any]]) -> None:
+        self.events.extend(rows)
 
 
 # ---------------------------------------------------------------- commands
@@ -124,42 +156,91 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # a stop request while starting up (opening the store, reading checkpoints) is kept, not fatal
+    early_stop: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: early_stop.append(signum))
     settings = load_settings(args.config)
     _setup_logging(settings.daemon.log_level)
     if not settings.sources:
         raise ConfigError(["sources: the daemon needs at least one [[sources]] entry"])
+    _check_writable(settings.daemon.state_dir, "state_dir")
+    with state_dir_lock(settings.daemon.state_dir, "run"):
+        return _run_daemon(settings, early_stop)
+
+
+def _run_daemon(settings: Settings, early_stop: list[int]) -> int:
+    from shortwatch.daemon.health import HealthModel, HealthServer, watch
+
     sources = build_sources(settings)
     store = _open_store(settings)
-    jsonl = None
+    consumers: list[Any] = []
     if settings.alerts.jsonl_path:
-        settings.alerts.jsonl_path.parent.mkdir(parents=True, exist_ok=True)
-        jsonl = open(settings.alerts.jsonl_path, "a", encoding="utf-8")  # noqa: SIM115
+        consumers.append(
+            JsonlAlertWriter(
+                settings.alerts.jsonl_path,
+                max_bytes=int(settings.alerts.jsonl_max_mb * 1e6),
+                keep=settings.alerts.jsonl_keep,
+            )
+        )
+    runner: Runner | None = None
 
     async def main() -> None:
+        nonlocal runner
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        runner = Runner(
-            settings,
-            sources,
-            store,
-            live=True,
-            use_checkpoints=True,
-            on_alerts=_alert_writer(jsonl) if jsonl else None,
-        )
+        if early_stop:
+            stop.set()
+        runner = Runner(settings, sources, store, live=True, use_checkpoints=True, consumers=consumers, drain_s=5.0)
         log.info("shortwatch %s running: %d sources, state in %s", __version__, len(sources), settings.daemon.state_dir)
-        await runner.run(stop)
+        health = HealthModel(settings)
+        server = HealthServer(health, settings.daemon.http) if settings.daemon.http else None
+        if server is not None:
+            try:
+                server.start()
+            except OSError as exc:
+                raise ConfigError(
+                    [
+                        f"daemon.http: cannot listen on {settings.daemon.http}: {exc.strerror} "
+                        '(another daemon there? choose another port, or "" for off)'
+                    ]
+                ) from None
+        watcher = asyncio.create_task(watch(runner, health, stop), name="health")
+        try:
+            await runner.run(stop)
+        finally:
+            stop.set()
+            await watcher
+            if server is not None:
+                server.stop()
         log.info("stopped: %d items in, rejected %s", runner.items_in, dict(runner.pipeline.rejects.counts))
 
     try:
         asyncio.run(main())
     finally:
-        if store is not None:
-            store.close()
-        if jsonl is not None:
-            jsonl.close()
+        for c in consumers:
+            c.close()
+        failed = _close_store(store)
+    if failed or (runner is not None and runner.store_failed):
+        print(f"shortwatch: {failed or runner.store_failed}", file=sys.stderr)  # type: ignore[union-attr]
+        print("shortwatch: stopped with data not stored; the next start reads it again", file=sys.stderr)
+        return 1
     return 0
+
+
+def _close_store(store: Any) -> str | None:
+    """Close the store, giving a writer that cannot write a bounded time; why it failed, or None."""
+    if store is None:
+        return None
+    from shortwatch.storage.sqlite import StoreClosedError
+
+    try:
+        store.close(timeout=10.0)
+    except StoreClosedError as exc:
+        return str(exc)
+    return None
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -170,33 +251,57 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if missing:
         print(f"replay: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
-    total = sum(Path(f).stat().st_size for f in args.files)
-    offsets: dict[str, int] = {}
-    progress, console = _progress_bar(total, enabled=sys.stderr.isatty() and not args.no_progress)
-    _setup_logging(args.log_level or "WARNING", console)
-    source = FileTail(
-        list(args.files),
-        fmt=args.format,
-        tz=settings.daemon.timezone,
-        follow=False,
-        name="replay",
-        on_progress=lambda path, off: (offsets.__setitem__(path, off), progress(sum(offsets.values()))),
-    )
-    store = _open_store(settings, enabled=not args.no_store)
-    out = open(args.alerts_out, "w", encoding="utf-8") if args.alerts_out else sys.stdout  # noqa: SIM115
-    t0 = time.perf_counter()
-    runner = Runner(settings, [source], store, live=False, use_checkpoints=False, on_alerts=_alert_writer(out))
-    try:
-        asyncio.run(runner.run())
-    finally:
-        progress(None)
-        if store is not None:
-            store.close()
-        if out is not sys.stdout:
-            out.close()
+    if not args.no_store:
+        _check_writable(settings.daemon.state_dir, "state_dir")
+    lock = contextlib.nullcontext() if args.no_store else state_dir_lock(settings.daemon.state_dir, "replay")
+    signals: list[signal.Signals] = []
+    with lock:
+        store = _open_store(settings, enabled=not args.no_store)
+        total = sum(Path(f).stat().st_size for f in args.files)
+        offsets: dict[str, int] = {}
+        progress, console = _progress_bar(total, enabled=sys.stderr.isatty() and not args.no_progress)
+        _setup_logging(args.log_level or "WARNING", console)
+        source = FileTail(
+            list(args.files),
+            fmt=args.format,
+            tz=settings.daemon.timezone,
+            follow=False,
+            name="replay",
+            on_progress=lambda path, off: (offsets.__setitem__(path, off), progress(sum(offsets.values()))),
+        )
+        out = open(args.alerts_out, "w", encoding="utf-8") if args.alerts_out else sys.stdout  # noqa: SIM115
+        # this run's transitions, read from the log like every other reader's (from its head at the start)
+        alerts_out = JsonlAlertWriter(stream=out, name="replay-out", ephemeral=True)
+        t0 = time.perf_counter()
+        runner = Runner(settings, [source], store, live=False, use_checkpoints=False, consumers=[alerts_out])
+
+        async def main() -> None:
+            # Ctrl-C or SIGTERM: stop reading, store what was read, print the summary. A second
+            # one gets the default behaviour (stop at once), for a user who cannot wait.
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+
+            def on_signal(sig: signal.Signals) -> None:
+                signals.append(sig)
+                stop.set()
+                loop.remove_signal_handler(sig)
+
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, on_signal, sig)
+            await runner.run(stop)
+
+        try:
+            asyncio.run(main())
+        finally:
+            progress(None)
+            failed = _close_store(store)
+            if out is not sys.stdout:
+                out.close()
     dt = time.perf_counter() - t0
     for path, why in source.failed.items():
         print(f"replay: could not read {path}: {why}", file=sys.stderr)
+    if signals:
+        print(f"replay: stopped by {signals[0].name}; the rows read so far are stored", file=sys.stderr)
     rejected = dict(runner.pipeline.rejects.counts)
     print(
         f"replayed {runner.items_in} rows from {len(args.files)} file(s) in {dt:.1f} s "
@@ -204,7 +309,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         f"cells {len(runner.pipeline.monitors)}; input problems {rejected or 'none'}",
         file=sys.stderr,
     )
-    return 0
+    if failed or runner.store_failed:
+        print(f"replay: {failed or runner.store_failed}; what was not stored is not imported", file=sys.stderr)
+        return 1
+    if signals:
+        return 128 + signals[0].value
+    return 1 if source.failed else 0
 
 
 def _progress_bar(total: int, enabled: bool):
@@ -254,6 +364,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 2
     store = _open_store(settings)
     try:
+        if args.cell is not None and args.cell not in (stored := store.cells()):
+            shown = ", ".join(stored[:50]) + (f" and {len(stored) - 50} more" if len(stored) > 50 else "")
+            print(
+                f"export: cell {args.cell!r} is not in the store at {settings.store_path}; "
+                f"stored cells: {shown or 'none'}",
+                file=sys.stderr,
+            )
+            return 2
         samples = store.read_samples(args.cell, _parse_time(args.since), _parse_time(args.until))
         if args.out == "-":
             n = write_csv(samples, sys.stdout)
@@ -272,23 +390,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
 
-    from shortwatch.console import cell_table
+    from shortwatch.console import CellTable
     from shortwatch.report import build_report
 
+    _check_writable(settings.daemon.state_dir, "state_dir")
     for path in (settings.store_path, settings.daemon.state_dir / "checkpoint.json"):
         for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
             p.unlink(missing_ok=True)  # a demo starts from scratch
     sources = build_sources(settings)
     store = _open_store(settings)
-    alerts: list[AlertEvent] = []
-    runner = Runner(settings, sources, store, live=False, use_checkpoints=False, on_alerts=alerts.extend)
+    collector = _AlertCollector()
+    alerts = collector.events
+    runner = Runner(settings, sources, store, live=False, use_checkpoints=False, consumers=[collector])
     console = Console()
     if not console.is_terminal:
         console = Console(width=220)  # a log or pipe: print the final table at full width
 
+    table = CellTable()
+
     def snapshot_table() -> Any:
         snaps = [m.snapshot() for m in runner.pipeline.monitors.values()]
-        return cell_table(snaps, title=f"shortwatch demo: {len(snaps)} simulated cells, {len(alerts)} alert events")
+        title = f"shortwatch demo: {len(snaps)} simulated cells, {len(alerts)} alert events"
+        return table.render(snaps, title=title, width=console.width)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -302,6 +425,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 while not task.done():
                     await asyncio.wait([task], timeout=0.25)
                     live.update(snapshot_table())
+        else:
+            while not task.done():  # no display, but the table keeps the last known per-cycle values
+                await asyncio.wait([task], timeout=0.25)
+                snapshot_table()
         await task
 
     try:
@@ -314,7 +441,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         console.print(snapshot_table())
     for e in alerts:
         console.print(
-            f"{e.to_json_dict()['time'][:19]}  {e.cell:4} {e.severity:8} {e.state:8} {e.detector}: {e.summary}"
+            f"{e['time'][:19]}  {e['cell']:4} {e['severity']:8} {e['state']:8} {e['detector']}: {e['summary']}"
         )
     console.print(f"report: {index.resolve()}")
     return 0
@@ -337,6 +464,43 @@ def cmd_detectors(args: argparse.Namespace) -> int:
     print("Set them for every cell under [detectors.NAME], per cell under [cells.X.detectors.NAME];")
     print("enabled = false switches a detector off.")
     return 0
+
+
+def cmd_dashboards_export(args: argparse.Namespace) -> int:
+    from shortwatch.dashboards.provisioning import export
+
+    settings = load_settings(args.config) if args.config else None
+    files = export(Path(args.dir), settings, dashboards_path=args.dashboards_path)
+    for f in files:
+        print(f)
+    print(
+        f"wrote {len(files)} files; copy {Path(args.dir) / 'provisioning'} into Grafana's provisioning folder",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_dashboards_push(args: argparse.Namespace) -> int:
+    from grafana_client.client import GrafanaException
+    from niquests.exceptions import RequestException
+
+    from shortwatch.dashboards.push import push
+
+    settings = load_settings(args.config)
+    try:
+        push(settings.grafana)
+    except (GrafanaException, RequestException, OSError) as exc:
+        print(f"dashboards push: {settings.grafana.url}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from shortwatch.daemon.status import render
+
+    text, code = render(load_settings(args.config))
+    print(text)
+    return code
 
 
 # ---------------------------------------------------------------- parser
@@ -380,6 +544,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("detectors", help="list the detectors and their parameters with defaults")
     p.set_defaults(func=cmd_detectors)
 
+    p = sub.add_parser("dashboards", help="Grafana dashboards: export provisioning files, or push to Grafana")
+    dsub = p.add_subparsers(dest="dashboards_command", required=True)
+    d = dsub.add_parser("export", help="write the dashboards and Grafana provisioning files into DIR")
+    d.add_argument("dir")
+    d.add_argument("--config", help="take the data source (URL, database, uid) from this config")
+    d.add_argument(
+        "--dashboards-path", help="where Grafana will read the JSON files (default: DIR/dashboards, absolute)"
+    )
+    d.set_defaults(func=cmd_dashboards_export)
+    d = dsub.add_parser("push", help="create or overwrite the dashboards in Grafana ([grafana] url and token)")
+    d.add_argument("--config", required=True)
+    d.set_defaults(func=cmd_dashboards_push)
+
+    p = sub.add_parser("status", help="is the daemon working? (exit 0 healthy, 1 failing, 3 not running)")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_status)
+
     p = sub.add_parser("check-config", help="validate a config file and list every problem")
     p.add_argument("config")
     p.set_defaults(func=cmd_check_config)
@@ -403,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
         for p in exc.problems:
             print(f"  {p}", file=sys.stderr)
         return 2
-    except argparse.ArgumentTypeError as exc:
+    except (argparse.ArgumentTypeError, StateDirBusyError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

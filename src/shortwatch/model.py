@@ -8,6 +8,7 @@ because a replay moves hundreds of thousands of them per second.
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -171,10 +172,16 @@ class CycleFeatures:
 
 @dataclass(slots=True)
 class AlertEvent:
-    """One alert transition (DESIGN.md "Alert event")."""
+    """One alert transition (DESIGN.md "Alert event").
 
-    time: float  # data time of the sample that caused the transition
-    cell: str
+    ``id`` is unique per event, so a receiver can drop the one repeat that at-least-once
+    delivery allows; ``episode`` is shared by every event of one alert, from its first firing
+    through escalations and reminders to its resolve. ``cell`` is None for alerts about a
+    source or the daemon itself, which name their ``source``.
+    """
+
+    time: float  # data time of the sample that caused the transition (wall time for daemon alerts)
+    cell: str | None
     detector: str
     kind: Literal["cell", "data"]
     severity: Severity
@@ -182,19 +189,37 @@ class AlertEvent:
     summary: str
     evidence: dict[str, Any] = field(default_factory=dict)
     advice: str = ""
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    episode: str = ""
+    source: str | None = None
+    reminder: bool = False
 
-    def to_json_dict(self) -> dict[str, Any]:
+    def __post_init__(self) -> None:
+        if not self.episode:  # a first firing starts its own episode
+            self.episode = episode_id(self.cell, self.detector, self.time)
+
+    def to_json_dict(self, station: str | None = None) -> dict[str, Any]:
         return {
+            "id": self.id,
+            "episode": self.episode,
             "time": iso_time(self.time),
+            "station": station,
             "cell": self.cell,
+            "source": self.source,
             "detector": self.detector,
             "kind": self.kind,
             "severity": self.severity,
             "state": self.state,
+            "reminder": self.reminder,
             "summary": self.summary,
             "evidence": {k: _json_number(v) for k, v in self.evidence.items()},
             "advice": self.advice,
         }
+
+
+def episode_id(cell: str | None, detector: str, first_firing: float) -> str:
+    """The episode of an alert: its subject, its detector and the data time it first fired."""
+    return f"{cell if cell is not None else '_station'}/{detector}/{iso_time(first_firing)}"
 
 
 def iso_time(t: float) -> str:

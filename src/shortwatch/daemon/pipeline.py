@@ -17,6 +17,7 @@ from shortwatch.detectors.monitor import STATUS_ORDER, CellMonitor
 from shortwatch.detectors.registry import build_detectors
 from shortwatch.model import DetectorStatus, RecordBatch, Rejected, Sample
 from shortwatch.settings import Settings
+from shortwatch.state import Stateful
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ class Pipeline:
         self.settings = settings
         self.live = live
         self.rejects = RejectCounter()
-        self.validator = SampleValidator(settings, self.rejects)
+        self.validator = SampleValidator(settings, self.rejects, live=live)
         self.monitors: dict[str, CellMonitor] = {}
         self.alerts = AlertManager()
         self.samples_accepted = 0
@@ -68,6 +69,8 @@ class Pipeline:
             if verdicts:
                 self._judge(m, verdicts, out)
         self.samples_accepted = len(accepted) + self.samples_accepted
+        if self.validator._unlogged:
+            self.validator.report_unknown()
 
     def tick(self, now: float, out: RecordBatch) -> None:
         """Periodic wall-clock checks of every cell (live mode only: stale data)."""
@@ -90,6 +93,7 @@ class Pipeline:
 
     def finish(self, out: RecordBatch) -> None:
         """End of a replay: close every cell's open step and cycle."""
+        self.validator.report_unknown(force=True)
         for m in self.monitors.values():
             m.finish(out)
 
@@ -97,10 +101,34 @@ class Pipeline:
         return {
             "validator": self.validator.state(),
             "alerts": self.alerts.state(),
-            "monitors": {c: m.state() for c, m in self.monitors.items()},
+            "monitors": self._monitor_states(),
             "rejects": dict(self.rejects.counts),
             "samples_accepted": self.samples_accepted,
         }
+
+    def _monitor_states(self) -> dict[str, Any]:
+        """Each cell's state without what equals a fresh monitor's (of the same config): a
+        cell seen once checkpoints a few hundred bytes, not kilobytes of initial values.
+        Loading works unchanged, since ``load`` leaves what a state does not name as new."""
+        fresh: dict[str, dict[str, Any]] = {}
+        out = {}
+        for c, m in self.monitors.items():
+            st = m.state()
+            fp = st["spec_fingerprint"]
+            ref = fresh.get(fp)
+            if ref is None:
+                ref = fresh[fp] = CellMonitor("", m.spec, build_detectors("", m.spec, self.settings, self.live)).state()
+            d = _delta(m, {k: v for k, v in st.items() if k != "detectors"}, ref)
+            d["spec_fingerprint"] = fp
+            dets = {}
+            for name, ds in st["detectors"].items():
+                dd = _delta(m.detectors[name], ds, ref["detectors"].get(name, {}))
+                if dd:
+                    dets[name] = dd
+            if dets:
+                d["detectors"] = dets
+            out[c] = d
+        return out
 
     def load(self, state: dict[str, Any]) -> None:
         self.validator.load(state.get("validator", {}))
@@ -109,3 +137,21 @@ class Pipeline:
             self.monitor(cell).load(ms)
         self.rejects.counts.update(state.get("rejects", {}))
         self.samples_accepted = state.get("samples_accepted", 0)
+
+
+_ABSENT = object()
+
+
+def _delta(obj: Any, state: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``state`` (of ``obj``) that differ from ``ref``; nested Stateful objects
+    recursively. Plain dicts and lists are kept whole: ``load`` replaces them whole."""
+    out = {}
+    for k, v in state.items():
+        r = ref.get(k, _ABSENT)
+        if v == r:
+            continue
+        sub = getattr(obj, k, None)
+        if isinstance(sub, Stateful) and isinstance(v, dict) and isinstance(r, dict):
+            v = _delta(sub, v, r)
+        out[k] = v
+    return out

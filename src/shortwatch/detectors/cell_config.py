@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from shortwatch.detectors.base import Detector, Verdict
 from shortwatch.model import Sample
-from shortwatch.settings import CellSpec
+from shortwatch.settings import CellSpec, toml_path
 
 if TYPE_CHECKING:
     from shortwatch.detectors.monitor import CellMonitor
@@ -46,6 +46,7 @@ class CellConfig(Detector):
             f"Cell {m.cell} is monitored as symmetric but rests at {s.voltage_V:.3f} V: a symmetric Li|SE|Li "
             "cell rests near 0 V. Symmetric-cell detectors are paused for it."
         )
-        advice = f'Set kind = "full" (or "anode-free") in [cells.{m.cell}] of the config, and restart.'
+        table = toml_path(["cells", m.cell])
+        advice = f'Set kind = "full" (or "anode-free") in [{table}] of the config, and restart.'
         evidence = {"cycle": m.segmenter.cycle, "rest_voltage_V": s.voltage_V, "threshold": self.p["rest_voltage_V"]}
         return self.verdict(s.time, "warning", abs(s.voltage_V), self.p["rest_voltage_V"], summary, evidence, advice)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from shortwatch.detectors.base import Detector
@@ -16,7 +17,7 @@ from shortwatch.detectors.overpotential import OverpotentialDrop
 from shortwatch.detectors.polarization import PolarizationRise
 from shortwatch.detectors.pressure_window import PressureWindow
 from shortwatch.detectors.stale_data import StaleData
-from shortwatch.settings import CellSpec, ConfigError, Settings
+from shortwatch.settings import CellSpec, Settings, toml_key
 
 DETECTORS: dict[str, type[Detector]] = {
     d.name: d
@@ -55,20 +56,27 @@ def build_detectors(cell: str, spec: CellSpec, settings: Settings, live: bool) -
     return out
 
 
-def check_detector_params(settings: Settings) -> None:
-    """Unknown detector names or parameters are config errors, named with their key path."""
+def detector_problems(sections: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Unknown detector names or parameters in raw (key path, table) sections, one line each,
+    with the closest known name when there is one."""
     problems = []
-    sections = [("detectors", settings.detectors)] + [
-        (f"cells.{c}.detectors", spec.detectors) for c, spec in settings.cells.items()
-    ]
     for path, table in sections:
         for name, params in table.items():
             cls = DETECTORS.get(name)
             if cls is None:
-                problems.append(f"{path}.{name}: unknown detector; known: {', '.join(DETECTORS)}")
+                problems.append(f"{path}.{toml_key(name)}: {_unknown('detector', name, list(DETECTORS))}")
                 continue
+            if not isinstance(params, dict):
+                continue  # the schema reports a non-table
             for key in params:
                 if key != "enabled" and key not in cls.params:
-                    problems.append(f"{path}.{name}.{key}: unknown parameter; known: enabled, {', '.join(cls.params)}")
-    if problems:
-        raise ConfigError(problems)
+                    known = ["enabled", *cls.params]
+                    problems.append(f"{path}.{toml_key(name)}.{toml_key(key)}: {_unknown('parameter', key, known)}")
+    return problems
+
+
+def _unknown(what: str, name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if close:
+        return f"unknown {what} {name!r}, did you mean {close[0]!r}?"
+    return f"unknown {what} {name!r}; known: {', '.join(known)}"

@@ -40,6 +40,7 @@ MAGIC = ("EC-Lab ASCII FILE", "BT-Lab ASCII FILE")
 _VOLTAGE_COLUMNS = ("Ecell/V", "Ewe/V")
 _CURRENT_COLUMNS = (("I/mA", 1000.0), ("<I>/mA", 1000.0), ("I/A", 1.0), ("<I>/A", 1.0))  # name, per A
 _SWEEP_TECHNIQUES = ("Cyclic Voltammetry", "Linear Sweep Voltammetry")
+MAX_HEADER_LINES = 10_000  # EC-Lab headers run to a few hundred lines; more is a corrupt count
 _START_FORMATS = ("%m/%d/%Y %H:%M:%S.%f", "%m/%d/%Y %H:%M:%S", "%m/%d/%y %H:%M:%S.%f", "%m/%d/%y %H:%M:%S")
 
 
@@ -60,6 +61,13 @@ class BiologicMptDecoder:
     def ready(self) -> bool:
         """True once the whole header (through the column names) has been read."""
         return self._columns is not None
+
+    @property
+    def header_detail(self) -> str:
+        """Why the header is unfinished, for the error when a file ends inside it."""
+        if self._n_header is None:
+            return ""
+        return f"line 2 says 'Nb header lines : {self._n_header}', but the file has {self._line_no} lines"
 
     def feed(self, line: str) -> Sample | Rejected | None:
         """Decode one line (trailing ``\\r``/``\\n`` allowed); None for header and blank lines."""
@@ -82,6 +90,8 @@ class BiologicMptDecoder:
                 detail=f"{n - 1 if not parts[-1] else n} fields, the header has {self._n}",
             )
         parts.append("")  # the field that absent columns point at
+        if "_" in text_line:  # float() takes "1_000"; the slow path refuses it
+            return self._decode_slowly(line, parts)
         i_time, i_voltage, i_current, i_mode, i_cycle, i_temp = self._index
         try:
             t = self._t0 + float(parts[i_time])
@@ -111,8 +121,17 @@ class BiologicMptDecoder:
                 raise FormatError(f"{self.source}: not an EC-Lab .mpt text export (no {MAGIC[0]!r} line)")
         elif self._line_no == 2:
             name, _, value = text.partition(":")
-            if name.strip() != "Nb header lines" or not value.strip().isdigit() or int(value) < 3:
-                raise FormatError(f"{self.source}: line 2 should be 'Nb header lines : N', got {text!r}")
+            value = value.strip()
+            # isdigit() alone takes "²" and other non-ASCII digits that int() refuses
+            if (
+                name.strip() != "Nb header lines"
+                or not (value.isascii() and value.isdigit())
+                or not 3 <= int(value) <= MAX_HEADER_LINES
+            ):
+                raise FormatError(
+                    f"{self.source}: line 2 should be 'Nb header lines : N' with N from 3 to "
+                    f"{MAX_HEADER_LINES}, got {text[:80]!r}"
+                )
             self._n_header = int(value)
         elif self._line_no < (self._n_header or 0):
             self._read_setting(text)

@@ -45,13 +45,20 @@ class RowError(Exception):
         self.detail = detail
 
 
+def strict_float(text: str) -> float:
+    """``float(text)`` without the Python literal forms no export writes: ``1_000`` is refused."""
+    if "_" in text:
+        raise ValueError(text)
+    return float(text)
+
+
 def check_float(column: str, text: str) -> float | None:
     """A numeric field: empty is missing; garbage or NaN/inf raise RowError naming the column."""
     text = text.strip()
     if not text:
         return None
     try:
-        value = float(text)
+        value = strict_float(text)
     except ValueError:
         raise RowError("parse_error", f"{column}: not a number: {text!r}") from None
     if value - value:  # NaN for NaN and +-inf, 0.0 otherwise
@@ -66,7 +73,7 @@ def channel_float(column: str, text: str) -> float | None:
     if not text:
         return None
     try:
-        return float(text)
+        return strict_float(text)
     except ValueError:
         raise RowError("parse_error", f"{column}: not a number: {text!r}") from None
 
@@ -85,7 +92,7 @@ def to_int(text: str) -> int:
     """``int(text)`` that also takes integral floats; raises ValueError otherwise."""
     if text.isdigit():
         return int(text)
-    value = float(text)
+    value = strict_float(text)
     if not value.is_integer():
         raise ValueError(text)
     return int(value)
@@ -132,6 +139,8 @@ class CanonicalCsvDecoder:
             )
         # Absent columns point at this extra empty field, so the fast path needs no branches.
         parts.append("")
+        if "_" in line and any("_" in parts[i] for i in self._numeric):  # float() takes "1_000"
+            return self._decode_slowly(line, parts)
         i_time, i_cell, i_voltage, i_current, i_pressure, i_temp, i_cycle, i_step, i_mode = self._index
         try:
             text = parts[i_time]
@@ -181,6 +190,8 @@ class CanonicalCsvDecoder:
         self._n = len(names)
         # Field positions in CSV_COLUMNS order; an absent column gets the empty field feed() appends.
         self._index = tuple(index.get(name, self._n) for name in CSV_COLUMNS)
+        numeric = zip(CSV_COLUMNS, self._index, strict=True)
+        self._numeric = tuple(i for name, i in numeric if name not in ("cell", "mode"))
         self._columns = tuple(names)
 
     def _iso_time(self, text: str) -> float:
@@ -188,16 +199,20 @@ class CanonicalCsvDecoder:
 
         Rows of one file share their date, hour, minute and offset for minutes at a time, so
         "YYYY-MM-DDTHH:MM:SS[.f]+HH:MM" is split into that prefix (cached: parsed once a
-        minute) and the seconds (a float). This halves the cost of ISO times.
+        minute) and the seconds (a float). This halves the cost of ISO times. The seconds are
+        checked to be SS[.fff] below 60: float() alone would take "99" or "1e9".
         """
         if len(text) >= 25 and text[16] == ":" and text[-6] in "+-" and text[-3] == ":":
+            sec = text[17:-6]
+            if not (sec[:2].isdigit() and sec < "60" and (len(sec) == 2 or (sec[2] == "." and sec[3:].isdigit()))):
+                raise ValueError(f"bad seconds in {text!r}")
             key = text[:16] + text[-6:]
             base = self._minute_cache.get(key)
             if base is None:
                 if len(self._minute_cache) > 4096:
                     self._minute_cache.clear()
                 base = self._minute_cache[key] = datetime.fromisoformat(text[:16] + ":00" + text[-6:]).timestamp()
-            return base + float(text[17:-6])
+            return base + float(sec)
         dt = datetime.fromisoformat(text)
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=self._zone)
@@ -258,7 +273,7 @@ class CanonicalCsvDecoder:
     def _learn_time(self, text: str) -> float:
         """Unix seconds or ISO-8601, remembering which so that the fast path tries it first."""
         try:
-            t = float(text)
+            t = strict_float(text)
         except ValueError:
             t = self._iso_time(text)
             self._iso = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,9 @@ Format = Literal["csv", "biologic-mpt"]
 FORMATS: tuple[str, ...] = ("csv", "biologic-mpt")
 _CHUNK = 1 << 20  # bytes per read(): few syscalls, bounded memory
 _HEAD = 4096  # bytes read to detect a format, and fingerprinted to recognise a file again
-MAX_LINE_BYTES = 1 << 20  # no export has a 1 MiB line: beyond it the file has no usable line breaks
+MAX_LINE_BYTES = 1 << 20  # no export has a 1 MiB line: a longer one is skipped and quarantined
+_TAIL = 1024  # bytes just before the offset, fingerprinted to notice a rewrite that keeps the head
+_RAW_MAX = 1000  # characters of a skipped line kept as its quarantined raw text
 _ENCODING = {"csv": "utf-8", "biologic-mpt": "latin-1"}
 
 Item = Sample | Rejected
@@ -71,28 +74,51 @@ class FileReader:
     ``offset`` is the byte offset of the first unconsumed byte; only complete lines are
     consumed until :meth:`finish`. ``cell`` is the cell id for files without a cell column
     (default: the file stem); ``tz`` is the zone for times given without one.
+    ``idle_line_s`` (following): a last line without a newline is read once the file has not
+    grown for this long, as :meth:`finish` would read it; if the line then goes on, its rest
+    is quarantined (``continued_line``) rather than read as a second line. None: never.
+    A line longer than ``MAX_LINE_BYTES`` is skipped (without holding it in memory) and
+    quarantined as ``line_too_long``; reading goes on after it.
     A file with a broken header raises :class:`FormatError` from the reading methods.
     """
 
-    def __init__(self, path: Path, fmt: str = "auto", cell: str | None = None, tz: str = "UTC"):
+    def __init__(
+        self,
+        path: Path,
+        fmt: str = "auto",
+        cell: str | None = None,
+        tz: str = "UTC",
+        idle_line_s: float | None = None,
+    ):
         if fmt != "auto" and fmt not in FORMATS:
             raise FormatError(f"unknown format {fmt!r}; supported: auto, {', '.join(FORMATS)}")
         self.path = Path(path)
         self.fmt = fmt
         self.cell = cell or self.path.stem
         self.tz = tz
+        self.idle_line_s = idle_line_s
         self._reset()
         self._inode: int | None = None
         self._size = 0
+        self._mtime = 0.0  # the file's modification time at the last read
 
     def _reset(self) -> None:
         """Forget the file's content and start at byte 0 (start, rotation, restore)."""
         self.offset = 0
         self._buf = b""  # file bytes [offset, offset + len(_buf)) read but not yet consumed
         self._head = b""  # the first min(offset, _HEAD) bytes: the file's fingerprint
+        self._tail = b""  # the last min(offset, _TAIL) consumed bytes: a rewrite keeping the head changes them
+        # a line being skipped: [offset where it started, reason, its first bytes as text]
+        self._skip: list[Any] | None = None
+        self._continued = False  # a last line was read without its newline (idle_line_s)
         self._format: str | None = None if self.fmt == "auto" else self.fmt
         self._decoder: CanonicalCsvDecoder | BiologicMptDecoder | None = None
         self._encoding = ""
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes read past the last complete line (a line still being written)."""
+        return len(self._buf)
 
     @property
     def format(self) -> str | None:
@@ -121,8 +147,16 @@ class FileReader:
         out: list[Item] = []
         while batch := self.read_available():
             out.extend(batch)
-        if not self._buf or not self._start_decoder(final=True):
-            return out
+        if self._skip is not None:  # the skipped line ends at the end of the file
+            out.append(self._skipped())
+        elif self._buf and self._start_decoder(final=True):
+            self._read_last_line(out)
+        if self._decoder is not None and not self._decoder.ready:
+            raise FormatError(f"{self.path}: the file ended inside its header{_header_detail(self._decoder)}")
+        return out
+
+    def _read_last_line(self, out: list[Item]) -> None:
+        """Decode the buffered bytes as a line although no newline ends them."""
         assert self._decoder is not None
         item = self._decoder.feed(self._buf.decode(self._encoding, "replace"))
         self._advance(len(self._buf))
@@ -131,7 +165,6 @@ class FileReader:
             item.reason = "truncated_line"
         if item is not None:
             out.append(item)
-        return out
 
     def checkpoint(self) -> dict[str, Any]:
         """State to resume from after a restart: where we are, and which file that was (no I/O)."""
@@ -142,6 +175,9 @@ class FileReader:
             "inode": self._inode,
             "offset": self.offset,
             "head_crc32": zlib.crc32(self._head),
+            "tail_crc32": zlib.crc32(self._tail),
+            "skip": self._skip,
+            "continued": self._continued,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -149,7 +185,8 @@ class FileReader:
 
         The header is read again from the start of the file (it is small), so nothing but
         the offset is needed to resume mid-file. The checksum of the first bytes catches a
-        replaced file that got the old inode back, which file systems readily reuse.
+        replaced file that got the old inode back, which file systems readily reuse; that of
+        the bytes just before the offset a rewrite in place that kept the first bytes.
         """
         if state.get("path") != str(self.path):
             raise ValueError(f"checkpoint is for {state.get('path')!r}, not {str(self.path)!r}")
@@ -160,9 +197,17 @@ class FileReader:
         with self.path.open("rb") as f:
             st = os.fstat(f.fileno())
             head = f.read(min(offset, _HEAD))
+            tail = os.pread(f.fileno(), min(offset, _TAIL), offset - min(offset, _TAIL))
             self._inode, self._size = st.st_ino, st.st_size
-            if st.st_ino != state["inode"] or st.st_size < offset or zlib.crc32(head) != state["head_crc32"]:
-                log.warning("%s: file was replaced or truncated since the checkpoint; reading it again", self.path)
+            if (
+                st.st_ino != state["inode"]
+                or st.st_size < offset
+                or zlib.crc32(head) != state["head_crc32"]
+                or zlib.crc32(tail) != state.get("tail_crc32", zlib.crc32(tail))  # older checkpoints: no tail
+            ):
+                log.warning(
+                    "%s: file was replaced, truncated or rewritten since the checkpoint; reading it again", self.path
+                )
                 return
             self._format = self._format or state["format"]
             self._start_decoder(final=True)
@@ -175,7 +220,9 @@ class FileReader:
                     break
                 self._decoder.feed(raw.decode(self._encoding, "replace"))
                 pos += len(raw)
-        self.offset, self._head = offset, head
+        self.offset, self._head, self._tail = offset, head, tail
+        self._skip = state.get("skip")
+        self._continued = bool(state.get("continued"))
 
     def _read(self, max_lines: int) -> list[Item]:
         """One pass: read what the buffer lacks with few large reads, decode complete lines."""
@@ -184,35 +231,112 @@ class FileReader:
             f.seek(self.offset + len(self._buf))
             while self._buf.count(b"\n") < max_lines and (chunk := f.read(_CHUNK)):
                 self._buf += chunk
-                if len(self._buf) > MAX_LINE_BYTES and b"\n" not in self._buf:
-                    break  # no line breaks: stop reading, the check below says why
+                if len(self._buf) - self._buf.rfind(b"\n") > MAX_LINE_BYTES:
+                    break  # a line too long to hold: it is skipped below
+        out: list[Item] = []
+        if (self._skip is not None or self._continued) and not self._settle(out):
+            return out  # still inside a skipped line
         buf = self._buf
         end = _end_of_lines(buf, max_lines)
-        if not end and len(buf) > MAX_LINE_BYTES:
-            raise FormatError(
-                f"{self.path}: no line break in {len(buf)} bytes: not a text export, or CR-only "
-                "(classic Mac) line endings; save it with LF or CRLF line endings"
-            )
-        if not end or not self._start_decoder(final=False):
-            return []
+        if not end:
+            if len(buf) > MAX_LINE_BYTES:
+                self._start_skip("line_too_long")
+            elif (
+                buf
+                and self.idle_line_s is not None
+                and time.time() - self._mtime >= self.idle_line_s
+                and self._decoder is not None
+                and self._decoder.ready  # a header still being written is waited for
+            ):
+                self._read_last_line(out)  # the writer has stopped: read it, as replay would
+                self._continued = True
+            return out
+        if not self._start_decoder(final=False):
+            return out
         assert self._decoder is not None
         # One decode and one split per batch: "\n" is one byte and one character in UTF-8 and
         # Latin-1 alike, even next to invalid bytes, so the lines are the same as split bytes.
         lines = buf[:end].decode(self._encoding, "replace").split("\n")
         lines.pop()  # the empty string after the last "\n"
         feed = self._decoder.feed
-        out: list[Item] = []
-        for line in lines:
-            item = feed(line)
-            if item is not None:
-                out.append(item)
+        if end > MAX_LINE_BYTES:  # only then can a batch hold an oversized line
+            for line in lines:
+                if len(line) >= MAX_LINE_BYTES:
+                    out.append(self._too_long(line[:_RAW_MAX], len(line.encode(self._encoding, "replace")) + 1))
+                elif (item := feed(line)) is not None:
+                    out.append(item)
+        else:
+            for line in lines:
+                item = feed(line)
+                if item is not None:
+                    out.append(item)
         self._advance(end)
         return out
+
+    def _start_skip(self, reason: str) -> None:
+        """Skip the line at the offset (too long to hold, or continued after it was read)."""
+        if reason == "line_too_long" and (self._decoder is None or not self._decoder.ready):
+            raise FormatError(
+                f"{self.path}: no line break in the first {len(self._buf)} bytes of its header: "
+                + (
+                    "CR-only (classic Mac) line endings; save it with LF or CRLF line endings"
+                    if b"\r" in self._buf
+                    else "not a text export"
+                )
+            )
+        self._skip = [self.offset, reason, self._buf[:_RAW_MAX].decode(self._encoding or "latin-1", "replace")]
+        self._advance(len(self._buf))
+
+    def _settle(self, out: list[Item]) -> bool:
+        """Go on with a skipped line, or with a line read without its newline; True once past it."""
+        buf = self._buf
+        if self._continued:
+            if not buf:
+                return False
+            self._continued = False
+            if buf.startswith((b"\n", b"\r\n")):  # the newline came late: the line was complete
+                self._advance(buf.index(b"\n") + 1)
+                return True
+            self._skip = [self.offset, "continued_line", ""]
+        skip = self._skip
+        assert skip is not None
+        end = buf.find(b"\n")
+        if skip[1] == "continued_line" and len(skip[2]) < _RAW_MAX:
+            skip[2] += buf[: end if end >= 0 else _RAW_MAX][:_RAW_MAX].decode(self._encoding or "latin-1", "replace")
+        if end < 0:
+            self._advance(len(buf))  # drop it: skipped lines are never held in memory
+            return False
+        self._advance(end + 1)
+        out.append(self._skipped())
+        return True
+
+    def _skipped(self) -> Rejected:
+        start, reason, raw = self._skip  # type: ignore[misc]
+        self._skip = None
+        if reason == "line_too_long":
+            return self._too_long(raw, self.offset - start)
+        return Rejected(
+            str(self.path),
+            reason,
+            raw.rstrip("\r\n"),
+            detail=f"the rest of a line that was read without its newline after the file had been idle for "
+            f"{self.idle_line_s} s; the line at byte {start} went on, so its rest is not read as a line",
+        )
+
+    def _too_long(self, raw: str, size: int) -> Rejected:
+        return Rejected(
+            str(self.path),
+            "line_too_long",
+            raw,
+            detail=f"a line of {size} bytes (more than {MAX_LINE_BYTES}) ending at byte {self.offset}: "
+            "skipped; reading goes on after it",
+        )
 
     def _check_identity(self, st: os.stat_result, f: BinaryIO) -> None:
         """Start over when the path now holds another file, or the file shrank (rotated or
         truncated). The first bytes are compared too: a file deleted and recreated at once
         often gets the same inode back."""
+        self._mtime = st.st_mtime
         if self._inode is None:
             self._inode, self._size = st.st_ino, st.st_size
             return
@@ -221,7 +345,9 @@ class FileReader:
             what = "replaced"
         elif st.st_size < self.offset + len(self._buf):
             what = "truncated"
-        elif self._head and f.read(len(self._head)) != self._head:
+        elif (self._head and f.read(len(self._head)) != self._head) or (
+            self._tail and os.pread(f.fileno(), len(self._tail), self.offset - len(self._tail)) != self._tail
+        ):
             what = "rewritten"
         if what is not None:
             log.warning("%s: file was %s; reading it from the start", self.path, what)
@@ -232,6 +358,7 @@ class FileReader:
         """Consume the first n buffered bytes, keeping the fingerprint bytes."""
         if len(self._head) < _HEAD:
             self._head += self._buf[: min(n, _HEAD - len(self._head))]
+        self._tail = (self._tail + self._buf[max(0, n - _TAIL) : n])[-_TAIL:]
         self.offset += n
         self._buf = self._buf[n:]
 
@@ -239,6 +366,9 @@ class FileReader:
         """Make sure there is a decoder; False while ``auto`` still waits for the first line."""
         if self._decoder is not None:
             return True
+        eol = self._buf.find(b"\n")
+        if b"\r" in self._buf[: eol if eol >= 0 else len(self._buf)][:-1]:
+            raise FormatError(f"{self.path}: CR-only (classic Mac) line endings; save it with LF or CRLF line endings")
         if self._format is None:
             self._format = _sniff(self._buf, self.path)
             if self._format is None:
@@ -251,6 +381,12 @@ class FileReader:
             self._decoder = BiologicMptDecoder(str(self.path), self.cell, self.tz)
         self._encoding = _ENCODING[self._format]
         return True
+
+
+def _header_detail(decoder: Any) -> str:
+    """What a decoder says about its unfinished header (e.g. the line count it expected)."""
+    detail = getattr(decoder, "header_detail", "")
+    return f" ({detail})" if detail else ""
 
 
 def _end_of_lines(buf: bytes, max_lines: int) -> int:

@@ -44,6 +44,7 @@ import collections
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import heapq
 import itertools
 import json
@@ -74,10 +75,23 @@ from shortwatch.model import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-TABLES: tuple[str, ...] = ("cell", "sample", "step", "cycle", "alert", "quarantine", "detector", "meta")
+SCHEMA_VERSION = 2  # 2: the log (a seq per row, cursors, commit times), alert ids and episodes
+TABLES: tuple[str, ...] = (
+    "cell",
+    "sample",
+    "step",
+    "cycle",
+    "alert",
+    "quarantine",
+    "detector",
+    "meta",
+    "cursor",
+    "commit_log",
+)
+#: The tables readers follow through cursors (DESIGN "One durable log, many readers").
+LOG_TABLES: tuple[str, ...] = ("sample", "step", "cycle", "detector", "alert", "quarantine")
 
-_SAMPLE_COLUMNS = ("cell_id", "time", *CSV_COLUMNS[2:])  # the cell's id (an int) in place of its name
+_SAMPLE_COLUMNS = ("cell_id", "time", *CSV_COLUMNS[2:], "seq")  # the cell's id (an int) in place of its name
 _NCOL = len(_SAMPLE_COLUMNS)
 #: Largest number of sample rows in one INSERT statement. A compiled statement costs ~2.5 kB
 #: per row, and up to ~40 sizes stay cached: at most ~30 MB, typically a few MB. Larger
@@ -92,7 +106,21 @@ _STEP_FIELDS = tuple(f.name for f in dataclasses.fields(StepFeatures))
 _CYCLE_FIELDS = tuple(f.name for f in dataclasses.fields(CycleFeatures))
 _DETECTOR_FIELDS = tuple(f.name for f in dataclasses.fields(DetectorStatus))
 _REJECTED_FIELDS = tuple(f.name for f in dataclasses.fields(Rejected))
-_ALERT_COLUMNS = ("time", "cell", "detector", "kind", "severity", "state", "summary", "evidence", "advice")
+_ALERT_COLUMNS = (
+    "event_id",
+    "episode",
+    "time",
+    "cell",
+    "source",
+    "detector",
+    "kind",
+    "severity",
+    "state",
+    "reminder",
+    "summary",
+    "evidence",
+    "advice",
+)
 
 #: Exceptions that mean "this data cannot be stored" (a retry cannot help), as opposed to
 #: "the database cannot be written right now" (locked, disk full, I/O error: retry).
@@ -122,6 +150,27 @@ def _feature_columns(cls: type) -> dict[str, str]:
     return {f.name: _sql_type(f.type) for f in dataclasses.fields(cls)}
 
 
+_ALERT_DDL = """
+CREATE TABLE IF NOT EXISTS alert (
+    id INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
+    episode TEXT NOT NULL,
+    station TEXT NOT NULL,
+    time REAL NOT NULL,
+    cell TEXT,
+    source TEXT,
+    detector TEXT NOT NULL,
+    kind TEXT,
+    severity TEXT,
+    state TEXT NOT NULL,
+    reminder INTEGER NOT NULL DEFAULT 0,
+    summary TEXT,
+    evidence TEXT,
+    advice TEXT,
+    seq INTEGER
+);
+"""
+
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS cell (
@@ -139,32 +188,22 @@ CREATE TABLE IF NOT EXISTS sample (
     cycle INTEGER,
     step INTEGER,
     mode TEXT,
+    seq INTEGER,
     PRIMARY KEY (cell_id, time)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS step (
     station TEXT NOT NULL,
     {", ".join(f'"{n}" {t}' for n, t in _feature_columns(StepFeatures).items())},
+    seq INTEGER,
     PRIMARY KEY (cell, step_index)
 );
 CREATE TABLE IF NOT EXISTS cycle (
     station TEXT NOT NULL,
     {", ".join(f'"{n}" {t}' for n, t in _feature_columns(CycleFeatures).items())},
+    seq INTEGER,
     PRIMARY KEY (cell, cycle)
 );
-CREATE TABLE IF NOT EXISTS alert (
-    id INTEGER PRIMARY KEY,
-    station TEXT NOT NULL,
-    time REAL NOT NULL,
-    cell TEXT NOT NULL,
-    detector TEXT NOT NULL,
-    kind TEXT,
-    severity TEXT,
-    state TEXT NOT NULL,
-    summary TEXT,
-    evidence TEXT,
-    advice TEXT,
-    UNIQUE (cell, time, detector, state)
-);
+{_ALERT_DDL}
 CREATE TABLE IF NOT EXISTS quarantine (
     id INTEGER PRIMARY KEY,
     station TEXT NOT NULL,
@@ -174,7 +213,9 @@ CREATE TABLE IF NOT EXISTS quarantine (
     cell TEXT,
     time REAL,
     raw TEXT,
-    detail TEXT
+    detail TEXT,
+    seq INTEGER,
+    qkey BLOB
 );
 CREATE TABLE IF NOT EXISTS detector (
     station TEXT NOT NULL,
@@ -184,9 +225,47 @@ CREATE TABLE IF NOT EXISTS detector (
     statistic REAL,
     threshold REAL,
     state TEXT,
+    seq INTEGER,
     PRIMARY KEY (cell, time, detector)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cursor (
+    name TEXT NOT NULL,
+    tbl TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (name, tbl)
+);
+CREATE TABLE IF NOT EXISTS quarantine_overflow (
+    reason TEXT PRIMARY KEY,
+    dropped INTEGER NOT NULL,
+    last_received REAL NOT NULL,
+    last_raw TEXT
+);
+CREATE TABLE IF NOT EXISTS commit_log (
+    tbl TEXT NOT NULL,
+    last_seq INTEGER NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (tbl, last_seq)
+) WITHOUT ROWID;
 """
+
+#: After the tables (and after migrating an older file): the log's indexes.
+_LOG_INDEXES = "".join(f"CREATE INDEX IF NOT EXISTS {t}_seq ON {t} (seq);\n" for t in LOG_TABLES) + (
+    "CREATE UNIQUE INDEX IF NOT EXISTS quarantine_key ON quarantine (qkey);\n"
+    # one transition is logged once, whatever its event id (the same decision made again after a crash)
+    "CREATE UNIQUE INDEX IF NOT EXISTS alert_transition ON alert "
+    "(coalesce(cell, ''), coalesce(source, ''), detector, time, state, severity, reminder);\n"
+)
+
+#: Sample rows of one cell and time merge: a later row fills the channels an earlier one lacked (a
+#: load cell's pressure and a cycler's V/I logged at the same second are one sample), and gets a new
+#: seq so the log's readers see the merged row. A row that adds nothing changes nothing.
+_SAMPLE_MERGE = (
+    " ON CONFLICT (cell_id, time) DO UPDATE SET "
+    + ", ".join(f"{c} = coalesce(sample.{c}, excluded.{c})" for c in CSV_COLUMNS[2:])
+    + ", seq = excluded.seq WHERE "
+    + " OR ".join(f"(sample.{c} IS NULL AND excluded.{c} IS NOT NULL)" for c in CSV_COLUMNS[2:])
+)
 
 
 def _insert_sql(verb: str, table: str, columns: Sequence[str]) -> str:
@@ -194,12 +273,16 @@ def _insert_sql(verb: str, table: str, columns: Sequence[str]) -> str:
     return f"{verb} INTO {table} ({cols}) VALUES ({', '.join('?' * len(columns))})"
 
 
-_STEP_SQL = _insert_sql("INSERT OR REPLACE", "step", ("station", *_STEP_FIELDS))
-_CYCLE_SQL = _insert_sql("INSERT OR REPLACE", "cycle", ("station", *_CYCLE_FIELDS))
-_ALERT_SQL = _insert_sql("INSERT OR REPLACE", "alert", ("station", *_ALERT_COLUMNS))
-_DETECTOR_SQL = _insert_sql("INSERT OR REPLACE", "detector", ("station", *_DETECTOR_FIELDS))
-_QUARANTINE_SQL = _insert_sql("INSERT", "quarantine", ("station", "received", *_REJECTED_FIELDS))
-_SAMPLE_ROW_SQL = _insert_sql("INSERT OR IGNORE", "sample", _SAMPLE_COLUMNS)
+_STEP_SQL = _insert_sql("INSERT OR REPLACE", "step", ("station", *_STEP_FIELDS, "seq"))
+_CYCLE_SQL = _insert_sql("INSERT OR REPLACE", "cycle", ("station", *_CYCLE_FIELDS, "seq"))
+# A transition is logged once: the same event again (same id) is ignored.
+_ALERT_SQL = _insert_sql("INSERT OR IGNORE", "alert", ("station", *_ALERT_COLUMNS, "seq"))
+_DETECTOR_SQL = _insert_sql("INSERT OR REPLACE", "detector", ("station", *_DETECTOR_FIELDS, "seq"))
+# Quarantine is idempotent like the samples: input read again after a restart is not kept twice.
+_QUARANTINE_SQL = _insert_sql(
+    "INSERT OR IGNORE", "quarantine", ("station", "received", *_REJECTED_FIELDS, "qkey", "seq")
+)
+_SAMPLE_ROW_SQL = _insert_sql("INSERT", "sample", _SAMPLE_COLUMNS) + _SAMPLE_MERGE
 
 _get_step = attrgetter(*_STEP_FIELDS)
 _get_cycle = attrgetter(*_CYCLE_FIELDS)
@@ -210,7 +293,7 @@ _get_rejected = attrgetter(*_REJECTED_FIELDS)
 @functools.cache
 def _sample_sql(rows: int) -> str:
     """The INSERT for ``rows`` sample rows (the same str object each time: cheap cache lookups)."""
-    return "INSERT OR IGNORE INTO sample VALUES " + ",".join(["(" + ",".join("?" * _NCOL) + ")"] * rows)
+    return "INSERT INTO sample VALUES " + ",".join(["(" + ",".join("?" * _NCOL) + ")"] * rows) + _SAMPLE_MERGE
 
 
 def _padded_rows(n: int) -> int:
@@ -236,16 +319,58 @@ def _alert_row(station: str, ev: AlertEvent) -> tuple[Any, ...]:
     evidence = json.dumps(ev.to_json_dict()["evidence"], default=_json_default, allow_nan=False)
     return (
         station,
+        ev.id,
+        ev.episode,
         ev.time,
         ev.cell,
+        ev.source,
         ev.detector,
         ev.kind,
         ev.severity,
         ev.state,
+        int(ev.reminder),
         ev.summary,
         evidence,
         ev.advice,
     )
+
+
+def _check_log_table(table: str) -> None:
+    if table not in LOG_TABLES:
+        raise ValueError(f"{table!r} is not a log table; one of {', '.join(LOG_TABLES)}")
+
+
+def _quarantine_key(r: Rejected) -> bytes:
+    """What makes a quarantined input the same input when it is read again after a restart."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in (r.source, r.reason, r.cell or "", repr(r.time), r.raw):
+        h.update(str(part).encode("utf-8", "backslashreplace"))
+        h.update(b"\0")
+    return h.digest()
+
+
+def alert_dict(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored alert row as the DESIGN alert-event JSON dict, plus ``time_s`` (and ``seq``)."""
+    d = {
+        "id": row["event_id"],
+        "episode": row["episode"],
+        "time": iso_time(row["time"]),
+        "station": row["station"],
+        "cell": row["cell"],
+        "source": row["source"],
+        "detector": row["detector"],
+        "kind": row["kind"],
+        "severity": row["severity"],
+        "state": row["state"],
+        "reminder": bool(row["reminder"]),
+        "summary": row["summary"],
+        "evidence": json.loads(row["evidence"]) if row["evidence"] else {},
+        "advice": row["advice"],
+        "time_s": row["time"],
+    }
+    if "seq" in row:
+        d["seq"] = row["seq"]
+    return d
 
 
 # numpy integers are not ints and sqlite3 refuses them; detectors may well produce them.
@@ -284,6 +409,7 @@ class SqliteStore:
         max_pending_batches: int = 8,
         *,
         busy_timeout_s: float = 1.0,
+        quarantine_rows_per_reason: int = 10_000,
     ):
         if max_pending_batches < 1:
             raise ValueError("max_pending_batches must be at least 1")
@@ -305,6 +431,15 @@ class SqliteStore:
         self._max_statement_rows = _MAX_STATEMENT_ROWS
         self._local = threading.local()
         self._read_conns: dict[threading.Thread, sqlite3.Connection] = {}
+        self._seq: dict[str, int] = dict.fromkeys(LOG_TABLES, 0)  # per log table: the last seq given out
+        # A year unattended must not fill the disk with one broken channel's rows: the first
+        # quarantine_rows_per_reason raw inputs of a reason are kept, the rest only counted.
+        self.quarantine_rows_per_reason = quarantine_rows_per_reason
+        self._quarantined: collections.Counter[str] = collections.Counter()  # reason -> raw rows kept
+        self._overflow: dict[str, tuple[int, float, str]] = {}  # reason -> (inputs only counted, last seen, raw)
+        self._listeners: list[Callable[[int], None]] = []
+        self._ack_lock = threading.Lock()
+        self._ack_conn: sqlite3.Connection | None = None
         self._rows = dict.fromkeys(("sample", "step", "cycle", "alert", "quarantine", "detector"), 0)
         self._stats: dict[str, Any] = {
             "sample_ignored": 0,
@@ -336,6 +471,10 @@ class SqliteStore:
             limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
             self._max_statement_rows = max(1, min(_MAX_STATEMENT_ROWS, limit // _NCOL))
             self._cell_ids = dict(conn.execute("SELECT name, id FROM cell"))
+            self._seq = {t: conn.execute(f"SELECT coalesce(max(seq), 0) FROM {t}").fetchone()[0] for t in LOG_TABLES}
+            self._quarantined = collections.Counter(
+                dict(conn.execute("SELECT reason, count(*) FROM quarantine GROUP BY reason"))
+            )
         except BaseException:
             conn.close()
             raise
@@ -354,6 +493,8 @@ class SqliteStore:
                 f"{self.path} has schema version {row[0]}, newer than this shortwatch ({SCHEMA_VERSION})"
             )
         conn.executescript(_SCHEMA)
+        self._migrate(conn, int(row[0]) if row is not None else SCHEMA_VERSION)
+        conn.executescript(_LOG_INDEXES)
         # Feature fields added to model.py after the file was created become new columns.
         for table, columns in (("step", _feature_columns(StepFeatures)), ("cycle", _feature_columns(CycleFeatures))):
             have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
@@ -366,6 +507,27 @@ class SqliteStore:
             (str(SCHEMA_VERSION),),
         )
         conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('created_at', ?)", (str(time.time()),))
+
+    def _migrate(self, conn: sqlite3.Connection, version: int) -> None:
+        """Bring a file of an older schema up to this one. Rows written before the log existed
+        keep seq NULL: readers that start now do not re-send that history."""
+        if version >= SCHEMA_VERSION:
+            return
+        log.warning("%s: upgrading the store from schema %d to %d", self.path, version, SCHEMA_VERSION)
+        conn.execute("BEGIN IMMEDIATE")
+        for table in ("sample", "step", "cycle", "detector", "quarantine"):
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN seq INTEGER")
+        conn.execute("ALTER TABLE quarantine ADD COLUMN qkey BLOB")
+        # alert: new columns and no longer UNIQUE (cell, time, detector, state): rebuilt
+        conn.execute("ALTER TABLE alert RENAME TO alert_v1")
+        conn.execute(_ALERT_DDL)
+        conn.execute(
+            "INSERT INTO alert (event_id, episode, station, time, cell, detector, kind, severity, state, summary, "
+            "evidence, advice) SELECT 'v1-' || id, cell || '/' || detector || '/' || time, station, time, cell, "
+            "detector, kind, severity, state, summary, evidence, advice FROM alert_v1 ORDER BY id"
+        )
+        conn.execute("DROP TABLE alert_v1")
+        conn.execute("COMMIT")
 
     def close(self, timeout: float | None = None) -> None:
         """Write everything handed over so far, stop the writer, close the connections.
@@ -393,6 +555,10 @@ class SqliteStore:
         for conn in self._read_conns.values():
             conn.close()
         self._read_conns.clear()
+        with self._ack_lock:
+            if self._ack_conn is not None:
+                self._ack_conn.close()
+                self._ack_conn = None
         self._local = threading.local()
         if lost:
             raise StoreClosedError(f"{lost} batches could not be written to {self.path} before close")
@@ -410,11 +576,18 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ writing (callers)
 
-    async def write(self, batch: RecordBatch) -> None:
+    async def write(self, batch: RecordBatch) -> int:
         """Hand the batch to the writer; awaits (without blocking the loop) only while
-        ``max_pending_batches`` batches are already waiting to be committed."""
+        ``max_pending_batches`` batches are already waiting to be committed. Returns the batch's
+        number: once :attr:`committed` reaches it, the batch and everything before it is committed."""
         while not self._try_enqueue(batch):
             await asyncio.to_thread(self._wait_for_room)
+        return self._enqueued_seq
+
+    @property
+    def committed(self) -> int:
+        """The number of the last batch committed (see :meth:`write`)."""
+        return self._done_seq
 
     def write_sync(self, batch: RecordBatch) -> None:
         """Hand the batch over and block until it is committed."""
@@ -508,6 +681,11 @@ class SqliteStore:
                 self._pending -= len(group)
                 self._done_seq = group[-1].seq
                 self._cond.notify_all()
+            for listener in list(self._listeners):
+                try:
+                    listener(group[-1].seq)
+                except Exception:  # a listener must not stop the writer
+                    log.exception("commit listener failed")
 
     def _commit(self, group: list[_Item]) -> tuple[dict[str, int], int, float]:
         """Write the group in one transaction, retrying until it succeeds (or close aborts).
@@ -519,8 +697,14 @@ class SqliteStore:
         delay = _BACKOFF_FIRST_S
         salvage = False
         records = sum(len(i.batch) for i in group)
+        seq_before = dict(self._seq)
+        quarantined_before = collections.Counter(self._quarantined)
         while True:
             t0 = time.perf_counter()
+            # a rolled-back attempt's numbers and counts are given out again
+            self._seq = dict(seq_before)
+            self._quarantined = collections.Counter(quarantined_before)
+            self._overflow = {}
             try:
                 if self._cell_ids_stale:
                     self._cell_ids = dict(self._conn().execute("SELECT name, id FROM cell"))
@@ -579,8 +763,10 @@ class SqliteStore:
         ids = self._cell_ids
         flat: list[Any] = []
         add = flat.extend
+        seq = self._seq["sample"]
         try:
             for s in samples:
+                seq += 1
                 add(
                     (
                         ids[s.cell],
@@ -592,11 +778,13 @@ class SqliteStore:
                         s.cycle,
                         s.step,
                         s.mode,
+                        seq,
                     )
                 )
         except KeyError:
             self._register_cells({s.cell for s in samples})
             return self._sample_params(samples)
+        self._seq["sample"] = seq
         return flat
 
     def _insert_samples(self, conn: sqlite3.Connection, flat: list[Any]) -> int:
@@ -612,50 +800,91 @@ class SqliteStore:
             inserted += conn.execute(_sample_sql(size), params).rowcount
         return inserted
 
+    def _record_tables(self, item: _Item) -> Iterator[tuple[str, str, list[Any], Callable[[Any], tuple[Any, ...]]]]:
+        """(table, insert sql, records, record -> row without its seq) for the batch's non-sample records."""
+        st = self.station
+        b = item.batch
+        yield "step", _STEP_SQL, b.steps, lambda x: (st, *_get_step(x))
+        yield "cycle", _CYCLE_SQL, b.cycles, lambda x: (st, *_get_cycle(x))
+        yield "alert", _ALERT_SQL, b.alerts, lambda x: _alert_row(st, x)
+        yield "detector", _DETECTOR_SQL, b.detector_states, lambda x: (st, *_get_detector(x))
+        yield (
+            "quarantine",
+            _QUARANTINE_SQL,
+            b.rejected,
+            lambda x: (st, item.received, *_get_rejected(x), _quarantine_key(x)),
+        )
+
+    def _insert_quarantined(self, conn: sqlite3.Connection, row: tuple[Any, ...], r: Rejected) -> int:
+        """Insert one rejected input within its reason's bound; beyond it, only count it."""
+        if self._quarantined[r.reason] >= self.quarantine_rows_per_reason:
+            n, _, _ = self._overflow.get(r.reason, (0, 0.0, ""))
+            self._overflow[r.reason] = (n + 1, row[1], r.raw[:1000])
+            return 0
+        n = conn.execute(_QUARANTINE_SQL, row).rowcount  # 0: the same input again (a re-read)
+        self._quarantined[r.reason] += n
+        return n
+
+    def _write_overflow(self, conn: sqlite3.Connection) -> None:
+        if self._overflow:
+            conn.executemany(
+                "INSERT INTO quarantine_overflow (reason, dropped, last_received, last_raw) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (reason) DO UPDATE SET dropped = dropped + excluded.dropped, "
+                "last_received = excluded.last_received, last_raw = excluded.last_raw",
+                [(reason, *v) for reason, v in self._overflow.items()],
+            )
+            self._overflow.clear()
+
+    def _next_seq(self, table: str) -> int:
+        self._seq[table] += 1
+        return self._seq[table]
+
+    def _log_commit(self, conn: sqlite3.Connection, before: dict[str, int]) -> None:
+        """Note when each table's new rows were committed (for the readers' backlog age)."""
+        now = time.time()
+        rows = [(t, seq, now) for t, seq in self._seq.items() if seq != before[t]]
+        if rows:
+            conn.executemany("INSERT OR REPLACE INTO commit_log (tbl, last_seq, at) VALUES (?, ?, ?)", rows)
+
     def _write_group(self, group: list[_Item]) -> tuple[dict[str, int], int]:
         conn = self._conn()
-        st = self.station
+        before = dict(self._seq)
         batches = [i.batch for i in group]
         samples = batches[0].samples if len(batches) == 1 else [s for b in batches for s in b.samples]
         flat = self._sample_params(samples)
-        others: list[tuple[str, str, list[tuple[Any, ...]]]] = []
-        for table, sql, rows in (
-            ("step", _STEP_SQL, [(st, *_get_step(x)) for b in batches for x in b.steps]),
-            ("cycle", _CYCLE_SQL, [(st, *_get_cycle(x)) for b in batches for x in b.cycles]),
-            ("alert", _ALERT_SQL, [_alert_row(st, x) for b in batches for x in b.alerts]),
-            ("detector", _DETECTOR_SQL, [(st, *_get_detector(x)) for b in batches for x in b.detector_states]),
-            (
-                "quarantine",
-                _QUARANTINE_SQL,
-                [(st, i.received, *_get_rejected(x)) for i in group for x in i.batch.rejected],
-            ),
-        ):
-            if rows:
-                others.append((table, sql, rows))
-        # A lone INSERT is atomic by itself: skip BEGIN/COMMIT (each costs a GIL hand-off).
-        single = not others and len(samples) <= self._max_statement_rows
-        if not single:
-            conn.execute("BEGIN IMMEDIATE")
+        others: dict[str, tuple[str, list[tuple[Any, ...]]]] = {}
+        quarantined: list[tuple[tuple[Any, ...], Rejected]] = []
+        for item in group:
+            for table, sql, records, to_row in self._record_tables(item):
+                if table == "quarantine":
+                    quarantined.extend(((*to_row(x), self._next_seq(table)), x) for x in records)
+                elif records:
+                    rows = others.setdefault(table, (sql, []))[1]
+                    rows.extend((*to_row(x), self._next_seq(table)) for x in records)
+        conn.execute("BEGIN IMMEDIATE")
         inserted = self._insert_samples(conn, flat) if samples else 0
         counts = {"sample": inserted}
-        for table, sql, rows in others:
+        for table, (sql, rows) in others.items():
+            before_changes = conn.total_changes
             conn.executemany(sql, rows)
-            counts[table] = len(rows)
-        if not single:
-            conn.execute("COMMIT")
+            counts[table] = conn.total_changes - before_changes
+        if quarantined:
+            counts["quarantine"] = sum(self._insert_quarantined(conn, row, r) for row, r in quarantined)
+        self._write_overflow(conn)
+        self._log_commit(conn, before)
+        conn.execute("COMMIT")
         return counts, len(samples) - inserted
 
     def _write_salvage(self, group: list[_Item]) -> tuple[dict[str, int], int]:
         """Record-by-record fallback after a data error; refused records are quarantined."""
         conn = self._conn()
-        st = self.station
+        before = dict(self._seq)
         counts = dict.fromkeys(self._rows, 0)
         ignored = 0
         refused: list[tuple[str, Any, Exception]] = []
         conn.execute("BEGIN IMMEDIATE")
         for item in group:
-            b = item.batch
-            for s in b.samples:
+            for s in item.batch.samples:
                 try:
                     self._register_cells({s.cell})
                     n = conn.execute(_SAMPLE_ROW_SQL, self._sample_params([s])).rowcount
@@ -664,42 +893,31 @@ class SqliteStore:
                     continue
                 counts["sample"] += n
                 ignored += 1 - n
-            for table, sql, records, to_row in (
-                ("step", _STEP_SQL, b.steps, lambda x: (st, *_get_step(x))),
-                ("cycle", _CYCLE_SQL, b.cycles, lambda x: (st, *_get_cycle(x))),
-                ("alert", _ALERT_SQL, b.alerts, lambda x: _alert_row(st, x)),
-                ("detector", _DETECTOR_SQL, b.detector_states, lambda x: (st, *_get_detector(x))),
-                (
-                    "quarantine",
-                    _QUARANTINE_SQL,
-                    b.rejected,
-                    lambda x, received=item.received: (st, received, *_get_rejected(x)),
-                ),
-            ):
+            for table, sql, records, to_row in self._record_tables(item):
                 for record in records:
                     try:
-                        conn.execute(sql, to_row(record))
+                        row = (*to_row(record), self._next_seq(table))
+                        if table == "quarantine":
+                            counts[table] += self._insert_quarantined(conn, row, record)
+                        else:
+                            counts[table] += conn.execute(sql, row).rowcount
                     except _DATA_ERRORS as exc:
                         refused.append((table, record, exc))
-                        continue
-                    counts[table] += 1
         for table, record, exc in refused:
             cell = getattr(record, "cell", None)
             t = getattr(record, "time", None)
-            conn.execute(
-                _QUARANTINE_SQL,
-                (
-                    st,
-                    time.time(),
-                    "storage",
-                    f"unstorable {table} record",
-                    repr(record),
-                    cell if isinstance(cell, str) else None,
-                    float(t) if isinstance(t, int | float) else None,
-                    f"{type(exc).__name__}: {exc}",
-                ),
+            r = Rejected(
+                source="storage",
+                reason=f"unstorable {table} record",
+                raw=repr(record),
+                cell=cell if isinstance(cell, str) else None,
+                time=float(t) if isinstance(t, int | float) and math.isfinite(t) else None,
+                detail=f"{type(exc).__name__}: {exc}",
             )
-            counts["quarantine"] += 1
+            row = (self.station, time.time(), *_get_rejected(r), _quarantine_key(r), self._next_seq("quarantine"))
+            counts["quarantine"] += self._insert_quarantined(conn, row, r)
+        self._write_overflow(conn)
+        self._log_commit(conn, before)
         conn.execute("COMMIT")
         if refused:
             log.error("%d unstorable records moved to the quarantine table of %s", len(refused), self.path)
@@ -843,30 +1061,151 @@ class SqliteStore:
         return self._read_dicts(f"SELECT {cols} FROM cycle WHERE cell = ? ORDER BY cycle", (cell,))
 
     def read_alerts(self, cell: str | None = None) -> list[dict[str, Any]]:
-        """Alert transitions in time order, as ``AlertEvent.to_json_dict()`` plus ``time_s``."""
-        cols = ", ".join(_ALERT_COLUMNS)
+        """Alert transitions in time order, as DESIGN alert-event dicts plus ``time_s``."""
         where, params = ("WHERE cell = ?", (cell,)) if cell is not None else ("", ())
-        out = []
-        for d in self._read_dicts(f"SELECT {cols} FROM alert {where} ORDER BY time, id", params):
-            t = d["time"]
-            d["time"] = iso_time(t)
-            d["evidence"] = json.loads(d["evidence"]) if d["evidence"] else {}
-            d["time_s"] = t
-            out.append(d)
-        return out
+        rows = self._read_dicts(f"SELECT * FROM alert {where} ORDER BY time, id", params)
+        return [{k: v for k, v in alert_dict(r).items() if k != "seq"} for r in rows]
 
     def read_rejected(self, limit: int = 1000) -> list[dict[str, Any]]:
         """The last ``limit`` quarantined inputs, oldest first, with ``received`` (wall time)."""
         cols = ", ".join(("id", "received", *_REJECTED_FIELDS))
-        rows = self._read_dicts(f"SELECT {cols} FROM quarantine ORDER BY id DESC LIMIT ?", (limit,))
+        rows = self._read_dicts(f"SELECT {cols} FROM quarantine ORDER BY seq DESC LIMIT ?", (limit,))
         for d in rows:
             del d["id"]
         return rows[::-1]
+
+    def quarantine_summary(self) -> list[dict[str, Any]]:
+        """Per reason: raw rows kept, and inputs only counted beyond the bound."""
+        return self._read_dicts(
+            "SELECT r.reason, r.kept, coalesce(o.dropped, 0) AS dropped FROM "
+            "(SELECT reason, count(*) AS kept FROM quarantine GROUP BY reason) AS r "
+            "LEFT JOIN quarantine_overflow AS o ON o.reason = r.reason ORDER BY r.reason",
+            (),
+        )
 
     def read_detector_states(self, cell: str) -> list[dict[str, Any]]:
         """The cell's detector statistics in time order, as DetectorStatus fields."""
         cols = ", ".join(_DETECTOR_FIELDS)
         return self._read_dicts(f"SELECT {cols} FROM detector WHERE cell = ? ORDER BY time, detector", (cell,))
+
+    # ------------------------------------------------------------------ the log and its cursors
+
+    def log_position(self, table: str) -> int:
+        """The newest seq of a log table (0 when empty)."""
+        _check_log_table(table)
+        return self._reader().execute(f"SELECT coalesce(max(seq), 0) FROM {table}").fetchone()[0]
+
+    def log_read(self, table: str, after: int, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` committed rows of ``table`` with seq > ``after``, in log order, as dicts
+        with ``seq`` and ``station`` (samples: the cell's name in ``cell``; alerts: the DESIGN
+        alert-event dict plus ``time_s``)."""
+        _check_log_table(table)
+        if table == "sample":
+            cols = ", ".join(f"s.{c}" for c in CSV_COLUMNS[2:])
+            return self._read_dicts(
+                f"SELECT s.seq, c.station, c.name AS cell, s.time, {cols} FROM sample AS s "
+                "JOIN cell AS c ON c.id = s.cell_id WHERE s.seq > ? ORDER BY s.seq LIMIT ?",
+                (after, limit),
+            )
+        rows = self._read_dicts(f"SELECT * FROM {table} WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit))
+        if table == "alert":
+            return [alert_dict(r) for r in rows]
+        if table == "quarantine":
+            for r in rows:
+                del r["qkey"], r["id"]
+        return rows
+
+    def alert_seq(self, event_id: str) -> int | None:
+        """The log seq of an alert event, by its id."""
+        row = self._reader().execute("SELECT seq FROM alert WHERE event_id = ?", (event_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def cursor(self, name: str, table: str) -> int | None:
+        """A reader's acknowledged position in a log table; None for a reader never seen."""
+        row = self._reader().execute("SELECT seq FROM cursor WHERE name = ? AND tbl = ?", (name, table)).fetchone()
+        return None if row is None else row[0]
+
+    def ack(self, name: str, table: str, seq: int) -> None:
+        """Durably move a reader's cursor forward to ``seq`` (never back). Blocking: call it
+        from a worker thread. It has a connection of its own, so an acknowledgement does not
+        wait behind the samples queued for the writer."""
+        _check_log_table(table)
+        with self._ack_lock:
+            if self._ack_conn is None:
+                if self._thread is None:
+                    raise StoreClosedError(f"{self.path}: store is not open")
+                self._ack_conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                self._ack_conn.execute("PRAGMA busy_timeout = 10000")
+            self._ack_conn.execute(
+                "INSERT INTO cursor (name, tbl, seq, updated) VALUES (?, ?, ?, ?) ON CONFLICT (name, tbl) "
+                "DO UPDATE SET seq = max(seq, excluded.seq), updated = excluded.updated",
+                (name, table, seq, time.time()),
+            )
+
+    def cursors(self) -> list[dict[str, Any]]:
+        """Every reader's position: name, tbl, seq, updated (wall time)."""
+        return self._read_dicts("SELECT name, tbl, seq, updated FROM cursor ORDER BY name, tbl", ())
+
+    def log_backlog(self, table: str, name: str) -> tuple[int, float | None]:
+        """(rows a reader has not acknowledged, wall time the oldest of them was committed)."""
+        _check_log_table(table)
+        after = self.cursor(name, table) or 0
+        conn = self._reader()
+        (rows,) = conn.execute(f"SELECT count(*) FROM {table} WHERE seq > ?", (after,)).fetchone()
+        if not rows:
+            return 0, None
+        row = conn.execute(
+            "SELECT at FROM commit_log WHERE tbl = ? AND last_seq > ? ORDER BY last_seq LIMIT 1", (table, after)
+        ).fetchone()
+        return rows, None if row is None else row[0]
+
+    def add_commit_listener(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(batch_seq)`` from the writer thread after each commit; ``batch_seq`` is
+        the number :meth:`write` returned for the last batch in it."""
+        self._listeners.append(listener)
+
+    def remove_commit_listener(self, listener: Callable[[int], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    def enforce_retention(self, days: float, now: float | None = None) -> dict[str, int]:
+        """Delete rows older than ``days`` that every reader (every cursor of that table) has
+        acknowledged; rows of a table nobody reads count as passed. Returns rows deleted per
+        table. Blocking, one cell at a time for samples (key-range deletes, never a table scan)."""
+        cutoff = (time.time() if now is None else now) - days * 86400.0
+        time_col = {
+            "sample": "time",
+            "step": "t_end",
+            "cycle": "t_end",
+            "detector": "time",
+            "alert": "time",
+            "quarantine": "received",
+        }
+        deleted: dict[str, int] = {}
+        with self._ack_lock:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+            try:
+                for table in LOG_TABLES:
+                    (passed,) = conn.execute("SELECT min(seq) FROM cursor WHERE tbl = ?", (table,)).fetchone()
+                    passed = math.inf if passed is None else passed
+                    limit = passed if math.isfinite(passed) else 2**62
+                    n = 0
+                    if table == "sample":
+                        for (cell_id,) in conn.execute("SELECT id FROM cell").fetchall():
+                            n += conn.execute(
+                                "DELETE FROM sample WHERE cell_id = ? AND time < ? AND (seq IS NULL OR seq <= ?)",
+                                (cell_id, cutoff, limit),
+                            ).rowcount
+                    else:
+                        n = conn.execute(
+                            f"DELETE FROM {table} WHERE {time_col[table]} < ? AND (seq IS NULL OR seq <= ?)",
+                            (cutoff, limit),
+                        ).rowcount
+                    conn.execute("DELETE FROM commit_log WHERE tbl = ? AND last_seq <= ?", (table, limit))
+                    deleted[table] = n
+            finally:
+                conn.close()
+        return deleted
 
     def count(self, table: str, cell: str | None = None) -> int:
         """Rows in a table, or of one cell (a scan: seconds for ~100 M samples)."""

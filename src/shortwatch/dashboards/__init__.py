@@ -1,0 +1,1 @@
+"""Grafana dashboards as code (InfluxQL) and the files that provision them."""
