@@ -1,63 +1,68 @@
-"""Detection benchmark: lead time and false alarms on labelled simulated cells.
+"""Detection benchmark: lead time and false alarms on labelled simulated cells, from one pass.
 
-Columns: detected = failing cells alerted (warning or critical, from onset - 1 h) before the
-hard short; lead = hours / cycles / fraction of the onset-to-short interval by which the first
-such alert preceded the short (median; min frac is the worst cell); short lat s = the largest
-delay of the hard_short critical after the labelled short; crit<lbl = criticals raised before
-the labelled moment (the cell could no longer hold its voltage); early = alerts more than 1 h
-before the labelled onset; false = alerts on healthy cells.
+Two scenario sets, fresh seeds on every run (unless --seed is given):
 
-Generates a fresh labelled scenario set with the simulator (new random seeds each run
-unless --seed is given), writes one canonical CSV per cell, replays them through the real
-`shortwatch replay` command (two processes, one per core), and prints per family:
-detection rate before the hard short, lead time (hours, cycles, and as a fraction of the
-interval from soft onset to hard short), hard-short latency, and false alarms per healthy
-cell-week. The same table is printed for two baselines computed on the same samples:
-- a static threshold rule, as one would set in Grafana: |V| under current below half its
-  early median (symmetric), V below 2.5 V while charging (full), pressure outside 1-10 MPa,
-  each held for 3 samples;
-- a plain Page-Hinkley test on the raw apparent resistance |V|/|I| under current.
+- the original set: each of the original 16 scenarios with a fixed protocol (10-s samples,
+  0.5 mA/cm2, 1-h half-cycles, 25 C), ``--per-family`` cells each: no regressions;
+- the randomised set (issue 10): every cell's protocol drawn from the ranges other labs use
+  (current density 0.05-3 mA/cm2, half-cycles 0.25-3 h, C-rate 0.1-1, 25-80 C with daily
+  swings of 0.5-2.5 C, stack pressure 2-7 MPa, sampling 10-60 s, some cells logged on a
+  voltage change like EC-Lab, some at 1 s for a day), noise models and physics variants
+  drawn per cell: at least ``--healthy`` healthy cells from every healthy family, and
+  ``--per-failing`` cells of every failing family.
 
-    python bench/detection.py [--per-family 4] [--seed N] [--keep DIR]
+Every cell runs through the daemon's pipeline core (validation, segmentation, features,
+detectors, alert state machine: what `shortwatch replay` runs after decoding) in two worker
+processes. One pass records each cell's alerts and, per detector, the running maximum of
+statistic / threshold with its time, so the ROC-style curve (lead fraction against false
+alarms as each detector's threshold is scaled) is swept offline, not replayed per threshold.
+
+Scoring (one rule for every method): a detection is the first `cell` alert of severity
+warning or critical, firing, before the hard short; a false alarm is any such alert on a
+healthy cell. Lead = short - alert in hours, in cycles, and as a fraction of the interval
+from precursor onset to short (capped at 1; ``early`` counts alerts more than 1 h before the
+onset). Sudden shorts (no precursor) are judged by the delay of the hard_short critical
+after the short: ``crit ok`` = within max(30 s, the sample interval after the first sample
+that shows it). False alarms per 100 cell-weeks come with their 95 % upper bound (Poisson,
+one-sided). The static-threshold and Page-Hinkley baselines run on the same samples.
+
+    python bench/detection.py [--per-family 4] [--healthy 210] [--per-failing 12] [--seed N] [--png F]
 """
 
 from __future__ import annotations
 
 import argparse
 import bisect
-import json
 import math
+import multiprocessing
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from replay_cmd import replay_command
+import numpy as np
+
+from shortwatch.daemon.pipeline import Pipeline
 from shortwatch.detectors.stats import PageHinkley
-from shortwatch.model import Sample
-from shortwatch.sensors.canonical_csv import write_csv
-from shortwatch.sensors.simulator import SCENARIOS, SimulatedCell, Truth, default_spec
+from shortwatch.model import RecordBatch, Sample
+from shortwatch.sensors.simulator import NEW_SCENARIOS, SCENARIOS, SimulatedCell, default_spec
+from shortwatch.settings import parse_settings
 
 START = 1_767_600_000.0  # 2026-01-05T08:00Z
 WEEK_H = 168.0
-
-
-@dataclass
-class CellRun:
-    truth: Truth
-    kind: str
-    hours: float
-    cycle_marks: list[tuple[float, int]] = field(default_factory=list)  # (time, cycle) at cycle starts
-    alerts: dict[str, list[tuple[float, str, str]]] = field(default_factory=dict)  # method -> [(t, det, sev)]
-
-    def cycle_at(self, t: float) -> int:
-        k = bisect.bisect_right([m[0] for m in self.cycle_marks], t) - 1
-        return self.cycle_marks[max(k, 0)][1] if self.cycle_marks else 0
+ROC_DETECTORS = ("overpotential_drop", "polarization_rise", "pressure_dpq_decline", "cv_current_rise")
+#: the failing families each detector is meant to catch (its lead fraction is measured on those)
+ROC_TARGETS = {
+    "overpotential_drop": ("soft_breakdown", "ccd_breakdown"),
+    "polarization_rise": ("void_polarization",),
+    "pressure_dpq_decline": ("dpq_decline",),
+    "cv_current_rise": ("cv_rise",),
+}
+ROC_SCALES = tuple(round(x, 3) for x in np.geomspace(0.35, 4.0, 15))
+METHODS = ("shortwatch", "static threshold", "Page-Hinkley |V|/|I|")
 
 
 class StaticThreshold:
@@ -107,188 +112,429 @@ class RawPageHinkley:
         return self.ph.update(x / self.ref)
 
 
-def generate(workdir: Path, per_family: int, seed: int) -> tuple[dict[str, CellRun], list[Path], Path]:
-    runs: dict[str, CellRun] = {}
-    files: list[Path] = []
-    cells_toml = []
+@dataclass
+class Job:
+    """One cell to simulate and watch."""
+
+    cell: str
+    scenario: str
+    seed: int
+    set_name: str  # original | randomised
+    period_s: float = 10.0
+    duration_h: float | None = None
+    randomize: bool = False
+    log_change_V: float | None = None
+
+
+@dataclass
+class CellRun:
+    job: Job
+    failing: bool
+    family: str
+    variant: str
+    onset: float | None
+    short: float | None
+    hours: float
+    period_s: float
+    cycle_marks: list[tuple[float, int]] = field(default_factory=list)
+    alerts: dict[str, list[tuple[float, str, str]]] = field(default_factory=dict)  # method -> [(t, det, sev)]
+    peaks: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # detector -> running max (t, ratio)
+    first_alert: str = ""  # the first alert's summary (false alarms are listed with it)
+
+    def cycle_at(self, t: float) -> int:
+        k = bisect.bisect_right([m[0] for m in self.cycle_marks], t) - 1
+        return self.cycle_marks[max(k, 0)][1] if self.cycle_marks else 0
+
+
+def _variant(params: dict[str, Any], scenario: str) -> str:
+    """The physics variant a cell drew, for the per-family table."""
+    if scenario == "sym_ccd_breakdown":
+        return f"R_e {params['re_law']}, {params['noise_model']} noise"
+    if scenario == "sym_void_short":
+        return ("runaway" if params["void_end"] >= 3.0 else "gradual") + f", {params['noise_model']} noise"
+    if scenario in ("full_selfdischarge_short", "full_sudden_short"):
+        return f"{params['ocv_kind'].upper()} OCV, short at {params['short_step']}"
+    return ""
+
+
+def run_job(job: Job) -> CellRun:
+    """Simulate one cell and run the pipeline and the two baselines over it, in one pass."""
+    sim = SimulatedCell(
+        job.cell,
+        job.scenario,
+        default_spec(job.scenario),
+        seed=job.seed,
+        start=START,
+        period_s=job.period_s,
+        duration_h=job.duration_h,
+        randomize=job.randomize,
+        log_change_V=job.log_change_V,
+    )
+    sp = sim.spec
+    cell_cfg: dict[str, Any] = {"kind": sp.kind, "area_cm2": sp.area_cm2, "fixture": sp.fixture}
+    if sp.cathode_mass_g:
+        cell_cfg["cathode_mass_g"] = sp.cathode_mass_g
+    pipe = Pipeline(parse_settings({"daemon": {"station": "bench"}, "cells": {job.cell: cell_cfg}}))
+    tr = sim.truth
+    run = CellRun(
+        job,
+        tr.failing,
+        tr.family,
+        _variant(sim.params, job.scenario),
+        tr.soft_onset_time,
+        tr.hard_short_time,
+        0.0,
+        job.period_s,
+    )
+    run.alerts = {m: [] for m in METHODS}
+    static, ph = StaticThreshold(sp.kind), RawPageHinkley()
+    batch: list[Sample] = []
+    last_cycle = None
+    first = last = None
+    peaks: dict[str, list[tuple[float, float]]] = {}
+
+    def flush() -> None:
+        out = RecordBatch()
+        pipe.process(batch, "bench", out)
+        for a in out.alerts:
+            if a.kind == "cell" and a.state == "firing" and a.severity in ("warning", "critical"):
+                run.alerts["shortwatch"].append((a.time, a.detector, a.severity))
+                if not run.first_alert:
+                    run.first_alert = f"{a.detector}: {a.summary}"
+        for d in out.detector_states:
+            if d.detector in ROC_DETECTORS and d.statistic is not None and d.threshold:
+                ratio = d.statistic / d.threshold
+                series = peaks.setdefault(d.detector, [])
+                if not series or ratio > series[-1][1]:
+                    series.append((d.time, ratio))
+        batch.clear()
+
+    for s in sim.samples():
+        if first is None:
+            first = s.time
+        last = s.time
+        if s.cycle is not None and s.cycle != last_cycle:
+            run.cycle_marks.append((s.time, s.cycle))
+            last_cycle = s.cycle
+        if static.update(s) and not run.alerts["static threshold"]:
+            run.alerts["static threshold"].append((s.time, "static", "warning"))
+        if ph.update(s) and not run.alerts["Page-Hinkley |V|/|I|"]:
+            run.alerts["Page-Hinkley |V|/|I|"].append((s.time, "page_hinkley", "warning"))
+        batch.append(s)
+        if len(batch) >= 5000:
+            flush()
+    flush()
+    run.hours = ((last or 0.0) - (first or 0.0)) / 3600.0
+    run.peaks = peaks
+    return run
+
+
+def plan(args: argparse.Namespace, seed: int) -> list[Job]:
+    rng = np.random.default_rng(seed)
+    jobs: list[Job] = []
     n = 0
-    for scenario in SCENARIOS:
-        for k in range(per_family):
-            cell = f"{scenario}-{k}"
-            spec = default_spec(scenario)
-            sim = SimulatedCell(cell, scenario, spec, seed=seed + n, start=START)
-            n += 1
-            run = CellRun(sim.truth, sim.spec.kind, 0.0)
-            static, ph = StaticThreshold(sim.spec.kind), RawPageHinkley()
-            run.alerts = {"static threshold": [], "Page-Hinkley |V|/|I|": []}
-            samples = []
-            last_cycle = None
-            for s in sim.samples():
-                samples.append(s)
-                if s.cycle is not None and s.cycle != last_cycle:
-                    run.cycle_marks.append((s.time, s.cycle))
-                    last_cycle = s.cycle
-                if static.update(s) and not run.alerts["static threshold"]:
-                    run.alerts["static threshold"].append((s.time, "static", "warning"))
-                if ph.update(s) and not run.alerts["Page-Hinkley |V|/|I|"]:
-                    run.alerts["Page-Hinkley |V|/|I|"].append((s.time, "page_hinkley", "warning"))
-            run.hours = (samples[-1].time - samples[0].time) / 3600.0
-            path = workdir / f"{cell}.csv"
-            with open(path, "w", encoding="utf-8") as fh:
-                write_csv(samples, fh, time_format="unix")
-            files.append(path)
-            runs[cell] = run
-            sp = sim.spec
-            cells_toml.append(
-                f'[cells."{cell}"]\nkind = "{sp.kind}"\narea_cm2 = {sp.area_cm2}\nfixture = "{sp.fixture}"\n'
-                + (f"cathode_mass_g = {sp.cathode_mass_g}\n" if sp.cathode_mass_g else "")
-            )
-    cfg = workdir / "bench.toml"
-    cfg.write_text(f'[daemon]\nstation = "bench"\nstate_dir = "{workdir / "state"}"\n\n' + "\n".join(cells_toml))
-    return runs, files, cfg
+
+    def next_seed() -> int:
+        nonlocal n
+        n += 1
+        return seed * 1000 + n
+
+    original = [s for s in SCENARIOS if s not in NEW_SCENARIOS]
+    for scenario in original:
+        for k in range(args.per_family):
+            jobs.append(Job(f"o-{scenario}-{k}", scenario, next_seed(), "original"))
+    healthy = [s for s, info in SCENARIOS.items() if not info.failing and s != "sym_glitches"]
+    failing = [s for s, info in SCENARIOS.items() if info.failing and s not in ("sym_soft_stable",)]
+
+    def protocol(job: Job, allow_1s: bool) -> Job:
+        r = rng.random()
+        if allow_1s and r < 0.04:  # a day at 1 s
+            job.period_s, job.duration_h = 1.0, float(rng.uniform(20, 30))
+        elif r < 0.2:  # EC-Lab: internal sampling 5 s, logged on dE or every 60-600 s
+            job.period_s, job.log_change_V = 5.0, float(rng.choice([0.001, 0.002, 0.005]))
+        else:
+            job.period_s = float(rng.uniform(10, 60))
+        return job
+
+    for k in range(args.healthy):
+        scenario = healthy[k % len(healthy)]
+        jobs.append(protocol(Job(f"h-{scenario}-{k}", scenario, next_seed(), "randomised", randomize=True), True))
+    for scenario in failing:
+        for k in range(args.per_failing):
+            jobs.append(protocol(Job(f"f-{scenario}-{k}", scenario, next_seed(), "randomised", randomize=True), False))
+    return jobs
 
 
-def replay(cfg: Path, files: list[Path], workdir: Path, runs: dict[str, CellRun]) -> float:
-    """Replay in two processes (the cells are independent); returns the wall time."""
-    halves = [files[0::2], files[1::2]]
-    t0 = time.perf_counter()
-    procs = []
-    for k, half in enumerate(halves):
-        out = workdir / f"alerts-{k}.jsonl"
-        cmd = replay_command(cfg, half, out, store=False)
-        procs.append((subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True), out))
-    for proc, out in procs:
-        _, err = proc.communicate()
-        if proc.returncode != 0:
-            raise SystemExit(f"replay failed:\n{err}")
-        sys.stderr.write(err.strip().splitlines()[-1] + "\n")
-        for line in out.read_text().splitlines():
-            e = json.loads(line)
-            if e["kind"] != "cell" or e["state"] != "firing":
-                continue
-            t = datetime.fromisoformat(e["time"]).timestamp()
-            runs[e["cell"]].alerts.setdefault("shortwatch", []).append((t, e["detector"], e["severity"]))
-    return time.perf_counter() - t0
+# ------------------------------------------------------------------ scoring
 
 
-def summarise(runs: dict[str, CellRun], method: str) -> list[dict]:
-    by_family: dict[str, list[CellRun]] = {}
-    for r in runs.values():
-        by_family.setdefault(f"{'F' if r.truth.failing else 'H'} {r.truth.scenario}", []).append(r)
+def first_hit(run: CellRun, method: str) -> tuple[float, str, str] | None:
+    alerts = sorted(run.alerts.get(method, []))
+    deadline = run.short if run.short is not None else math.inf
+    hits = [a for a in alerts if a[0] < deadline]
+    return hits[0] if hits else None
+
+
+def short_latency(run: CellRun) -> float | None:
+    """Seconds from the labelled short to the first hard_short critical after the precursor
+    onset (negative: the cell could no longer hold its voltage before the labelled moment)."""
+    if run.short is None:
+        return None
+    since = run.onset if run.onset is not None else run.short - 3600.0
+    crit = [a[0] for a in run.alerts["shortwatch"] if a[1] == "hard_short" and a[2] == "critical"]
+    after = [t - run.short for t in crit if t >= min(since, run.short) - 1e-6]
+    return min(after) if after else None
+
+
+def latency_ok(run: CellRun, lat: float | None) -> bool:
+    """Critical within 30 s of data time, or at the sample after the first one that shows it
+    (or already before the labelled moment: the cell could no longer hold its voltage)."""
+    step = run.period_s if run.job.log_change_V is None else 600.0
+    return lat is not None and lat <= max(30.0, 2.0 * step) + 1e-6
+
+
+def poisson_upper(k: int, conf: float = 0.95) -> float:
+    """One-sided upper confidence bound of a Poisson mean after observing k events."""
+    lo, hi = 0.0, 10.0 + 10.0 * k
+    for _ in range(100):
+        lam = 0.5 * (lo + hi)
+        term = cdf = math.exp(-lam)
+        for i in range(1, k + 1):
+            term *= lam / i
+            cdf += term
+        lo, hi = (lam, hi) if cdf > 1.0 - conf else (lo, lam)
+    return hi
+
+
+def summarise(runs: list[CellRun], method: str) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str], list[CellRun]] = {}
+    for r in runs:
+        groups.setdefault((r.job.set_name, r.job.scenario), []).append(r)
     rows = []
-    for fam, rs in sorted(by_family.items()):
-        detected = leads_h = None
-        leads_h, leads_c, fracs, latencies, early, false, crit_before = [], [], [], [], 0, 0, 0
-        n_det = n_eligible = 0
-        healthy_h = 0.0
+    for (set_name, scenario), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], rs_key(kv[1]), kv[0][1])):
+        row: dict[str, Any] = {"set": set_name, "family": scenario, "cells": len(rs), "failing": rs[0].failing}
+        if not rs[0].failing:
+            alarms = [r for r in rs if r.alerts.get(method)]
+            weeks = sum(r.hours for r in rs) / WEEK_H
+            row.update(false_cells=len(alarms), cell_weeks=weeks, false_alerts=sum(len(r.alerts[method]) for r in rs))
+            rows.append(row)
+            continue
+        leads_h, leads_c, fracs, lats, early, n_det, n_elig, n_crit_ok, n_short, n_before = (
+            [],
+            [],
+            [],
+            [],
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        )
         for r in rs:
-            alerts = sorted(r.alerts.get(method, []))
-            tr = r.truth
-            warn = [a for a in alerts if a[1] != "hard_short"]
-            if not tr.failing:
-                false += len(alerts)
-                healthy_h += r.hours
-                continue
-            onset, short = tr.soft_onset_time, tr.hard_short_time
-            crit = [a for a in alerts if a[1] == "hard_short" and a[2] == "critical"]
-            if short is not None and crit:
-                if crit[0][0] >= short:
-                    latencies.append(crit[0][0] - short)
-                else:
-                    crit_before += 1  # the cell could no longer hold its voltage before the labelled short
-            early += sum(1 for a in alerts if onset is not None and a[0] < onset - 3600)
-            if short is not None and onset is not None and short - onset < 60:
-                continue  # sudden short: no warning is possible; judged by latency
-            n_eligible += 1
-            deadline = short if short is not None else float("inf")
-            since = onset - 3600 if onset is not None else float("-inf")
-            hits = [a for a in (warn if method == "shortwatch" else alerts) if since <= a[0] < deadline]
-            if not hits:
+            lat = short_latency(r)
+            if r.short is not None and method == "shortwatch":
+                n_short += 1
+                n_crit_ok += latency_ok(r, lat)
+                if lat is not None and lat < 0:
+                    n_before += 1
+                elif lat is not None:
+                    lats.append(lat)
+            if r.short is None or r.onset is None or r.short - r.onset < 60:
+                continue  # no precursor (or no short in the data): judged by latency only
+            n_elig += 1
+            hit = first_hit(r, method)
+            if hit is None:
                 continue
             n_det += 1
-            if short is not None:
-                t_alert = hits[0][0]
-                leads_h.append((short - t_alert) / 3600)
-                leads_c.append(r.cycle_at(short) - r.cycle_at(t_alert))
-                fracs.append((short - t_alert) / (short - onset) if onset is not None and short > onset else 0.0)
-        detected = f"{n_det}/{n_eligible}" if n_eligible else "-"
-        rows.append(
-            dict(
-                family=fam,
-                cells=len(rs),
-                detected=detected,
-                lead_h=statistics.median(leads_h) if leads_h else None,
-                lead_cycles=statistics.median(leads_c) if leads_c else None,
-                lead_frac=statistics.median(fracs) if fracs else None,
-                min_frac=min(fracs) if fracs else None,
-                short_latency_s=max(latencies) if latencies else None,
-                crit_before_label=crit_before,
-                early_alarms=early,
-                false_alarms=false if not rs[0].truth.failing else None,
-                false_per_cell_week=(false / (healthy_h / WEEK_H)) if healthy_h else None,
-            )
+            early += hit[0] < r.onset - 3600
+            leads_h.append((r.short - hit[0]) / 3600)
+            leads_c.append(r.cycle_at(r.short) - r.cycle_at(hit[0]))
+            fracs.append(min(1.0, (r.short - hit[0]) / (r.short - r.onset)))
+        row.update(
+            detected=f"{n_det}/{n_elig}" if n_elig else "-",
+            n_det=n_det,
+            n_elig=n_elig,
+            lead_h=statistics.median(leads_h) if leads_h else None,
+            lead_cycles=statistics.median(leads_c) if leads_c else None,
+            lead_frac=statistics.median(fracs) if fracs else None,
+            min_frac=min(fracs) if fracs else None,
+            max_latency_s=max(lats) if lats else None,
+            crit_ok=f"{n_crit_ok}/{n_short}" if n_short else "-",
+            crit_before=n_before,
+            early=early,
+            variants=sorted({r.variant for r in rs if r.variant}),
         )
+        rows.append(row)
     return rows
 
 
-def fmt(v, spec: str = ".1f") -> str:
+def rs_key(rs: list[CellRun]) -> int:
+    return 0 if rs[0].failing else 1
+
+
+def fmt(v: Any, spec: str = ".1f") -> str:
     return "-" if v is None else format(v, spec)
 
 
-def print_table(title: str, rows: list[dict]) -> dict:
+def print_table(title: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     print(f"\n## {title}")
     print(
-        f"{'family':28} {'cells':>5} {'detected':>9} {'lead h':>7} {'lead cyc':>8} {'lead frac':>9} "
-        f"{'min frac':>8} {'short lat s':>11} {'crit<lbl':>8} {'early':>5} {'false':>5} {'false/cell-wk':>13}"
+        f"{'set':10} {'family':26} {'cells':>5} {'detected':>9} {'lead h':>7} {'lead cyc':>8} {'lead frac':>9} "
+        f"{'min frac':>8} {'max lat s':>9} {'crit ok':>7} {'<lbl':>4} {'early':>5} {'false':>5} {'cell-wk':>7}"
     )
+    totals: dict[str, Any] = {}
     for r in rows:
+        if r["failing"]:
+            print(
+                f"{r['set']:10} {'F ' + r['family']:26} {r['cells']:>5} {r['detected']:>9} {fmt(r['lead_h']):>7} "
+                f"{fmt(r['lead_cycles'], '.0f'):>8} {fmt(r['lead_frac'], '.2f'):>9} {fmt(r['min_frac'], '.2f'):>8} "
+                f"{fmt(r['max_latency_s'], '.0f'):>9} {r['crit_ok']:>7} {r['crit_before']:>4} {r['early']:>5}"
+            )
+        else:
+            print(
+                f"{r['set']:10} {'H ' + r['family']:26} {r['cells']:>5} {'':>9} {'':>7} {'':>8} {'':>9} {'':>8} "
+                f"{'':>9} {'':>7} {'':>4} {'':>5} {r['false_cells']:>5} {r['cell_weeks']:>7.1f}"
+            )
+    for r in rows:
+        if r["failing"] and r.get("variants"):
+            print(f"  {r['family']} variants: " + "; ".join(r["variants"]))
+    for set_name in ("original", "randomised"):
+        fails = [r for r in rows if r["failing"] and r["set"] == set_name]
+        heal = [r for r in rows if not r["failing"] and r["set"] == set_name]
+        det = sum(r["n_det"] for r in fails)
+        elig = sum(r["n_elig"] for r in fails)
+        fracs = [r["lead_frac"] for r in fails if r["lead_frac"] is not None]
+        false = sum(r["false_cells"] for r in heal)
+        weeks = sum(r["cell_weeks"] for r in heal)
+        upper = poisson_upper(false) / weeks * 100 if weeks else None
+        families_ok = all(r["n_det"] == r["n_elig"] for r in fails)
+        totals[set_name] = {
+            "detected": f"{det}/{elig}",
+            "every_family": families_ok,
+            "median_family_lead_frac": statistics.median(fracs) if fracs else None,
+            "healthy_cells": sum(r["cells"] for r in heal),
+            "cell_weeks": weeks,
+            "false_alarm_cells": false,
+            "per_100_cell_weeks": false / weeks * 100 if weeks else None,
+            "upper95_per_100_cell_weeks": upper,
+        }
+        t = totals[set_name]
         print(
-            f"{r['family']:28} {r['cells']:>5} {r['detected']:>9} {fmt(r['lead_h']):>7} "
-            f"{fmt(r['lead_cycles'], '.0f'):>8} {fmt(r['lead_frac'], '.2f'):>9} {fmt(r['min_frac'], '.2f'):>8} "
-            f"{fmt(r['short_latency_s'], '.0f'):>11} {r['crit_before_label']:>8} {r['early_alarms']:>5} "
-            f"{fmt(r['false_alarms'], 'd'):>5} {fmt(r['false_per_cell_week'], '.2f'):>13}"
+            f"{set_name}: detected before the short {det}/{elig} (every family: {families_ok}); median of family "
+            f"lead fractions {fmt(t['median_family_lead_frac'], '.2f')}; false alarms {false} on "
+            f"{t['healthy_cells']} healthy cells ({weeks:.0f} cell-weeks) = {fmt(t['per_100_cell_weeks'], '.2f')} "
+            f"per 100 cell-weeks, 95 % upper bound {fmt(upper, '.2f')}"
         )
-    fails = [r for r in rows if r["family"].startswith("F")]
-    heal = [r for r in rows if r["family"].startswith("H")]
-    det = sum(int(r["detected"].split("/")[0]) for r in fails if r["detected"] != "-")
-    elig = sum(int(r["detected"].split("/")[1]) for r in fails if r["detected"] != "-")
-    fracs = [r["lead_frac"] for r in fails if r["lead_frac"] is not None]
-    false = sum(r["false_alarms"] or 0 for r in heal)
-    total = {
-        "detected": f"{det}/{elig}",
-        "median_family_lead_frac": statistics.median(fracs) if fracs else None,
-        "false_alarms_healthy": false,
-    }
-    print(
-        f"total: detected before the short {det}/{elig}; median of family lead fractions "
-        f"{fmt(total['median_family_lead_frac'], '.2f')}; false alarms on healthy cells {false}"
-    )
-    return total
+    return totals
+
+
+def roc(runs: list[CellRun]) -> dict[str, list[tuple[float, float, float]]]:
+    """Per detector and threshold scale: (scale, median lead fraction over failing cells, false
+    alarms per 100 healthy cell-weeks), from the recorded running maxima of statistic/threshold."""
+    healthy = [r for r in runs if not r.failing]
+    weeks = sum(r.hours for r in healthy) / WEEK_H
+    failing = [r for r in runs if r.failing and r.short is not None and r.onset is not None and r.short - r.onset > 60]
+    out: dict[str, list[tuple[float, float, float]]] = {}
+    for det in ROC_DETECTORS:
+        relevant = [r for r in failing if r.family in ROC_TARGETS[det]]
+        if not relevant:
+            continue
+        curve = []
+        for scale in ROC_SCALES:
+            fracs = []
+            for r in relevant:
+                t = next((t for t, ratio in r.peaks.get(det, []) if ratio >= scale and t < r.short), None)
+                fracs.append(0.0 if t is None else min(1.0, (r.short - t) / (r.short - r.onset)))
+            fa = sum(1 for r in healthy if any(ratio >= scale for _, ratio in r.peaks.get(det, [])))
+            curve.append((scale, statistics.median(fracs), fa / weeks * 100 if weeks else 0.0))
+        out[det] = curve
+    return out
+
+
+def plot_roc(curves: dict[str, list[tuple[float, float, float]]], png: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 5.0), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for det, curve in curves.items():
+        fa = [c[2] for c in curve]
+        lead = [c[1] for c in curve]
+        (line,) = ax.plot(fa, lead, marker="o", ms=3, label=det)
+        default = min(curve, key=lambda c: abs(math.log(c[0])))
+        ax.plot([default[2]], [default[1]], marker="*", ms=14, color=line.get_color())
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlabel("false alarms per 100 healthy cell-weeks (healthy cells whose statistic crosses)")
+    ax.set_ylabel("median lead fraction on the failing families it targets")
+    ax.set_title("Threshold scaled 0.35x-4x (star: the default)")
+    ax.axvline(1.0, color="grey", lw=0.8, ls="--")
+    ax.axhline(0.7, color="grey", lw=0.8, ls="--")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(png)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--per-family", type=int, default=4, help="cells per scenario (default 4: 64 cells)")
+    ap.add_argument("--per-family", type=int, default=4, help="cells per original scenario (default 4)")
+    ap.add_argument("--healthy", type=int, default=210, help="randomised healthy cells (default 210)")
+    ap.add_argument("--per-failing", type=int, default=8, help="randomised cells per failing family (default 8)")
     ap.add_argument("--seed", type=int, default=None, help="default: a fresh random seed")
-    ap.add_argument("--keep", type=Path, help="keep the generated files here")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--only", help="run only the scenarios whose name contains this")
+    ap.add_argument("--png", type=Path, default=Path("bench/detection_roc.png"))
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(3), "big")
-    workdir = args.keep or Path(tempfile.mkdtemp(prefix="shortwatch-bench-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    jobs = [j for j in plan(args, seed) if not args.only or args.only in j.scenario]
+    print(f"seed {seed}: {len(jobs)} cells; running them through the pipeline in {args.workers} processes")
     t0 = time.perf_counter()
-    runs, files, cfg = generate(workdir, args.per_family, seed)
-    n_samples = sum(f.read_bytes().count(b"\n") for f in files) - len(files)
+    runs: list[CellRun] = []
+    # the longest cells first, so the two workers finish together
+    jobs.sort(key=lambda j: (j.period_s, j.log_change_V is None))
+    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
+        for k, run in enumerate(pool.imap_unordered(run_job, jobs, chunksize=1)):
+            runs.append(run)
+            if sys.stderr.isatty():
+                sys.stderr.write(f"\r{k + 1}/{len(jobs)} cells")
+    wall = time.perf_counter() - t0
+    hours = sum(r.hours for r in runs)
+    print(f"{len(runs)} cells ({hours / WEEK_H:.0f} cell-weeks of data) in {wall:.0f} s wall")
+    results = {m: print_table(m, summarise(runs, m)) for m in METHODS}
+    false = [r for r in runs if not r.failing and r.alerts["shortwatch"]]
+    if false:
+        print("\n## shortwatch's false alarms (first alert of each healthy cell that had one)")
+        for r in sorted(false, key=lambda r: r.first_alert):
+            t = (r.alerts["shortwatch"][0][0] - START) / 3600
+            print(f"{r.job.cell:28} {r.job.period_s:>4.0f} s  {t:6.1f} h  {r.first_alert[:150]}")
+    odd = []
+    for r in runs:
+        if not r.failing or r.short is None:
+            continue
+        lat = short_latency(r)
+        missed = r.onset is not None and r.short - r.onset >= 60 and first_hit(r, "shortwatch") is None
+        if missed or not latency_ok(r, lat):
+            how = "missed" if missed else f"hard_short {'never' if lat is None else f'{lat:.0f} s after'}"
+            log = f"dE {r.job.log_change_V} V" if r.job.log_change_V else f"{r.job.period_s:.0f} s"
+            odd.append(f"{r.job.cell:30} {log:>10}  {how:28} {r.variant}")
+    if odd:
+        print("\n## failing cells missed, or whose hard short was late")
+        print("\n".join(sorted(odd)))
+    curves = roc([r for r in runs if r.job.set_name == "randomised"])
+    print("\n## ROC-style sweep (randomised set): scale, median lead fraction, false alarms per 100 cell-weeks")
+    for det, curve in curves.items():
+        print(f"{det:22} " + "  ".join(f"{s:.2f}:{lf:.2f}/{fa:.2f}" for s, lf, fa in curve))
+    plot_roc(curves, args.png)
+    print(f"\nROC-style curve written to {args.png}")
+    sw = results["shortwatch"]["randomised"]
     print(
-        f"seed {seed}: {len(runs)} cells ({sum(r.truth.failing for r in runs.values())} failing), "
-        f"{n_samples:,} samples generated in {time.perf_counter() - t0:.1f} s"
+        "goals (randomised set): every failing family alerted: "
+        f"{sw['every_family']}; median lead fraction >= 0.7: {fmt(sw['median_family_lead_frac'], '.2f')}; "
+        f"false alarms 0 with upper bound <= 1 per 100 cell-weeks: {sw['false_alarm_cells']} / "
+        f"{fmt(sw['upper95_per_100_cell_weeks'], '.2f')}"
     )
-    wall = replay(cfg, files, workdir, runs)
-    print(f"replayed through `shortwatch replay` (2 processes) in {wall:.1f} s ({n_samples / wall:,.0f} samples/s)")
-    results = {}
-    for method in ("shortwatch", "static threshold", "Page-Hinkley |V|/|I|"):
-        results[method] = print_table(method, summarise(runs, method))
-    (workdir / "results.json").write_text(json.dumps({"seed": seed, "totals": results}, indent=1))
-    print(f"\nfiles and results.json in {workdir}")
 
 
 if __name__ == "__main__":

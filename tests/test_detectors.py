@@ -30,9 +30,12 @@ def symmetric_run(
     ohmic_share_of_cycle=lambda c: 0.0,
     live: bool = False,
     detectors: dict | None = None,
+    pressure_of_cycle=lambda c: 5.0,
+    end_rise_of_cycle=lambda c: 0.3,
 ) -> list[AlertEvent]:
     """Plating/stripping half-cycles of 30 min (10-s samples) through the full pipeline.
-    ``ohmic_share`` fades the nucleation peak and end-of-strip rise (a flat, ohmic profile)."""
+    ``ohmic_share`` fades the nucleation peak and end-of-strip rise (a flat, ohmic profile);
+    ``end_rise`` is the end-of-strip rise as a share of the plateau (stripping voids)."""
     settings = parse_settings({"cells": {"S": {"kind": "symmetric", "area_cm2": AREA}}, "detectors": detectors or {}})
     p = Pipeline(settings, live=live)
     out = RecordBatch()
@@ -40,16 +43,16 @@ def symmetric_run(
     n = 180
     for c in range(n_cycles):
         j, asr, temp = j_of_cycle(c), asr_of_cycle(c), temp_of_cycle(c)
-        shape_scale = 1.0 - ohmic_share_of_cycle(c)
+        shape_scale, rise, pres = 1.0 - ohmic_share_of_cycle(c), end_rise_of_cycle(c), pressure_of_cycle(c)
         eta = j / 1000.0 * asr
         batch = []
         for sign in (1, -1):
             for k in range(n):
                 frac = k / n
                 shape = 1.0 + shape_scale * (
-                    0.2 * math.exp(-frac / 0.02) + (0.3 * (frac - 0.9) / 0.1 if frac > 0.9 else 0)
+                    0.2 * math.exp(-frac / 0.02) + (rise * (frac - 0.9) / 0.1 if frac > 0.9 else 0)
                 )
-                batch.append(Sample(t, "S", sign * eta * shape, sign * j / 1000.0 * AREA, 5.0, temp, mode="cc"))
+                batch.append(Sample(t, "S", sign * eta * shape, sign * j / 1000.0 * AREA, pres, temp, mode="cc"))
                 t += 10.0
         p.process(batch, "test", out)
     return out.alerts
@@ -191,6 +194,90 @@ def test_higher_current_in_a_warmer_oven_is_not_soft_breakdown() -> None:
     assert not firing(alerts, "overpotential_drop")
 
 
+def test_quiet_on_contact_settling_long_past_the_warm_up() -> None:
+    # exponential settling with a 12-h time constant (1-h cycles): still falling at cycle 40
+    alerts = symmetric_run(lambda c: 100.0 * (0.6 + 0.4 * math.exp(-c / 12.0)) * (1 + 0.001 * c), 80)
+    assert not [a for a in alerts if a.kind == "cell"]
+
+
+def test_soft_breakdown_after_a_long_settling_is_still_caught() -> None:
+    def asr(c: int) -> float:
+        r_ion = 100.0 * (0.6 + 0.4 * math.exp(-c / 8.0)) * (1 + 0.002 * c)
+        if c < 60:
+            return r_ion
+        r_e = 4000.0 * math.exp(-(c - 60) / 6.0)
+        return r_ion * r_e / (r_ion + r_e)
+
+    fired = firing(symmetric_run(asr, 90), "overpotential_drop")
+    assert fired and 60 < fired[0].evidence["cycle"] < 80
+
+
+def test_quiet_on_a_pressure_raise_and_the_fall_is_explained() -> None:
+    # the operator tightens the fixture at cycle 30: 5 -> 7 MPa, the ASR falls 30 % within 2 cycles
+    def asr(c: int) -> float:
+        return 80.0 * (1 + 0.002 * c) * (1.0 if c < 30 else 0.85 if c == 30 else 0.7)
+
+    alerts = symmetric_run(asr, 60, pressure_of_cycle=lambda c: 5.0 if c < 30 else 7.0)
+    assert not [a for a in alerts if a.kind == "cell"]
+    # the same fall with the pressure unchanged is soft breakdown, and says what was checked
+    fired = firing(symmetric_run(asr, 60), "overpotential_drop")
+    assert fired
+    cov = fired[0].evidence["covariates"]
+    assert "pressure 5.00 -> 5.00 MPa" in cov and "temperature 25.0 -> 25.0 C" in cov
+    assert "J 0.5 -> 0.5 mA/cm2" in cov and cov.endswith("unchanged over the fall")
+    assert fired[0].evidence["pressure_before"] == fired[0].evidence["pressure_after"] == 5.0
+    assert "unchanged over the fall" in fired[0].summary
+
+
+# ------------------------------------------------------------------ polarization_rise
+
+
+def test_polarization_rise_warns_early_and_escalates_on_growing_stripping_voids() -> None:
+    # from cycle 20 voids grow: the end-of-strip rise and the plateau grow faster and faster
+    def grow(c: int) -> float:
+        return math.expm1(max(c - 20, 0) / 8.0)
+
+    alerts = symmetric_run(
+        lambda c: 80.0 * (1 + 0.002 * c) * (1 + 0.2 * grow(c)), 40, end_rise_of_cycle=lambda c: 0.3 * (1 + grow(c))
+    )
+    events = [a for a in alerts if a.detector == "polarization_rise" and a.state == "firing"]
+    assert [a.severity for a in events][:2] == ["warning", "critical"]
+    assert 20 < events[0].evidence["cycle"] < events[1].evidence["cycle"] < 40
+    assert "lower the current density" in events[0].advice.lower() and "stack pressure" in events[0].advice
+    assert not firing(alerts, "overpotential_drop")
+
+
+def test_polarization_rise_quiet_on_a_pressure_drop_and_linear_growth() -> None:
+    # the stack pressure drops 5 -> 3.5 MPa at cycle 25: the ASR rises 20 % at once, then grows slowly
+    alerts = symmetric_run(
+        lambda c: 80.0 * (1 + 0.004 * c) * (1.0 if c < 25 else 1.2),
+        60,
+        pressure_of_cycle=lambda c: 5.0 if c < 25 else 3.5,
+    )
+    assert not [a for a in alerts if a.kind == "cell"]
+
+
+def test_polarization_running_away_within_one_step_is_critical_at_once() -> None:
+    settings = parse_settings({"cells": {"S": {"kind": "symmetric", "area_cm2": AREA}}})
+    p = Pipeline(settings)
+    out = RecordBatch()
+    i, t, samples = 0.5e-3 * AREA, T0, []
+    for _ in range(12):  # healthy 1-h cycles: 40 mV plateau
+        for sign in (1, -1):
+            for k in range(180):
+                samples.append(Sample(t, "S", sign * 0.04 * (1 + 0.2 * math.exp(-k / 4)), sign * i, 5.0, mode="cc"))
+                t += 10.0
+    t_run = t + 600.0
+    for _ in range(180):  # then |V| climbs in one step: voids open faster than Li creeps back
+        v = 0.04 if t < t_run else 0.04 * (1 + (t - t_run) / 120.0)
+        samples.append(Sample(t, "S", v, i, 5.0, mode="cc"))
+        t += 10.0
+    p.process(samples, "test", out)
+    crit = [a for a in firing(out.alerts, "polarization_rise") if a.severity == "critical"]
+    assert crit and crit[0].time < t_run + 240.0  # within minutes, before the step ends
+    assert crit[0].evidence["statistic"] >= 2.0 and "running away" in crit[0].summary
+
+
 # ------------------------------------------------------------------ hard_short
 
 
@@ -246,6 +333,63 @@ def test_full_cell_voltage_drop_while_charging_is_a_short() -> None:
     crit = firing(out.alerts, "hard_short")
     assert len(crit) == 1 and crit[0].time <= t + 20
     assert crit[0].evidence["drop_V"] > 0.25
+
+
+def full_cycle_samples(t: float, v_of_k, i: float, n: int, mode: str = "cc") -> list[Sample]:
+    return [Sample(t + 10.0 * k, "F", v_of_k(k), i, 5.0, mode=mode) for k in range(n)]
+
+
+@pytest.mark.parametrize("where", ["discharge", "rest"])
+def test_full_cell_short_mid_discharge_or_at_rest_is_critical_within_30_s(where: str) -> None:
+    settings = parse_settings({"cells": {"F": {"kind": "full", "cathode_mass_g": 0.01}}})
+    p = Pipeline(settings)
+    out = RecordBatch()
+    samples = full_cycle_samples(T0, lambda k: 3.6 + 0.0005 * k, 1e-3, 600)  # charge to 3.9 V
+    t = samples[-1].time + 10.0
+    i = -1e-3 if where == "discharge" else 0.0
+    samples += full_cycle_samples(t, lambda k: 3.85 - 0.0002 * k, i, 200, "cc" if i else "rest")
+    t_short = samples[-1].time + 5.0  # the short strikes between two samples: 0.57 V gone at once
+    samples += full_cycle_samples(
+        samples[-1].time + 10.0, lambda k: 3.81 - 0.57 - 0.002 * k, i, 30, "cc" if i else "rest"
+    )
+    p.process(samples, "test", out)
+    crit = firing(out.alerts, "hard_short")
+    assert len(crit) == 1 and crit[0].severity == "critical"
+    assert crit[0].time - t_short <= 30.0
+    assert crit[0].evidence["drop_V"] == pytest.approx(0.57, abs=0.01)
+    assert ("at rest" if where == "rest" else "while discharging") in crit[0].summary
+
+
+def test_full_cell_sinking_far_below_its_own_cut_off_cannot_hold_its_voltage() -> None:
+    # healthy cycles between 3.0 and 4.2 V; then, charging, it slides to 2.3 V (a drained, leaking
+    # cell): below its own end-of-discharge voltage by more than 0.5 V, though far above 1 V
+    settings = parse_settings({"cells": {"F": {"kind": "full", "cathode_mass_g": 0.01}}})
+    p = Pipeline(settings)
+    out = RecordBatch()
+    t, samples = T0, []
+    for _ in range(4):
+        samples += full_cycle_samples(t, lambda k: 3.5 + 0.001 * k, 1e-3, 700)
+        samples += full_cycle_samples(samples[-1].time + 10, lambda k: 4.1 - 0.0011 * k, -1e-3, 1000)
+        t = samples[-1].time + 10
+    samples += full_cycle_samples(t, lambda k: max(3.3 - 0.002 * k, 2.3), 1e-3, 700)
+    p.process(samples, "test", out)
+    crit = firing(out.alerts, "hard_short")
+    assert len(crit) == 1 and crit[0].evidence["threshold_V"] == pytest.approx(3.0 - 0.5, abs=0.01)
+    assert crit[0].evidence["voltage_V"] < crit[0].evidence["threshold_V"]
+
+
+def test_end_of_discharge_knee_is_not_a_short() -> None:
+    settings = parse_settings({"cells": {"F": {"kind": "full", "cathode_mass_g": 0.01}}})
+    p = Pipeline(settings)
+    out = RecordBatch()
+    samples = full_cycle_samples(T0, lambda k: 3.6 + 0.0005 * k, 1e-3, 600)
+    t = samples[-1].time + 60.0  # logged every 60 s: the knee falls 0.05, 0.1, 0.2, 0.35 V per sample
+    knee = [3.85 - 0.0005 * k for k in range(100)] + [3.75, 3.7, 3.6, 3.4, 3.05]
+    samples += [Sample(t + 60.0 * k, "F", v, -1e-3, 5.0, mode="cc") for k, v in enumerate(knee)]
+    t = samples[-1].time + 60.0
+    samples += [Sample(t + 60.0 * k, "F", 3.3 + 0.001 * k, 0.0, 5.0, mode="rest") for k in range(30)]
+    p.process(samples, "test", out)
+    assert not firing(out.alerts, "hard_short")
 
 
 # ------------------------------------------------------------------ pressure_window
@@ -451,6 +595,53 @@ def test_falling_coulombic_efficiency_warns() -> None:
     assert got[-2] != "warning" and got[-1] == "warning"
 
 
+def test_anode_free_nucleation_dip_at_every_charge_start_is_no_anomaly() -> None:
+    # every charge starts with a 60 mV nucleation spike that falls back within minutes
+    settings = parse_settings({"cells": {"A": {"kind": "anode-free", "cathode_mass_g": 0.01}}})
+    p = Pipeline(settings)
+    out = RecordBatch()
+    t, samples = T0, []
+    for _ in range(15):
+        for k in range(600):  # 100-min charge at 10 s
+            v = 3.55 + 0.0011 * k + 0.06 * math.exp(-k / 12.0)
+            samples.append(Sample(t, "A", v, 1e-3, 5.0, mode="cc"))
+            t += 10.0
+        for k in range(90):
+            samples.append(Sample(t, "A", 4.2 - 0.05 * (1 - math.exp(-k / 10)), 0.0, 5.0, mode="rest"))
+            t += 10.0
+        for k in range(560):
+            samples.append(Sample(t, "A", 4.1 - 0.0011 * k, -1e-3, 5.0, mode="cc"))
+            t += 10.0
+        for k in range(90):
+            samples.append(Sample(t, "A", 3.5 + 0.05 * (1 - math.exp(-k / 10)), 0.0, 5.0, mode="rest"))
+            t += 10.0
+    p.process(samples, "test", out)
+    assert not [a for a in out.alerts if a.kind == "cell"]
+    charges = [f for f in out.steps if f.step_kind == "charge"]
+    assert charges and all(f.v_dips == 0 for f in charges)
+
+
+def rest_after_charge(c: int, fall_V_per_h: float) -> StepFeatures:
+    f = charge_step(c)
+    f.step_kind, f.duration_s, f.rest_fall_V_per_h = "rest", 3600.0, fall_V_per_h
+    return f
+
+
+def test_self_discharge_growing_at_rest_warns_next_to_the_ce() -> None:
+    det = ChargeAnomaly(CellSpec(kind="full"))
+    falls = [0.004, 0.005, 0.004, 0.005, 0.004, 0.012, 0.02]
+    got = []
+    for c, fall in enumerate(falls):
+        det.on_step(charge_step(c), None)  # type: ignore[arg-type]
+        v = det.on_step(rest_after_charge(c, fall), None)  # type: ignore[arg-type]
+        got.append(det.state_name if v is None else v.state)
+    assert got[-2] == "watch" and got[-1] == "warning"
+    det.on_step(charge_step(7), None)  # type: ignore[arg-type]
+    v = det.on_step(rest_after_charge(7, 0.03), None)  # type: ignore[arg-type]
+    assert v is not None and "self_discharge" in v.evidence["signs"]
+    assert v.evidence["usual_ocv_fall_mV_per_h"] == pytest.approx(4.5, abs=0.6)
+
+
 # ------------------------------------------------------------------ stale_data
 
 
@@ -563,3 +754,36 @@ def test_load_cell_detector_watches_full_cells_only() -> None:
     p = Pipeline(parse_settings({"cells": {"S": {"kind": "symmetric"}, "F": {"kind": "full"}}}))
     assert "load_cell" not in p.monitor("S").detectors
     assert "load_cell" in p.monitor("F").detectors
+
+
+@pytest.mark.parametrize("scenario", ["sym_void_short", "sym_pressure_raise", "full_selfdischarge_short"])
+def test_detectors_resume_from_a_checkpoint_with_the_same_alerts(scenario: str) -> None:
+    """Everything the new detectors learn (settling rate, covariates, rates, scatter) survives
+    a JSON checkpoint: a restart mid-run gives exactly the alerts of an uninterrupted run."""
+    import json
+
+    from shortwatch.sensors.simulator import SimulatedCell, default_spec
+
+    sim = SimulatedCell("C", scenario, default_spec(scenario), seed=11, start=T0, period_s=30.0)
+    spec = sim.spec
+    cells = {"C": {"kind": spec.kind, "area_cm2": spec.area_cm2, "cathode_mass_g": spec.cathode_mass_g or 0.01}}
+    settings = parse_settings({"cells": cells})
+    samples = list(sim.samples())
+    straight, out = Pipeline(settings), RecordBatch()
+    straight.process(samples, "t", out)
+    first, resumed = Pipeline(settings), RecordBatch()
+    cut = len(samples) * 2 // 3
+    first.process(samples[:cut], "t", resumed)
+    second = Pipeline(settings)
+    second.load(json.loads(json.dumps(first.state())))
+    second.process(samples[cut:], "t", resumed)
+
+    def key(b: RecordBatch) -> list[tuple]:
+        return [(a.time, a.detector, a.severity, a.state, a.summary) for a in b.alerts]
+
+    def stats(b: RecordBatch) -> list[tuple]:
+        return [(d.time, d.detector, d.statistic, d.threshold, d.state) for d in b.detector_states]
+
+    assert key(resumed) == key(out) and stats(resumed) == stats(out)
+    assert any(d.detector in ("overpotential_drop", "polarization_rise", "charge_anomaly") for d in out.detector_states)
+    assert any(a.kind == "cell" for a in out.alerts) == sim.truth.failing

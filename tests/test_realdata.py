@@ -81,3 +81,12 @@ def test_replay_command_on_the_real_export_gives_no_cell_alerts(tmp_path: Path) 
         assert store.count("sample") == 2533 and store.count("cycle") == 5
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("path", sorted(REALDATA.glob("*.mpt")), ids=lambda p: p.name)
+@pytest.mark.parametrize("kind", ["full", "anode-free"])
+def test_every_readable_real_export_gives_no_cell_alerts(path: Path, kind: str) -> None:
+    """Healthy real cells, whatever their protocol: no detector may cry wolf on them."""
+    _, out = run_pipeline(path, {path.stem: {"kind": kind, "area_cm2": 1.0}})
+    assert len(out.samples) > 100
+    assert [a.summary for a in out.alerts if a.kind == "cell"] == []

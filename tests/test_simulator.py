@@ -6,6 +6,7 @@ import asyncio
 import math
 import time
 from collections import defaultdict
+from dataclasses import replace
 from itertools import islice
 
 import numpy as np
@@ -53,7 +54,7 @@ def _half_cycles(samples: list[Sample]) -> list[list[Sample]]:
 def test_registry_and_unknown_scenario() -> None:
     assert {"sym_soft_hard", "sym_cv_rise", "full_dpq_short", "sym_glitches"} <= set(SCENARIOS)
     for name, info in SCENARIOS.items():
-        assert info.kind in ("symmetric", "full")
+        assert info.kind in ("symmetric", "full", "anode-free")
         assert default_spec(name).kind == info.kind
     with pytest.raises(ValueError, match="sym_healthy"):
         _cell("no_such_scenario")
@@ -421,3 +422,96 @@ async def test_runner_task_cancels_cleanly() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+# ---------------------------------------------------------------- issue 10: other labs' protocols
+
+
+def test_randomised_protocols_stay_in_the_ranges_other_labs_use() -> None:
+    js, halves, temps = [], [], []
+    for seed in range(12):
+        sim = _cell("sym_healthy", seed=seed, randomize=True, duration_h=1)
+        js.append(sim.params["j"])
+        halves.append(sim.params["half_h"])
+        temps.append(sim.spec.temperature_C)
+        assert 2.0 <= sim.spec.nominal_pressure_MPa <= 7.0
+        assert 0.5 <= sim.params["diurnal_C"] <= 2.5
+    assert min(js) >= 0.05 and max(js) <= 3.0 and max(js) / min(js) > 5
+    assert min(halves) >= 0.25 and max(halves) <= 3.0
+    assert min(temps) >= 25.0 and max(temps) <= 80.0 and max(temps) - min(temps) > 20
+    # the original scenarios keep their fixed protocol
+    assert _cell("sym_healthy").params["j"] == 0.5 and _cell("sym_healthy").spec.temperature_C == 25.0
+
+
+def test_change_triggered_logging_thins_the_plateau_but_keeps_every_step() -> None:
+    full = list(_cell("sym_healthy", duration_h=12).samples())
+    logged = list(_cell("sym_healthy", duration_h=12, log_change_V=0.002, log_max_s=600.0).samples())
+    assert len(logged) < len(full) / 3
+    gaps = np.diff([s.time for s in logged])
+    assert gaps.max() <= 600.0 and {s.step for s in logged} == {s.step for s in full}
+
+
+def test_pressure_raise_lowers_the_asr_within_a_cycle_or_two() -> None:
+    sim = _cell("sym_pressure_raise", seed=3)
+    p = sim.params
+    at = START + p["p_step_at_h"] * 3600.0
+    samples = list(sim.samples())
+    before = [s for s in samples if at - 7200 <= s.time < at]
+    after = [s for s in samples if at + 4 * 3600 <= s.time < at + 6 * 3600]
+    dp = np.median(_arr(after, "pressure_MPa")) - np.median(_arr(before, "pressure_MPa"))
+    assert dp == pytest.approx(p["p_step_MPa"], abs=0.1) and dp >= 1.0
+    r_before = [abs(s.voltage_V / s.current_A) for s in before if s.mode == "cc"]
+    r_after = [abs(s.voltage_V / s.current_A) for s in after if s.mode == "cc"]
+    assert np.median(r_after) / np.median(r_before) == pytest.approx(1 + p["p_step_asr"], abs=0.05)
+
+
+def test_stripping_voids_grow_the_end_of_strip_rise_before_the_short() -> None:
+    sim = _cell("sym_void_short", seed=4)
+    tr = sim.truth
+    samples = list(sim.samples())
+    halves = _half_cycles([s for s in samples if s.time < tr.hard_short_time])
+
+    def end_share(ss: list[Sample]) -> float:
+        v = np.abs(_arr(ss, "voltage_V"))
+        return float(v[-3:].mean() / np.median(v[len(v) // 4 : 3 * len(v) // 4]) - 1.0)
+
+    early = [end_share(ss) for ss in halves if ss[-1].time < tr.soft_onset_time][-4:]
+    late = [end_share(ss) for ss in halves][-4:]
+    assert np.mean(late) > 2.0 * np.mean(early) > 0
+
+
+@pytest.mark.parametrize("law", ["exp", "linear", "steps"])
+def test_electronic_path_laws_all_end_far_below_the_ionic_path(law: str) -> None:
+    seeds = [s for s in range(60) if _cell("sym_ccd_breakdown", seed=s, duration_h=1).params["re_law"] == law]
+    sim = _cell("sym_ccd_breakdown", seed=seeds[0])
+    p, m = sim.params, sim._model
+    late = np.array([(p["soft_h"] + 2.5 * p["re_tau_h"])])
+    assert m.g_e(np.array([p["soft_h"] - 1.0]))[0] == 0.0
+    assert 1.0 / m.g_e(late)[0] < 2.0 * p["re_floor"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_full_cell_shorts_at_rest_or_mid_discharge_drop_at_once(seed: int) -> None:
+    sim = _cell("full_sudden_short", seed=seed, period_s=10.0)
+    p, ts = sim.params, sim.truth.hard_short_time
+    samples = list(sim.samples())
+    before = [s for s in samples if s.time <= ts][-1]
+    after = next(s for s in samples if s.time > ts)
+    assert before.voltage_V - after.voltage_V > 0.25
+    assert (after.current_A < 0) == (p["short_step"] == "discharge")
+    later = [s.voltage_V for s in samples if ts + 60 <= s.time <= ts + 600]
+    assert max(later) < before.voltage_V - 0.2  # it cannot hold its voltage
+    assert min(s.voltage_V for s in samples) > -0.1  # no unphysical values
+
+
+def test_anode_free_charges_start_with_a_nucleation_spike() -> None:
+    sim = _cell("af_formation", seed=1)
+    assert sim.spec.kind == "anode-free"
+    m, p = sim._model, sim.params
+    charge = next(st for st in m.steps if st.kind == "cc" and st.current_A > 0 and st.cycle == 3)
+    tr = np.array([charge.t0 + 5.0, charge.t0 + 3600.0])
+    with_spike = m.model_v(charge, tr)
+    m.p = replace(m.p, nuc_V=0.0)
+    without = m.model_v(charge, tr)
+    assert with_spike[0] - without[0] == pytest.approx(p["nuc_V"] * math.exp(-5.0 / p["nuc_tau_s"]), rel=1e-6)
+    assert with_spike[1] - without[1] < 1e-6  # gone an hour into the charge

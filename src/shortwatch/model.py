@@ -130,6 +130,7 @@ class StepFeatures:
     sweep_peak_A: float | None  # sweeps: max |I|
     sweep_linearity: float | None  # sweeps: R^2 of I vs V (1 = a resistor)
     sweep_rate_V_s: float | None  # sweeps: mean |dV/dt|
+    rest_fall_V_per_h: float | None = None  # rests: fall of |V| over the rest's second half (self-discharge)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,10 +1,15 @@
 """charge_anomaly: full-cell charge curves that betray micro-shorts (seeds 000 and 001).
 
-Three signs, each judged against the cell's own recent charges:
-- the voltage dips while charging at constant current (micro-shorts open and close);
+Four signs, each judged against the cell's own recent charges:
+- the voltage dips while charging at constant current (micro-shorts open and close); the
+  nucleation spike at the start of a charge is not a dip (features.NUCLEATION_S);
 - the charge runs past its usual capacity without reaching the upper cut-off (over-charge:
   the current is going through a short instead of into the cathode);
-- the coulombic efficiency falls below its recent level.
+- the coulombic efficiency falls below its recent level;
+- self-discharge: the open-circuit voltage after a charge falls faster than the cell's own
+  earlier rests did (an internal leak drains the charged cell).
+Anode-free cells plate on a bare current collector: their first cycles (formation) have a
+low, noisy CE and are learned, not judged.
 """
 
 from __future__ import annotations
@@ -36,6 +41,10 @@ class ChargeAnomaly(Detector):
         "ce_drop": (0.03, "CE this far below its recent median..."),
         "ce_cycles": (2, "...in this many consecutive cycles"),
         "skip_first_cycles": (1, "formation"),
+        "anode_free_formation_cycles": (5, "anode-free cells: formation cycles (low, noisy CE) learned, not judged"),
+        "self_discharge_ratio": (2.0, "the OCV after charge falls this many times faster than its usual rate..."),
+        "self_discharge_min_V_per_h": (0.005, "...and at least this much faster (V/h)..."),
+        "self_discharge_rests": (2, "...in this many consecutive rests after a charge"),
         "memory_charges": (3, "a sign is remembered for this many normal charges"),
     }
 
@@ -49,12 +58,21 @@ class ChargeAnomaly(Detector):
         self.flags: dict[str, int] = {}  # sign -> charges left to remember it
         self.detail: dict[str, Any] = {}
         self.charges = 0
+        self.rest_fall = RobustWindow(5)  # the OCV fall rate of healthy rests after a charge (V/h)
+        self.fast_rests = 0
+        self.after_charge = False
+        self.skip = self.p["skip_first_cycles"]
+        if spec.kind == "anode-free":
+            self.skip = max(self.skip, self.p["anode_free_formation_cycles"])
 
     def on_step(self, f: StepFeatures, m: CellMonitor) -> Verdict | None:
+        after_charge, self.after_charge = self.after_charge, f.step_kind in ("charge", "cv_charge")
+        if f.step_kind == "rest" and after_charge:
+            return self._rest(f)
         if f.step_kind != "charge" or f.n_samples < 10 or f.gap_s > 0:
             return None  # a data gap leaves the charge capacity incomplete
         self.charges += 1
-        if f.cycle < self.p["skip_first_cycles"]:
+        if f.cycle < self.skip:
             return None
         for k in list(self.flags):
             self.flags[k] -= 1
@@ -87,8 +105,28 @@ class ChargeAnomaly(Detector):
                 self.charge_vend.add(f.v_end)
         return self._judge(f.t_end, f.cycle)
 
+    def _rest(self, f: StepFeatures) -> Verdict | None:
+        """Self-discharge: the OCV fall over the second half of a rest after a charge."""
+        fall = f.rest_fall_V_per_h
+        if fall is None or f.gap_s > 0 or f.duration_s < 600 or f.cycle < self.skip:
+            return None
+        med = self.rest_fall.median()
+        if med is not None and len(self.rest_fall) >= 3:
+            usual = max(med, 0.0)
+            if fall > self.p["self_discharge_ratio"] * usual and fall > usual + self.p["self_discharge_min_V_per_h"]:
+                self.fast_rests += 1
+                if self.fast_rests >= self.p["self_discharge_rests"]:
+                    self.flags["self_discharge"] = self.p["memory_charges"]
+                    self.detail.update(
+                        ocv_fall_mV_per_h=round(1e3 * fall, 2), usual_ocv_fall_mV_per_h=round(1e3 * usual, 2)
+                    )
+                return self._judge(f.t_end, f.cycle)
+        self.fast_rests = 0
+        self.rest_fall.add(fall)
+        return None
+
     def on_cycle(self, c: CycleFeatures, m: CellMonitor) -> Verdict | None:
-        if c.ce is None or c.cycle < self.p["skip_first_cycles"] or c.q_charge_Ah <= 0 or c.gap_s > 0:
+        if c.ce is None or c.cycle < self.skip or c.q_charge_Ah <= 0 or c.gap_s > 0:
             return None
         med = self.ce.median()
         if med is not None and len(self.ce) >= 3 and c.ce < med - self.p["ce_drop"]:
@@ -103,18 +141,21 @@ class ChargeAnomaly(Detector):
 
     def _judge(self, t: float, cycle: int) -> Verdict | None:
         signs = sorted(self.flags)
-        state = "warning" if signs else ("watch" if any(self.recent_dips) or self.low_ce_run else "ok")
+        state = (
+            "warning" if signs else ("watch" if any(self.recent_dips) or self.low_ce_run or self.fast_rests else "ok")
+        )
         if state == self.state_name and state == "ok":
             return None
         words = {
             "dips": "the voltage dips while charging at constant current",
             "overcharge": "the charge runs past its usual capacity without reaching the cut-off",
             "ce": "the coulombic efficiency has dropped",
+            "self_discharge": "the open-circuit voltage after charge falls faster than it used to (an internal leak)",
         }
         if signs:
             summary = f"Charge anomaly at cycle {cycle}: " + "; ".join(words[s] for s in signs)
         elif state == "watch":
-            summary = f"A voltage dip or low CE at cycle {cycle}; watching"
+            summary = f"A voltage dip, low CE or fast self-discharge at cycle {cycle}; watching"
         else:
             summary = f"Charge curves normal again at cycle {cycle}"
         evidence = {"cycle": cycle, "signs": signs, **self.detail, "statistic": len(signs), "threshold": 1}

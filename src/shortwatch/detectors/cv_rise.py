@@ -4,6 +4,8 @@ I_mixed = I_ion + I_e. Interphase growth makes the peak current of a healthy cel
 from one CV check to the next; once it grows instead, electrons are leaking through Li
 filaments. omega = (I_after - I_initial) / I_initial. When the voltammogram becomes a
 straight line (I proportional to V) the cell has become a resistor: hard breakdown.
+The ionic current follows Arrhenius, so each peak is referred to 25 C first: a check on a
+warm afternoon is no rise.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from shortwatch.detectors.base import Detector, Verdict
+from shortwatch.detectors.stats import arrhenius_factor
 from shortwatch.model import CycleFeatures
 from shortwatch.settings import CellSpec
 
@@ -23,12 +26,16 @@ class CvCurrentRise(Detector):
     cell_kinds = ("symmetric", "anode-free")
     params = {
         "warmup_cycles": (6, "CV checks in these first cycles are ignored: contact improvement raises the peak too"),
-        "rise_fraction": (0.10, "rise above the lowest peak so far that turns the trend"),
+        "rise_fraction": (
+            0.15,
+            "rise above the lowest peak so far that turns the trend (sparse logging jitters the peak)",
+        ),
         "rising_checks": (2, "...seen in this many consecutive CV checks"),
         "omega_threshold": (0.20, "omega (Eq. 3) that fires on its own"),
         "linear_r2": (0.999, "an I-V fit this straight is a resistor..."),
         "hard_omega": (1.0, "...when the peak has also at least doubled: hard breakdown"),
         "step_noise": (0.02, "a change smaller than this between checks is neither rise nor fall"),
+        "activation_energy_eV": (0.4, "peaks are referred to 25 C (overpotential_drop's learned Ea when it runs)"),
     }
 
     def __init__(self, spec: CellSpec, overrides: dict[str, Any] | None = None):
@@ -48,6 +55,10 @@ class CvCurrentRise(Detector):
         if peak is None or peak <= 0 or m.kind_mismatch:
             return None
         p = self.p
+        if c.temperature_C is not None:
+            od = m.detectors.get("overpotential_drop")
+            ea = od.activation_energy if od is not None else p["activation_energy_eV"]  # type: ignore[attr-defined]
+            peak = peak / arrhenius_factor(c.temperature_C, 25.0, ea)  # I ~ 1/R
         if self.cycles_seen <= p["warmup_cycles"]:
             return None  # contact still improving: such a check is no reference for later ones
         self.checks += 1
@@ -88,7 +99,8 @@ class CvCurrentRise(Detector):
             summary = f"CV peak current at cycle {c.cycle} is not rising"
         evidence = {
             "cycle": c.cycle,
-            "peak_current_A": peak,
+            "peak_current_A": c.cv_peak_A,
+            "peak_current_25C_A": peak,
             "initial_peak_A": self.initial,
             "initial_cycle": self.initial_cycle,
             "lowest_peak_A": self.lowest,

@@ -7,7 +7,8 @@ penetrating the separator (seed 003: gradual to cycle ~13, then rapid, short at 
 
 The detector extrapolates a line through the cell's recent unsuspicious cycles and runs a
 one-sided CUSUM of the standardised shortfall below it. A decline that levels off or turns
-up sits above the extrapolated line, so it stays quiet.
+up sits above the extrapolated line, so it stays quiet; a rising trend is held at its last
+value rather than extrapolated, so a rise that levels off is quiet too.
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ class DpqDecline(Detector):
         "skip_first_cycles": (1, "formation cycle(s) are not part of the trend"),
         "allowance_sigma": (1.0, "CUSUM k, in residual sigmas"),
         "threshold_sigma": (6.0, "CUSUM h, in residual sigmas"),
-        "sigma_floor": (0.015, "residual sigma at least this share of the predicted value..."),
+        "sigma_floor": (
+            0.025,
+            "residual sigma at least this share of the predicted value (dP read from two noisy samples)...",
+        ),
         "sigma_floor_abs": (0.1, "...and at least this (MPa g/Ah): a flat pressure trace gives 0"),
         "min_capacity_share": (0.5, "skip cycles with less than this share of the usual capacity"),
         "constant_pressure": (False, "judge constant-pressure fixtures too (their swing is mostly noise)"),
@@ -73,6 +77,8 @@ class DpqDecline(Detector):
             self.trend.add(c.cycle, dpq)
             return None
         expected, slope, sigma = pred
+        if slope > 0:  # a rising trend is not extrapolated: levelling off after it is no decline
+            expected -= slope * (c.cycle - self.trend.xs[-1])
         sigma = max(sigma, self.p["sigma_floor"] * abs(expected), self.p["sigma_floor_abs"])
         z = (expected - dpq) / sigma  # > 0: below the cell's own trend
         s = self.cusum.update(z)

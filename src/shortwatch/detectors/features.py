@@ -23,13 +23,21 @@ DIP_THRESHOLD_V = 0.005
 #: an interval longer than this between two samples is a data gap, not a logging interval
 #: (cyclers log at least every few minutes; EC-Lab's longest default is 10 min)
 GAP_S = 1800.0
+#: the first part of a charge is Li nucleation (on a bare current collector in anode-free
+#: cells): the voltage spikes and falls back, a dip that is normal. Dips count only after
+#: this long and this much charge per cm2 (at 0.05-3 mA/cm2 nucleation takes 0.01-0.05 mAh/cm2)
+NUCLEATION_S = 600.0
+NUCLEATION_MAH_CM2 = 0.05
 _INV_E = 0.36787944117144233
 
 
 class StepAccumulator(Stateful):
     """Running sums and extremes of the open step."""
 
-    def __init__(self) -> None:
+    _transient = ("nucleation_Ah",)
+
+    def __init__(self, area_cm2: float = 1.0) -> None:
+        self.nucleation_Ah = NUCLEATION_MAH_CM2 * area_cm2 / 1000.0
         self.t_last = 0.0
         self.i_prev: float | None = None
         self.reset()
@@ -115,7 +123,9 @@ class StepAccumulator(Stateful):
                 self.trace_v = self.trace_v[::2]
                 self.stride *= 2
         if kind == "charge":
-            if v > self.run_max:
+            if t - self.t0 < NUCLEATION_S or self.q_pos < self.nucleation_Ah:
+                self.run_max = v  # nucleation: the voltage spikes and falls back
+            elif v > self.run_max:
                 self.run_max = v
                 self.in_dip = False
             else:
@@ -150,9 +160,11 @@ class StepAccumulator(Stateful):
             eta, nucleation, end_rise, flatness = self._shape()
             if eta is not None and j:
                 asr = eta / (j / 1000.0)
-        rest_decay = None
+        rest_decay = rest_fall = None
         if kind == "rest" and duration > 0 and self.v0 is not None and self.v_last is not None:
             rest_decay = (abs(self.v0) - abs(self.v_last)) / (duration / 3600.0)
+            rest_fall = self._late_slope(0.5)
+            rest_fall = None if rest_fall is None else -rest_fall
         sweep_peak = sweep_lin = sweep_rate = None
         if kind == "sweep" and n >= 3:
             sweep_peak = self.peak_abs_i
@@ -196,7 +208,19 @@ class StepAccumulator(Stateful):
             sweep_peak_A=sweep_peak,
             sweep_linearity=sweep_lin,
             sweep_rate_V_s=sweep_rate,
+            rest_fall_V_per_h=rest_fall,
         )
+
+    def _late_slope(self, from_frac: float) -> float | None:
+        """Slope of |V| (V/h) over the step's part after ``from_frac`` of its duration."""
+        span = self.t_last - self.t0
+        if span <= 0 or len(self.trace_t) < 6:
+            return None
+        t = np.asarray(self.trace_t)
+        sel = t >= self.t0 + from_frac * span
+        if int(sel.sum()) < 3:
+            return None
+        return float(np.polyfit((t[sel] - self.t0) / 3600.0, np.asarray(self.trace_v)[sel], 1)[0])
 
     def _shape(self) -> tuple[float | None, float | None, float | None, float | None]:
         """Plateau |V| (median of the middle 20-80 %) and the shape around it."""
@@ -208,10 +232,11 @@ class StepAccumulator(Stateful):
         if span <= 0:
             return None, None, None, None
         frac = (t - self.t0) / span
-        mid = v[(frac >= 0.2) & (frac <= 0.8)]
-        if mid.size < 3:
-            mid = v
-        eta = float(np.median(mid))
+        sel = (frac >= 0.2) & (frac <= 0.8)
+        if int(sel.sum()) < 3:
+            sel = np.ones(v.size, dtype=bool)
+        mid = v[sel]
+        eta = _time_weighted_median(mid, np.diff(t, append=self.t_last)[sel])
         if eta <= 0:
             return None, None, None, None
         head = v[frac <= 0.1]
@@ -230,6 +255,17 @@ class StepAccumulator(Stateful):
             return None
         cov = self.sxy - self.sx * self.sy / n
         return min(1.0, cov * cov / (vx * vy))
+
+
+def _time_weighted_median(v: np.ndarray, w: np.ndarray) -> float:
+    """Median of values each held for its weight in seconds. Regular logging gives the plain
+    median; EC-Lab's change-triggered logging (a point when V moved by dE) records many points
+    where V moves and few on a plateau: weighting by how long each value held undoes that."""
+    if w.sum() <= 0:
+        return float(np.median(v))
+    order = np.argsort(v)
+    cum = np.cumsum(w[order])
+    return float(v[order][np.searchsorted(cum, 0.5 * cum[-1])])
 
 
 class CycleAccumulator(Stateful):

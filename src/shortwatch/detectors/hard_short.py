@@ -2,16 +2,22 @@
 
 Symmetric cells: under current, |V| collapses toward 0 and stays there: judged against the
 overpotential the cell's recent half-cycles showed at this current density, so a healthy
-low-resistance cell is not taken for a short. Full cells: while charging at constant
-current the voltage drops suddenly and does not recover, or it collapses below a floor.
+low-resistance cell is not taken for a short. Full cells: the voltage drops suddenly between
+two samples (or over two, from a steady voltage) at an unchanged current (charge, discharge or
+rest) and does not come back at the next sample, or it collapses below a floor. So a short
+is critical at the sample after the one that shows it: within 20-30 s at 10-s logging, at the
+next sample where logged less often. The end-of-discharge knee is no short: there the voltage
+was already falling faster and faster (and relaxes up once the cut-off stops the current),
+while a short strikes a voltage that was steady and holds it down.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from shortwatch.detectors.base import Detector, Verdict
-from shortwatch.detectors.stats import Ewma
+from shortwatch.detectors.stats import Ewma, RobustWindow
 from shortwatch.model import Sample, StepFeatures
 from shortwatch.settings import CellSpec
 
@@ -36,8 +42,10 @@ class HardShort(Detector):
         "min_current_density_mA_cm2": (0.02, "|I| / area at or above this counts as under current"),
         "confirm_samples": (2, "consecutive samples that confirm"),
         "recover_samples": (6, "consecutive healthy samples that resolve"),
-        "full_drop_V": (0.25, "full cells: a sudden drop this large while charging..."),
-        "full_floor_V": (1.0, "...or a voltage below this after the cell was charged"),
+        "full_drop_V": (0.25, "full cells: a sudden drop this large between two samples at unchanged current..."),
+        "full_knee_ratio": (4.0, "...and this many times the previous sample's fall (not the end-of-discharge knee)"),
+        "full_floor_V": (1.0, "...or a voltage below this after the cell was charged..."),
+        "full_below_cutoff_V": (0.5, "...or this far below the cell's own end-of-discharge voltage (it cannot hold)"),
         "full_working_V": (3.0, "a full cell is back to health only above this voltage"),
     }
 
@@ -59,11 +67,21 @@ class HardShort(Detector):
         self.v_prev: float | None = None
         self.i_prev: float | None = None
         self.v_before: float | None = None  # full cells: voltage before a suspicious drop
+        self.fall1 = self.fall0 = 0.0  # full cells: the last two falls between samples at steady current (V)
+        self.v_drop = math.inf  # full cells: the voltage right after a suspicious drop
+        self.drop_current: float | None = None  # the current when the drop came
+        self.drop_samples = 1  # over how many samples it came
         self.was_charged = False
+        self.cutoff = RobustWindow(5)  # full cells: lowest voltage of recent discharges
+        self.floor = self.p["full_floor_V"]  # full cells: below this a charged cell has collapsed
 
     def on_step(self, f: StepFeatures, m: CellMonitor) -> Verdict | None:
         if f.step_kind in ("charge", "discharge") and f.asr_ohm_cm2 and f.duration_s > 300 and self.state_name == "ok":
             self.r_cell = self.asr.update(f.asr_ohm_cm2) / self.spec.area_cm2
+        if not self.symmetric and f.step_kind == "discharge" and f.v_min is not None and self.state_name == "ok":
+            # the cell's own discharge cut-off: a charged cell far below it cannot hold its voltage
+            self.cutoff.add(f.v_min)
+            self.floor = max(self.p["full_floor_V"], self.cutoff.median() - self.p["full_below_cutoff_V"])  # type: ignore[operator]
         return None
 
     def on_sample(self, s: Sample, pressure: float | None, m: CellMonitor) -> Verdict | None:
@@ -122,17 +140,34 @@ class HardShort(Detector):
         working = self.p["full_working_V"]
         if v > working:
             self.was_charged = True
-        if self.was_charged and v < self.p["full_floor_V"]:
+        if self.was_charged and v < self.floor:
             return True, False
-        i_prev = self.i_prev
-        charging = i > 0 and i_prev is not None and i_prev > 0 and abs(i - i_prev) < 0.05 * i
+        i_prev, v_prev = self.i_prev, self.v_prev
+        # the current held still (any direction, or at rest): a voltage step is not an IR jump
+        steady = i_prev is not None and abs(i - i_prev) <= 0.05 * abs(i) + self.i_min
+        fall = (v_prev - v) if (steady and v_prev is not None) else 0.0
+        f1, f0 = self.fall1, self.fall0
+        self.fall1, self.fall0 = fall, f1
+        big = self.p["full_drop_V"]
         if self.v_before is not None:
-            if charging and v < self.v_before - 0.5 * self.p["full_drop_V"]:
+            before, v_drop = self.v_before, self.v_drop
+            self.v_before, self.v_drop = None, math.inf
+            # still down, and (at the first look) not coming back: after the end-of-discharge
+            # knee the cut-off stops the current and the voltage relaxes up; a short holds it down
+            if v < before - 0.5 * big and v <= v_drop + 0.02:
+                self.v_before = before  # the cell cannot hold its voltage
                 return True, False
-            self.v_before = None
-        elif charging and self.v_prev is not None and self.v_prev - v > self.p["full_drop_V"]:
-            self.v_before = self.v_prev
-            return True, False
+        elif steady and v_prev is not None:
+            # a drop within one sample that did not build up over the samples before (the knee
+            # does), or one split over two samples of a voltage that was steady before
+            single = fall > big and fall > self.p["full_knee_ratio"] * max(f1, 0.0)
+            split = f1 > 0 and fall > 0 and fall + f1 > big and f0 < 0.1 * big  # not falling before (a knee)
+            if single or split:
+                self.v_before = v_prev if single else v_prev + f1
+                self.v_drop = v
+                self.drop_current = i
+                self.drop_samples = 1 if single else 2
+                return True, False
         return False, v > working
 
     def _explain(self, v: float, i: float) -> tuple[str, dict[str, Any]]:
@@ -148,13 +183,24 @@ class HardShort(Detector):
                 "expected_overpotential_V": expected,
                 "threshold_V": limit,
             }
-        if v < self.p["full_floor_V"]:
-            return f"cell voltage collapsed to {v:.3f} V", {"voltage_V": v, "threshold_V": self.p["full_floor_V"]}
+        if v < self.floor:
+            return f"cell voltage collapsed to {v:.3f} V, below what it holds after a discharge", {
+                "voltage_V": v,
+                "threshold_V": round(self.floor, 4),
+            }
         before = self.v_before if self.v_before is not None else v
         drop = before - v
-        return f"voltage dropped {drop:.3f} V while charging at constant current and does not recover", {
+        i_drop = self.drop_current if self.drop_current is not None else i
+        j = abs(i_drop) / self.spec.area_cm2 * 1000.0
+        if j < self.p["min_current_density_mA_cm2"]:
+            where = "at rest"
+        else:
+            where = f"while {'charging' if i_drop > 0 else 'discharging'} at {j:.3g} mA/cm2"
+        within = "one sample" if self.drop_samples == 1 else f"{self.drop_samples} samples"
+        return f"voltage dropped {drop:.3f} V within {within} {where} and does not recover", {
             "voltage_V": v,
             "voltage_before_V": before,
             "drop_V": round(drop, 4),
+            "current_density_mA_cm2": round(j, 4),
             "threshold_V": self.p["full_drop_V"],
         }

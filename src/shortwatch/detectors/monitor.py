@@ -54,7 +54,7 @@ class CellMonitor(Stateful):
         self.detectors: dict[str, Detector] = {d.name: d for d in (detectors or [])}
         self.sample_hooks = [(d.name, d.on_sample) for d in self.detectors.values() if d.per_sample]
         self.segmenter = Segmenter(spec.rest_current_A)
-        self.step = StepAccumulator()
+        self.step = StepAccumulator(spec.area_cm2)
         self.cyc = CycleAccumulator()
         self.pressure_filter = Median3()
         self.step_index = 0

@@ -6,10 +6,19 @@ the area-specific resistance ASR = eta / J of each constant-current half-cycle:
 - normalised by current density (ASR, not eta), and referred to a reference temperature
   with an Arrhenius factor whose activation energy is learned from the cell's own
   temperature changes (or set in config);
-- judged only after a warm-up of a few cycles, so the healthy early decrease from contact
-  improvement is learned into the baseline instead of alarming;
-- a one-sided CUSUM of the fall below the highest smoothed level since warm-up: a sustained
-  fall adds up, noise and single odd half-cycles do not;
+- judged after a warm-up of a few cycles; contact settling that goes on longer (an
+  exponential with a time constant of up to ~25 h) is told from breakdown by its shape: the
+  reference level the fall is measured from may sink at the rate the cell settled at during
+  its learning window, and that allowance decays with ``settling_tau_max_h``. Settling
+  decelerates and stays inside it; soft breakdown starts from a level (no allowance) and
+  accelerates out of it. This is a causal model comparison, O(1) per half-cycle;
+- covariates before physics: a step in stack pressure (the operator tightens the fixture), a
+  long pause, an oven step or a current step starts a new regime whose level is re-learned;
+  every alert names the pressure, temperature and J at the reference level and now;
+- a one-sided CUSUM of the fall below that reference, weighted by the half-cycle's length in
+  hours (so 15-min and 3-h half-cycles accumulate alike per hour) with an allowance no
+  smaller than the cell's own half-cycle-to-half-cycle scatter: a sustained fall adds up,
+  noise and single odd half-cycles do not;
 - corroborated by the shape of the half-cycle: when the nucleation peak and the end-of-strip
   rise fade (the trace turns flat and ohmic), or when the voltage relaxes much faster at rest
   (the leak short-circuits the relaxation), a smaller fall suffices; and when a higher
@@ -19,7 +28,10 @@ the area-specific resistance ASR = eta / J of each constant-current half-cycle:
 from __future__ import annotations
 
 import math
+from collections import deque
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from shortwatch.detectors.base import Detector, Verdict
 from shortwatch.detectors.stats import K_B_EV, Cusum, Ewma, RobustWindow, arrhenius_factor
@@ -35,6 +47,10 @@ ADVICE = (
     "rises from one check to the next confirms soft breakdown (Wang et al., Joule 2022). Treat this "
     "cell's capacity and cycle-life data as suspect from this cycle on."
 )
+
+
+#: regimes after which a cell may settle (its settling rate is learned); never J or T steps
+SETTLING_REGIMES = ("warm-up", "pressure step", "pause")
 
 
 class OverpotentialDrop(Detector):
@@ -58,12 +74,21 @@ class OverpotentialDrop(Detector):
         "temperature_relearn_half_cycles": (4, "after a temperature step (the cell warms slowly), the same"),
         "j_step_ratio": (1.1, "a current-density change beyond this is a new regime (CCD step)"),
         "min_half_cycle_s": (300.0, "shorter half-cycles are not judged"),
+        "settling_tau_max_h": (25.0, "slowest contact settling told from breakdown (its allowance decays this fast)"),
+        "pressure_step_MPa": (0.3, "a stack-pressure change beyond this (and 5 %) is a new regime..."),
+        "pressure_relearn_half_cycles": (
+            4,
+            "...re-learned over this many half-cycles (contact follows within 1-2 cycles)",
+        ),
+        "pause_h": (2.0, "a pause (rest or data gap) this long between half-cycles is a new regime"),
+        "settling_window_h": (8.0, "the warm-up, and learning after a pressure step or pause, last at least this long"),
+        "noise_factor": (2.0, "the CUSUM allowance is at least this many sigmas of the cell's own scatter"),
     }
 
     def __init__(self, spec: CellSpec, overrides: dict[str, Any] | None = None):
         super().__init__(spec, overrides)
         p = self.p
-        self.cusum = Cusum(k=p["allowance"])
+        self.cusum = Cusum(k=0.0)  # the allowance is applied per half-cycle (noise-scaled)
         self.level = Ewma(alpha=p["smoothing"])
         self.shape = Ewma(alpha=p["smoothing"])
         self.shape_ref: float | None = None
@@ -82,13 +107,27 @@ class OverpotentialDrop(Detector):
         self.fall_start_cycle: int | None = None
         self.rest_taus = RobustWindow(5)  # relaxation time constants of the early rests (s)
         self.rest_tau: float | None = None  # the latest one
+        # covariates (pressure MPa, temperature C, J mA/cm2) at the reference level, and now
+        self.ref_cov: list[float | None] = [None, None, None]
+        self.p_regime: float | None = None  # stack pressure of the previous half-cycle
+        self.t_cc_end: float | None = None  # end of the previous half-cycle (pauses)
+        self.regime_kind = "warm-up"  # what started the current regime
+        self.regime_t0: float | None = None  # when it started (h)
+        # settling allowance: ln-ASR per hour the reference may sink, decaying from t_settle
+        self.settle_rate = 0.0
+        self.t_settle = 0.0
+        self.t_prev: float | None = None  # end of the previous judged half-cycle
+        self.learn_pts: deque[list[float]] = deque(maxlen=32)  # (t_h, x) of the learning window
+        self.last_x: dict[str, float] = {}  # direction -> x, for the scatter
+        self.scatter = Ewma(alpha=0.1)  # mean |x - x of the previous same-direction half-cycle|
 
     @property
     def activation_energy(self) -> float:
         if self.p["activation_energy_eV"] is not None:
             return float(self.p["activation_energy_eV"])
-        learned = self.ea_learned.median()
-        return learned if learned is not None else float(self.p["default_activation_energy_eV"])
+        if len(self.ea_learned) < 2:  # one step could be a fluke
+            return float(self.p["default_activation_energy_eV"])
+        return self.ea_learned.median()  # type: ignore[return-value]
 
     def _learn_activation_energy(self, f: StepFeatures, j: float) -> None:
         t, asr = f.temperature_C, f.asr_ohm_cm2
@@ -122,9 +161,20 @@ class OverpotentialDrop(Detector):
         if f.duration_s < self.p["min_half_cycle_s"] or not f.current_density_mA_cm2:
             return None
         j = f.current_density_mA_cm2
-        self._learn_activation_energy(f, j)
-        asr = f.asr_ohm_cm2
         temp = f.temperature_C
+        abrupt = (
+            temp is not None
+            and self.t_regime is not None
+            and abs(temp - self.t_regime) >= self.p["min_temperature_step_C"]
+            # ...from one half-cycle to the very next: across a pause the ASR moved for other reasons
+            and self.t_cc_end is not None
+            and f.t_start - self.t_cc_end < 3600.0 * self.p["pause_h"]
+        )
+        if abrupt:  # only an oven step teaches Ea: a daily swing mixes it up with growth and noise
+            self._learn_activation_energy(f, j)
+        elif temp is not None:
+            self.prev_by_dir[f.step_kind] = [temp, f.asr_ohm_cm2, j]
+        asr = f.asr_ohm_cm2
         factor = 1.0
         if temp is not None:
             factor = arrhenius_factor(temp, self.p["reference_temperature_C"], self.activation_energy)
@@ -134,6 +184,12 @@ class OverpotentialDrop(Detector):
         shape = ((f.nucleation_V or 0.0) + (f.end_rise_V or 0.0)) / f.eta_V if f.eta_V else 0.0
         self.half_cycles += 1
         self.since_regime += 1
+        pres = f.p_end
+        t_h = f.t_end / 3600.0
+        prev_x = self.last_x.get(f.step_kind)
+        self.last_x[f.step_kind] = x
+        if prev_x is not None:
+            self.scatter.update(abs(x - prev_x))
         if self.j_ref is None:
             self.j_ref, self.eta_ref = j, eta_c
         elif abs(math.log(j / self.j_ref)) > math.log(self.p["j_step_ratio"]):
@@ -146,10 +202,25 @@ class OverpotentialDrop(Detector):
             # an abrupt oven step (from one half-cycle to the next, not a slow daily swing):
             # the Arrhenius correction is only as good as the activation energy (0.05 eV off is
             # 13 % over 20 K), so the level is re-learned at the new temperature
-            self._new_regime(self.p["temperature_relearn_half_cycles"])
+            self._new_regime(self.p["temperature_relearn_half_cycles"], "temperature step")
+        elif self._pressure_step(f):
+            # the fixture was tightened or loosened: contact changes the ASR within a cycle or
+            # two; the settling that follows is learned like the first one
+            self._new_regime(self.p["pressure_relearn_half_cycles"], "pressure step")
+        elif self.t_cc_end is not None and f.t_start - self.t_cc_end >= 3600.0 * self.p["pause_h"]:
+            self._new_regime(self.p["pressure_relearn_half_cycles"], "pause")
         if temp is not None:
             self.t_regime = temp  # the previous half-cycle's temperature, for the next comparison
-        warm = self.half_cycles <= 2 * self.p["warmup_cycles"] or self.since_regime <= self.relearn
+        if pres is not None:
+            self.p_regime = pres
+        self.t_cc_end = f.t_end
+        cov = [pres, temp, j]
+        if self.regime_t0 is None:
+            self.regime_t0 = t_h
+        # learning lasts a number of half-cycles and, where the cell may settle (the start, a
+        # pressure step, a pause), a minimum time: 6 cycles of 15 min are no settling window
+        settling_window = self.regime_kind in SETTLING_REGIMES and t_h - self.regime_t0 < self.p["settling_window_h"]
+        warm = self.half_cycles <= 2 * self.p["warmup_cycles"] or self.since_regime <= self.relearn or settling_window
         level = self.level.update(x)
         shape_level = self.shape.update(shape)
         if warm and self.eta_unscaled is None:
@@ -157,15 +228,32 @@ class OverpotentialDrop(Detector):
             # decrease (contact improvement) leaves no stale high level behind
             self.level.value = level = x
             self.peak, self.peak_cycle = level, f.cycle
+            self.ref_cov = cov
             self.shape_ref = shape_level
             self.eta_ref = eta_c
+            if self.regime_kind in SETTLING_REGIMES:
+                self.learn_pts.append([t_h, x])
+            self.t_prev = t_h
             if self.state_name == "warning":
                 return None  # re-learning after a step does not undo a fall: the warning stands
             return self.verdict(f.t_end, "ok", 0.0, self.p["threshold"]) if self.state_name != "ok" else None
+        if self.learn_pts:
+            self._learn_settling(t_h)
+        # the reference sinks at the settling rate the cell showed, decaying with tau_max
+        dt_h = t_h - self.t_prev if self.t_prev is not None else 0.0
+        self.t_prev = t_h
+        allow = self.settle_rate * math.exp(-(t_h - self.t_settle) / self.p["settling_tau_max_h"])
+        if self.peak is not None:
+            self.peak -= allow * dt_h
         if self.peak is None or level > self.peak:
             self.peak, self.peak_cycle = level, f.cycle
+            self.ref_cov = cov
         fall = self.peak - x  # type: ignore[operator]
-        s = self.cusum.update(fall)
+        sigma = 0.627 * (self.scatter.value or 0.0)  # mean |difference| of two -> one value's sigma
+        # the peak of a noisy level sits about one sigma high: the allowance covers that and more
+        k = max(self.p["allowance"], self.p["noise_factor"] * sigma)
+        weight = min(max(f.duration_s / 3600.0, 0.25), 3.0)  # CUSUM per hour of cycling
+        s = self.cusum.update(weight * (fall - k))
         if s == 0.0:
             self.fall_start_cycle = None
             self.shape_ref = shape_level if self.shape_ref is None else max(self.shape_ref, shape_level)
@@ -180,6 +268,7 @@ class OverpotentialDrop(Detector):
         corroborated = flat or fast_rest
         h = self.p["corroborated_threshold"] if corroborated else self.p["threshold"]
         min_fall = -math.log(1.0 - (self.p["corroborated_min_drop"] if corroborated else self.p["min_drop"]))
+        min_fall = max(min_fall, 3.0 * sigma)
         sustained = s > h and fall > min_fall
         if self.state_name == "warning" and self.warned_at is not None and x < self.warned_at - self.p["allowance"]:
             sustained = True  # a warning stands until the ASR is back near the level it fell from
@@ -211,6 +300,10 @@ class OverpotentialDrop(Detector):
             "profile_flat": flat,
             "rest_tau_ratio": None if tau_ratio is None else round(tau_ratio, 3),
             "rest_relaxes_faster": fast_rest,
+            "settling_allowance_per_h": round(allow, 5),
+            "noise_sigma": round(sigma, 4),
+            "regime": self.regime_kind,
+            **self._covariates(cov),
         }
         if self.eta_unscaled:
             evidence.update(self.eta_unscaled)
@@ -226,6 +319,7 @@ class OverpotentialDrop(Detector):
             if self.eta_unscaled:
                 why.append("the overpotential did not rise with a higher current density")
             summary = f"Soft breakdown suspected in cycle {f.cycle}: " + "; ".join(why)
+            summary += f" ({evidence['covariates']})"
         elif state == "watch":
             summary = f"ASR {drop_pct:.0f}% below its peak at cycle {f.cycle}; watching"
         else:
@@ -245,13 +339,66 @@ class OverpotentialDrop(Detector):
                 "j_after_mA_cm2": round(j, 4),
             }
         self.j_ref = j
-        self._new_regime(self.p["current_relearn_half_cycles"])
+        self._new_regime(self.p["current_relearn_half_cycles"], "current step")
 
-    def _new_regime(self, relearn: int) -> None:
-        """A current or temperature step: the level is re-anchored after ``relearn``
-        half-cycles; the fall accumulated so far (the CUSUM) is kept, so steps cannot hide a
-        slow fall."""
+    def _new_regime(self, relearn: int, why: str) -> None:
+        """A current, temperature or pressure step, or a pause: the level is re-anchored after
+        ``relearn`` half-cycles; the fall accumulated so far (the CUSUM) is kept, so steps
+        cannot hide a slow fall. After a pressure step or a pause the cell may settle again:
+        that settling rate is learned from the new window (never after J or T steps, where
+        a settling allowance would only excuse a fall)."""
         self.relearn = relearn
         self.since_regime = 0
+        self.regime_kind = why
+        self.regime_t0 = None
         self.level = Ewma(alpha=self.p["smoothing"])
         self.peak = None
+        if why in SETTLING_REGIMES:
+            self.learn_pts.clear()
+
+    def _pressure_step(self, f: StepFeatures) -> bool:
+        """Stack pressure changed beyond ``pressure_step_MPa`` and 5 % since the previous
+        half-cycle, or within this one (end against start: the range would count noise)."""
+        prev, now = self.p_regime, f.p_end
+        if prev is None or now is None:
+            return False
+        step = max(self.p["pressure_step_MPa"], 0.05 * abs(prev))
+        inside = abs(now - f.p_start) if f.p_start is not None else 0.0
+        return abs(now - prev) >= step or inside >= step
+
+    def _learn_settling(self, t_h: float) -> None:
+        """End of a learning window: the rate at which the cell was still settling (the
+        slope of ln ASR over the window's second half; 0 when level or rising)."""
+        pts = np.asarray(self.learn_pts)
+        self.learn_pts.clear()
+        late = pts[pts[:, 0] >= pts[0, 0] + 0.5 * (pts[-1, 0] - pts[0, 0])]
+        if len(late) < 2 or late[-1, 0] <= late[0, 0]:
+            return
+        rate = -float(np.polyfit(late[:, 0], late[:, 1], 1)[0])
+        now = self.settle_rate * math.exp(-(t_h - self.t_settle) / self.p["settling_tau_max_h"])
+        if rate > now:
+            self.settle_rate, self.t_settle = rate, float(late[-1, 0])
+
+    def _covariates(self, cov: list[float | None]) -> dict[str, Any]:
+        """Pressure, temperature and J at the reference level and now, for the evidence."""
+        names = (
+            ("pressure", "MPa", 0.3, "{:.2f}"),
+            ("temperature", "C", 2.0, "{:.1f}"),
+            ("J", "mA/cm2", 0.1, "{:.3g}"),
+        )
+        out: dict[str, Any] = {}
+        words, changed = [], []
+        for (name, unit, tol, fmt), before, now in zip(names, self.ref_cov, cov, strict=True):
+            key = name.lower() if name != "J" else "current_density"
+            out[f"{key}_before"] = None if before is None else round(before, 4)
+            out[f"{key}_after"] = None if now is None else round(now, 4)
+            if before is None or now is None:
+                words.append(f"{name} not logged")
+                continue
+            words.append(f"{name} {fmt.format(before)} -> {fmt.format(now)} {unit}")
+            rel = abs(now - before) / abs(before) if name == "J" and before else abs(now - before)
+            if rel > tol:
+                changed.append(name)
+        tail = "unchanged over the fall" if not changed else f"{', '.join(changed)} changed (corrected for)"
+        out["covariates"] = ", ".join(words) + ": " + tail
+        return out

@@ -14,6 +14,7 @@ from shortwatch.detectors.dpq import DpqDecline, PressureMechanics
 from shortwatch.detectors.hard_short import HardShort
 from shortwatch.detectors.load_cell import LoadCell
 from shortwatch.detectors.overpotential import OverpotentialDrop
+from shortwatch.detectors.polarization import PolarizationRise
 from shortwatch.detectors.pressure_window import PressureWindow
 from shortwatch.detectors.stale_data import StaleData
 from shortwatch.settings import CellSpec, Settings, toml_key
@@ -22,6 +23,7 @@ DETECTORS: dict[str, type[Detector]] = {
     d.name: d
     for d in (
         OverpotentialDrop,
+        PolarizationRise,
         CvCurrentRise,
         DpqDecline,
         PressureMechanics,

@@ -49,7 +49,7 @@ class ScenarioInfo:
     """What a scenario is, for listings and for scoring detectors against it."""
 
     family: str  # the failure mechanism, or "healthy"
-    kind: Literal["symmetric", "full"]
+    kind: Literal["symmetric", "full", "anode-free"]
     failing: bool
     description: str
     confounders: tuple[str, ...] = ()
@@ -176,7 +176,97 @@ SCENARIOS: dict[str, ScenarioInfo] = {
         "charge-curve dips, over-long charges and falling CE, then a hard short",
         ("first_cycle_loss",),
     ),
+    # -- the families of issue 10 (other labs' protocols and confounders); protocols drawn at
+    # random when SimulatedCell(randomize=True)
+    "sym_long_settling": ScenarioInfo(
+        "healthy",
+        "symmetric",
+        False,
+        "contact settles exponentially with a time constant of 5-20 h, far past any warm-up",
+        ("long_contact_settling", "interphase_growth"),
+    ),
+    "sym_pressure_raise": ScenarioInfo(
+        "healthy",
+        "symmetric",
+        False,
+        "the operator raises the stack pressure mid-test: ASR falls 25-35 % within a cycle or two",
+        ("pressure_raise",),
+    ),
+    "sym_pressure_drop": ScenarioInfo(
+        "healthy",
+        "symmetric",
+        False,
+        "the stack pressure drops 1-2 MPa mid-test (still in the window): ASR rises 10-25 %",
+        ("pressure_drop",),
+    ),
+    "sym_ccd_noshort": ScenarioInfo(
+        "healthy",
+        "symmetric",
+        False,
+        "CCD ladder (x1.5 every 3-6 cycles) that ends below the CCD, without a short",
+        ("current_steps",),
+    ),
+    "sym_long_pause": ScenarioInfo(
+        "healthy",
+        "symmetric",
+        False,
+        "a 12-72 h pause mid-test: the ASR jumps (interphase growth at rest) and partly recovers",
+        ("long_pause",),
+    ),
+    "sym_ccd_breakdown": ScenarioInfo(
+        "ccd_breakdown",
+        "symmetric",
+        True,
+        "CCD ladder to soft breakdown at the critical J, then a hard short (electronic path: "
+        "exponential, linear or stepwise filament growth)",
+        ("current_steps",),
+    ),
+    "sym_void_short": ScenarioInfo(
+        "void_polarization",
+        "symmetric",
+        True,
+        "stripping voids: end-of-strip and plateau polarization grow from cycle to cycle (and run "
+        "away within a step in one variant), then a hard short",
+        ("interphase_growth",),
+    ),
+    "af_formation": ScenarioInfo(
+        "healthy",
+        "anode-free",
+        False,
+        "anode-free cell: a nucleation spike at the start of every charge, low and noisy CE in formation",
+        ("nucleation", "formation"),
+    ),
+    "full_selfdischarge_short": ScenarioInfo(
+        "self_discharge",
+        "full",
+        True,
+        "an internal leak grows: the OCV after charge falls faster, CE drops; then a short at rest or "
+        "mid-discharge (NCM or LFP-like OCV)",
+        ("first_cycle_loss",),
+    ),
+    "full_sudden_short": ScenarioInfo(
+        "sudden_short",
+        "full",
+        True,
+        "a short with no precursor, mid-discharge or at rest: the voltage drops 0.3-0.8 V within a "
+        "sample and cannot be held",
+        ("first_cycle_loss",),
+    ),
 }
+
+#: the scenarios of the original set (fixed protocol); the rest are issue 10's families
+NEW_SCENARIOS = (
+    "sym_long_settling",
+    "sym_pressure_raise",
+    "sym_pressure_drop",
+    "sym_ccd_noshort",
+    "sym_long_pause",
+    "sym_ccd_breakdown",
+    "sym_void_short",
+    "af_formation",
+    "full_selfdischarge_short",
+    "full_sudden_short",
+)
 
 
 def _check_scenario(scenario: str) -> ScenarioInfo:
@@ -189,10 +279,10 @@ def _check_scenario(scenario: str) -> ScenarioInfo:
 def default_spec(scenario: str) -> CellSpec:
     """A CellSpec matching the scenario, so scenarios run without a [cells] section."""
     info = _check_scenario(scenario)
-    if info.kind == "full":
+    if info.kind != "symmetric":
         fixture = "constant-pressure" if scenario == "full_constant_pressure" else "fixed-gap"
         return CellSpec(
-            kind="full",
+            kind=info.kind,
             area_cm2=0.785,
             cathode_mass_g=0.0126,
             fixture=fixture,
@@ -243,6 +333,7 @@ class _Step:
     dip_rate_h: float = 0.0  # full: micro-short voltage dips per hour while charging
     t_short: float | None = None  # full: hard short inside this step
     v_short: float = 0.0  # full: model voltage at the short
+    v_floor: float = 0.0  # full: where the shorted cell sinks to (at least 0.5 V below the short)
 
 
 @dataclass(slots=True)
@@ -321,6 +412,21 @@ class _SymParams:
     hold_h: float = 6.0  # cycling goes on this long after the hard short
     stop_h: float = 4.0  # then the test is stopped (I = 0) this long
     length_h: float | None = 300.0  # None: until the natural end after the hard short
+    re_law: str = "exp"  # electronic path: exp (R_e falls log-linearly), linear (conductance grows
+    # linearly), steps (filaments connect one at a time)
+    re_jumps: int = 6  # steps: number of filaments
+    p_step_at_h: float | None = None  # the operator changes the stack pressure at this hour...
+    p_step_MPa: float = 0.0  # ...by this much...
+    p_step_asr: float = 0.0  # ...and the ASR follows by this share (contact)...
+    p_step_tau_h: float = 0.5  # ...with this time constant
+    long_rest_recover: float = 0.0  # share of the jump after a long rest that recovers...
+    long_rest_recover_tau_h: float = 3.0  # ...with this time constant
+    void_on_h: float | None = None  # stripping voids start to grow at this hour...
+    void_tau_h: float = 30.0  # ...e-folding of their growth
+    void_plateau: float = 0.3  # plateau ASR growth per unit of void growth
+    void_end: float = 1.5  # end-of-strip rise growth per unit of void growth
+    void_frac_max: float = 0.15  # the rise starts this early in the step when voids are large
+    noise_model: str = "gauss"  # gauss | spiky (rare outliers) | quantized (0.1 mV resolution)
 
     def j_at(self, cycle: int) -> float:
         if not self.ladder:
@@ -340,7 +446,10 @@ class _SymModel:
         self.area = spec.area_cm2
         self.t_base = spec.temperature_C if spec.temperature_C is not None else 25.0
         self.p_nominal = (spec.nominal_pressure_MPa or 5.0) + p.p_offset
-        self.soft_s = p.soft_h * 3600.0 if p.soft_h is not None else None
+        if p.p_step_MPa < 0:  # a drop that stays in the window (above 1.5 MPa)
+            self.p = p = replace(p, p_step_MPa=max(p.p_step_MPa, min(0.0, 1.5 - self.p_nominal)))
+        onset = p.soft_h if p.soft_h is not None else p.void_on_h
+        self.soft_s = onset * 3600.0 if onset is not None else None
         self.hard_s = p.hard_h * 3600.0 if p.hard_h is not None else None
         if end_s is None:
             end_s = p.length_h * 3600.0 if p.length_h is not None else math.inf
@@ -360,16 +469,43 @@ class _SymModel:
         if p.contact_drop:
             r = r * (1.0 - p.contact_drop * (1.0 - np.exp(-th / p.contact_tau_h)))
         if p.long_rest_at_h is not None and p.long_rest_jump:
-            r = r * np.where(th >= self._long_rest_end_h, 1.0 + p.long_rest_jump, 1.0)
+            after = np.maximum(th - self._long_rest_end_h, 0.0)
+            kept = 1.0 - p.long_rest_recover * (1.0 - np.exp(-after / p.long_rest_recover_tau_h))
+            r = r * np.where(th >= self._long_rest_end_h, 1.0 + p.long_rest_jump * kept, 1.0)
+        if p.p_step_at_h is not None:
+            since = np.maximum(th - p.p_step_at_h, 0.0)
+            r = r * (1.0 + p.p_step_asr * np.where(th >= p.p_step_at_h, 1.0 - np.exp(-since / p.p_step_tau_h), 0.0))
+        if p.void_on_h is not None:
+            r = r * (1.0 + p.void_plateau * self.voids(th))
         return r
+
+    def voids(self, th: np.ndarray) -> np.ndarray:
+        """Void growth (0 before the onset): exponential, since a void concentrates the current."""
+        p = self.p
+        if p.void_on_h is None:
+            return np.zeros_like(th)
+        return np.where(th >= p.void_on_h, np.expm1(np.maximum(th - p.void_on_h, 0.0) / p.void_tau_h), 0.0)
+
+    def pressure_step(self, th: np.ndarray) -> np.ndarray:
+        p = self.p
+        if p.p_step_at_h is None:
+            return np.zeros_like(th)
+        return np.where(th >= p.p_step_at_h, p.p_step_MPa, 0.0)
 
     def g_e(self, th: np.ndarray) -> np.ndarray:
         """Conductance of the electronic path, 1/(ohm cm2); 0 while healthy."""
         p = self.p
         g = np.zeros_like(th)
         if p.soft_h is not None:
-            prog = 1.0 - np.exp(-np.maximum(th - p.soft_h, 0.0) / p.re_tau_h)
-            g = np.where(th >= p.soft_h, 1.0 / (p.re_start * (p.re_floor / p.re_start) ** prog), 0.0)
+            if p.re_law == "exp":
+                prog = 1.0 - np.exp(-np.maximum(th - p.soft_h, 0.0) / p.re_tau_h)
+                g_soft = 1.0 / (p.re_start * (p.re_floor / p.re_start) ** prog)
+            else:
+                prog = np.clip((th - p.soft_h) / (2.0 * p.re_tau_h), 0.0, 1.0)
+                if p.re_law == "steps":
+                    prog = np.floor(prog * p.re_jumps) / p.re_jumps
+                g_soft = 1.0 / p.re_start + (1.0 / p.re_floor - 1.0 / p.re_start) * prog
+            g = np.where(th >= p.soft_h, g_soft, 0.0)
         if p.hard_h is not None:
             g = np.where(th >= p.hard_h, 1.0 / p.re_hard, g)
         return g
@@ -380,7 +516,12 @@ class _SymModel:
         th = tr / 3600.0
         x = (tr - st.t0) / (p.half_h * 3600.0)
         shape = 1.0 + p.nuc_amp * np.exp(-x / p.nuc_frac)
-        shape += p.void_amp * np.maximum((x - 1.0 + p.void_frac) / p.void_frac, 0.0) ** 2
+        amp, frac = p.void_amp, p.void_frac
+        if p.void_on_h is not None:
+            g = float(self.voids(np.array([st.t0 / 3600.0]))[0])
+            amp = amp * (1.0 + p.void_end * g)
+            frac = min(frac * (1.0 + g), p.void_frac_max)
+        shape += amp * np.maximum((x - 1.0 + frac) / frac, 0.0) ** 2
         r_eff = 1.0 / (1.0 / (self.r_ion(th) * shape * st.jitter) + self.g_e(th))
         return st.j * 1e-3 * r_eff
 
@@ -450,7 +591,9 @@ class _SymModel:
         temp = self.temp(th)
         if st.kind == "cc":
             sign = 1.0 if st.current_A > 0 else -1.0
-            v = sign * self.cc_eta(st, tr) + p.v_noise * noise[0]
+            v = sign * self.cc_eta(st, tr) + _v_noise(p.noise_model, p.v_noise, noise[0], rng)
+            if p.noise_model == "quantized":
+                v = np.round(v, 4)
             i = st.current_A * (1.0 + 1e-3 * noise[1])
             pres = st.p0 + sign * p.p_swing * st.j * (tr - st.t0) / 3600.0
         elif st.kind == "sweep":
@@ -469,8 +612,19 @@ class _SymModel:
             v = st.v_rel0 * np.exp(-(tr - st.t0) / tau) + p.v_noise * noise[0]
             i = np.zeros(tr.size)
             pres = np.full(tr.size, st.p0)
-        pres = self.p_nominal + p.p_creep_h * th + pres + p.p_noise * noise[2]
+        pres = self.p_nominal + self.pressure_step(th) + p.p_creep_h * th + pres + p.p_noise * noise[2]
         return _Rendered(v, i, pres, temp + 0.05 * noise[3])
+
+
+def _v_noise(model: str, sd: float, z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Voltage noise: gaussian; gaussian with rare outliers (contact bounce, EMI); or a coarse
+    0.1 mV converter (the caller rounds)."""
+    if model == "spiky":
+        spikes = (rng.random(z.size) < 0.002) * rng.uniform(-15.0, 15.0, z.size)
+        return sd * (z + spikes)
+    if model == "quantized":
+        return 0.3 * sd * z
+    return sd * z
 
 
 def _sym_base(rng: np.random.Generator, **over: Any) -> _SymParams:
@@ -500,8 +654,10 @@ def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(rng.uniform(lo, hi))
 
 
-def _build_sym(scenario: str, rng: np.random.Generator) -> _SymParams:
+def _build_sym(scenario: str, rng: np.random.Generator, protocol: np.random.Generator | None = None) -> _SymParams:
     p = _sym_base(rng)
+    if protocol is not None:
+        p = _randomize_sym(p, protocol)
     if scenario in ("sym_healthy", "sym_glitches"):
         return p
     if scenario == "sym_contact":
@@ -587,6 +743,8 @@ def _build_sym(scenario: str, rng: np.random.Generator) -> _SymParams:
             stop_h=_u(rng, 2, 6),
             length_h=None,
         )
+    if scenario in NEW_SCENARIOS:
+        return _build_sym_new(scenario, p, rng)
     if scenario == "sym_ccd_soft":
         n = int(rng.integers(5, 8))
         at_step = int(rng.integers(3, 5))  # soft breakdown at the 0.5 or 0.8 mA/cm2 step
@@ -610,12 +768,111 @@ def _build_sym(scenario: str, rng: np.random.Generator) -> _SymParams:
     raise AssertionError(scenario)
 
 
+def _ladder(j0: float, steps: int) -> tuple[float, ...]:
+    """A CCD ladder: x1.5 per step from j0 (mA/cm2)."""
+    return tuple(round(j0 * 1.5**k, 4) for k in range(steps))
+
+
+def _build_sym_new(scenario: str, p: _SymParams, rng: np.random.Generator) -> _SymParams:
+    """Issue 10's symmetric families. Times scale with the half-cycle (``p.half_h``, drawn by
+    the protocol) where the story is counted in cycles; physics times are in hours."""
+    cyc_h = 2.0 * p.half_h
+    end = {"hold_h": _u(rng, 2, 6), "stop_h": _u(rng, 2, 6), "length_h": None}
+    noise = str(rng.choice(["gauss", "spiky", "quantized"]))
+    if scenario == "sym_long_settling":
+        return replace(p, contact_drop=_u(rng, 0.2, 0.45), contact_tau_h=_u(rng, 5, 20), noise_model=noise)
+    if scenario in ("sym_pressure_raise", "sym_pressure_drop"):
+        raise_ = scenario == "sym_pressure_raise"
+        return replace(
+            p,
+            p_step_at_h=_u(rng, 40, 120),
+            p_step_MPa=_u(rng, 1.0, 2.5) if raise_ else -_u(rng, 1.0, 2.0),
+            p_step_asr=-_u(rng, 0.25, 0.35) if raise_ else _u(rng, 0.1, 0.25),
+            p_step_tau_h=_u(rng, 0.3, 1.0) * cyc_h,
+            noise_model=noise,
+        )
+    if scenario == "sym_ccd_noshort":
+        return replace(
+            p,
+            ladder=_ladder(min(p.j, 0.5), int(rng.integers(3, 6))),
+            ladder_cycles=int(rng.integers(3, 7)),
+            ladder_hold=True,
+        )
+    if scenario == "sym_long_pause":
+        return replace(
+            p,
+            long_rest_at_h=_u(rng, 60, 150),
+            long_rest_h=_u(rng, 12, 72),
+            long_rest_jump=_u(rng, 0.1, 0.4),
+            long_rest_recover=_u(rng, 0.2, 0.6),
+            long_rest_recover_tau_h=_u(rng, 1.0, 5.0),
+        )
+    if scenario == "sym_ccd_breakdown":
+        n = int(rng.integers(3, 7))
+        steps = int(rng.integers(4, 7))
+        at_step = int(rng.integers(2, steps))  # the critical J is reached at this step
+        soft = (at_step * n + _u(rng, 0.3, 0.8) * n) * cyc_h
+        asr = p.asr0
+        law = str(rng.choice(["exp", "linear", "steps"]))
+        tau = _u(rng, 5, 20)
+        return replace(
+            p,
+            ladder=_ladder(min(p.j, 0.5), steps),
+            ladder_cycles=n,
+            ladder_hold=True,
+            soft_h=soft,
+            re_law=law,
+            re_jumps=int(rng.integers(3, 9)),
+            re_start=asr * _u(rng, 10, 30),
+            re_floor=asr * _u(rng, 0.2, 0.6),
+            re_tau_h=tau,
+            hard_h=soft + max(_u(rng, 2.0, 4.0) * tau, 6.0 * cyc_h),
+            re_hard=_u(rng, 0.2, 1.0),
+            noise_model=noise,
+            **end,
+        )
+    if scenario == "sym_void_short":
+        on = _u(rng, 30, 100)
+        runaway = bool(rng.integers(0, 2))
+        g_end = _u(rng, 1.5, 4.0)
+        tau = max(_u(rng, 10, 40), 4.0 * cyc_h)  # voids grow over several cycles
+        return replace(
+            p,
+            void_on_h=on,
+            void_tau_h=tau,
+            void_plateau=_u(rng, 0.15, 0.4),
+            void_end=_u(rng, 3.0, 6.0) if runaway else _u(rng, 0.8, 2.0),
+            void_frac_max=0.45 if runaway else 0.2,
+            hard_h=on + tau * math.log1p(g_end),
+            re_hard=_u(rng, 0.2, 1.0),
+            noise_model=noise,
+            **end,
+        )
+    raise AssertionError(scenario)
+
+
+def _randomize_sym(p: _SymParams, rng: np.random.Generator) -> _SymParams:
+    """Another lab's protocol: current density, half-cycle length, daily temperature swing."""
+    return replace(
+        p,
+        j=float(np.exp(rng.uniform(math.log(0.05), math.log(3.0)))),
+        half_h=float(np.exp(rng.uniform(math.log(0.25), math.log(3.0)))),
+        diurnal_C=_u(rng, 0.5, 2.5),
+        v_noise=_u(rng, 5e-5, 5e-4),
+        length_h=_u(rng, 250, 450) if p.length_h is not None else None,
+    )
+
+
 # ---------------------------------------------------------------- full cells
 
 
-def _ocv(x: np.ndarray) -> np.ndarray:
-    """NCM-like open-circuit voltage vs. state of charge (0 = discharged), steep at both ends."""
-    x = np.clip(x, -0.1, 1.1)
+def _ocv(x: np.ndarray, kind: str = "ncm") -> np.ndarray:
+    """Open-circuit voltage vs. state of charge (0 = discharged), steep at both ends: NCM-like
+    (sloping, 3.55-4.2 V) or LFP-like (flat at 3.4 V: a leak hardly moves it)."""
+    if kind == "lfp":
+        x = np.clip(x, -0.05, 1.05)
+        return 3.38 + 0.06 * x - 0.35 * np.exp(-x / 0.04) + 0.2 * np.exp((x - 1.0) / 0.02)
+    x = np.clip(x, -0.03, 1.1)  # a leaking cell drained below empty sinks to ~2 V, not to -10 V
     return 3.55 + 0.62 * x + 0.04 * np.sin(np.pi * x) - 0.45 * np.exp(-x / 0.025) + 0.3 * np.exp((x - 1.0) / 0.025)
 
 
@@ -663,7 +920,16 @@ class _FullParams:
     short_cycle: int | None = None
     short_after_capped: int | None = None  # or: the short comes this many cycles after a capped charge
     short_frac: float = 0.5  # of the charge's duration
+    short_step: str = "charge"  # the short comes in the charge, the rest after it, or the discharge
+    short_drop: float = 0.0  # V lost at once at the short; then it sinks to v_floor...
+    short_tau_s: float = 40.0  # ...with this time constant
     v_floor: float = 1.5
+    ocv_kind: str = "ncm"  # ncm | lfp
+    nuc_V: float = 0.0  # anode-free: nucleation spike at the start of each charge (V)...
+    nuc_tau_s: float = 120.0  # ...decaying with this time constant
+    loss_sd: float = 0.0  # cycle-to-cycle scatter of the irreversible loss (anode-free formation)
+    formation_cycles: int = 0  # cycles of extra (decaying) loss
+    loss_seed: int = 0
     hold_h: float = 2.0
     stop_h: float = 4.0
 
@@ -674,6 +940,17 @@ class _FullParams:
         if self.pen_on is not None and n >= self.pen_on:
             f += (1.0 - f) * (1.0 - math.exp(-(n - self.pen_on + 1) * self.pen_rate))
         return min(max(f, 0.0), 0.97)
+
+    def loss_at(self, n: int) -> float:
+        """Irreversible share of charge n: high in the first charge (and in formation), scattered."""
+        if n == 1:
+            return self.first_loss
+        loss = self.loss
+        if self.formation_cycles:
+            loss += 4.0 * self.loss * math.exp(-(n - 2) / max(self.formation_cycles / 2.0, 1.0))
+        if self.loss_sd:
+            loss += self.loss_sd * float(np.random.default_rng([self.loss_seed, n]).standard_normal())
+        return min(max(loss, 0.0), 0.5)
 
     def leak_at(self, n: int) -> float:
         """Internal leak current as a share of the set current."""
@@ -709,10 +986,13 @@ class _FullModel:
     def model_v(self, st: _Step, tr: np.ndarray) -> np.ndarray:
         """Noise-free terminal voltage of a cc or rest step (before any short)."""
         tau = tr - st.t0
-        ocv = _ocv(st.x0 + st.dxdt * tau)
+        ocv = _ocv(st.x0 + st.dxdt * tau, self.p.ocv_kind)
         if st.kind == "cc":
             arr = _arrhenius(self.temp(tr / 3600.0), self.t_base, self.p.ea_ev)
-            return ocv + st.current_A * st.r_ohm * arr * (1.0 - self.p.pol * np.exp(-tau / self.p.tau_pol_s))
+            v = ocv + st.current_A * st.r_ohm * arr * (1.0 - self.p.pol * np.exp(-tau / self.p.tau_pol_s))
+            if self.p.nuc_V and st.current_A > 0:  # Li nucleates on the bare collector
+                v = v + self.p.nuc_V * np.exp(-tau / self.p.nuc_tau_s)
+            return v
         return ocv + st.v_rel0 * np.exp(-tau / self.p.rest_tau_s)
 
     def _cc_duration(self, st: _Step, cap_s: float) -> float:
@@ -745,7 +1025,7 @@ class _FullModel:
                 break
             q = p.q_spec * self.mass / _OCV_X_TOP * (1.0 - p.fade * (n - 1))  # Ah per unit SOC
             r_ohm = p.r_asr * (1.0 + p.r_growth * (n - 1)) / self.area
-            loss = p.first_loss if n == 1 else p.loss
+            loss = p.loss_at(n)
             leak = p.leak_at(n) * i_set
             um_per_x = q * 1000.0 / self.area * LI_UM_PER_MAH_CM2 * (1.0 - p.f_at(n))
             if n in (p.pen_on, p.leak_on):
@@ -765,13 +1045,14 @@ class _FullModel:
                 **common,
             )
             dur = self._cc_duration(st, cap_s)
-            if n == short_cycle:
+            if n == short_cycle and p.short_step == "charge":
                 ts = t + p.short_frac * dur
                 st.t_short, st.v_short = ts, float(self.model_v(st, np.array([ts]))[0])
+                st.v_floor = min(p.v_floor, st.v_short - p.short_drop - 0.5)
                 st.t1 = min(t + cap_s, ts + p.hold_h * 3600.0)
                 self.hard_s = ts
                 steps.append(st)
-                stop = _Step("stop", st.t1, st.t1 + p.stop_h * 3600.0, n)
+                stop = _Step("stop", st.t1, st.t1 + p.stop_h * 3600.0, n, v_floor=st.v_floor)
                 stop.bulk0 = bulk + um_per_x * st.dxdt * (ts - t)
                 steps.append(stop)
                 break
@@ -790,9 +1071,23 @@ class _FullModel:
                     st.t1 = t + self._cc_duration(st, cap_s)
                 else:
                     st = _Step("rest", t, t + p.rest_h * 3600.0, n, x0=x, dxdt=-leak / q / 3600.0, **common)
-                    st.bulk0, st.v_rel0 = bulk, (v_end - float(_ocv(np.array([x]))[0])) * p.rest_keep
+                    st.bulk0, st.v_rel0 = bulk, (v_end - float(_ocv(np.array([x]), p.ocv_kind)[0])) * p.rest_keep
+                if n == short_cycle and (p.short_step == "discharge") == bool(current) and st.t_short is None:
+                    # the short strikes in this step (the first rest: the one after the charge)
+                    ts = st.t0 + p.short_frac * (st.t1 - st.t0)
+                    st.t_short, st.v_short = ts, float(self.model_v(st, np.array([ts]))[0])
+                    st.v_floor = min(p.v_floor, st.v_short - p.short_drop - 0.5)
+                    st.t1 = min(st.t1, ts + p.hold_h * 3600.0)
+                    self.hard_s = ts
+                    steps.append(st)
+                    stop = _Step("stop", st.t1, st.t1 + p.stop_h * 3600.0, n, v_floor=st.v_floor)
+                    stop.bulk0 = st.bulk0
+                    steps.append(stop)
+                    break
                 steps.append(st)
                 t, x, bulk, v_end = self._advance(st)
+            if self.hard_s is not None:
+                break
         steps = [s for s in steps if s.t0 < end_s]
         steps[-1].t1 = min(steps[-1].t1, end_s)
         for k, st in enumerate(steps, start=1):
@@ -811,7 +1106,7 @@ class _FullModel:
         noise = rng.standard_normal((4, tr.size))
         temp = self.temp(th)
         if st.kind == "stop":
-            v = p.v_floor * np.exp(-(tr - st.t0) / 3600.0)
+            v = (st.v_floor or p.v_floor) * np.exp(-(tr - st.t0) / 3600.0)
             i = np.zeros(tr.size)
             bulk = np.full(tr.size, st.bulk0)
         else:
@@ -827,7 +1122,8 @@ class _FullModel:
                 after = tr >= st.t_short
                 dt = tr[after] - st.t_short
                 wander = np.cumsum(0.002 * rng.standard_normal(dt.size))
-                v[after] = p.v_floor + (st.v_short - p.v_floor) * np.exp(-dt / 40.0) + wander
+                v0 = st.v_short - p.short_drop  # what is lost at once, then it sinks on
+                v[after] = st.v_floor + (v0 - st.v_floor) * np.exp(-dt / p.short_tau_s) + wander
         v = v + p.v_noise * noise[0]
         pres = self.p_nominal + self.creep * th + self.k_p * bulk + p.p_noise * noise[2]
         return _Rendered(v, i, pres, temp + 0.05 * noise[3])
@@ -846,7 +1142,7 @@ class _FullModel:
             v[at : at + length] -= depth
 
 
-def _build_full(scenario: str, rng: np.random.Generator) -> _FullParams:
+def _build_full(scenario: str, rng: np.random.Generator, protocol: np.random.Generator | None = None) -> _FullParams:
     p = _FullParams(
         q_spec=_u(rng, 0.18, 0.20),
         fade=_u(rng, 0.0005, 0.0015),
@@ -869,8 +1165,28 @@ def _build_full(scenario: str, rng: np.random.Generator) -> _FullParams:
         p_noise=_u(rng, 0.01, 0.03),
         n_cycles=int(rng.integers(25, 31)),
     )
+    if protocol is not None:  # another lab's protocol: C-rate, rests, daily temperature swing
+        p = replace(
+            p,
+            c_rate=float(np.exp(protocol.uniform(math.log(0.1), math.log(1.0)))),
+            rest_h=_u(protocol, 0.25, 2.0),
+            diurnal_C=_u(protocol, 0.5, 2.5),
+        )
+        p = replace(p, n_cycles=int(_u(protocol, 250, 450) / (2.4 / p.c_rate + 2 * p.rest_h)) + 1)
     if scenario in ("full_healthy", "full_constant_pressure"):
         return p
+    if scenario == "af_formation":
+        return replace(
+            p,
+            first_loss=_u(rng, 0.2, 0.35),
+            loss=_u(rng, 0.005, 0.015),
+            loss_sd=_u(rng, 0.003, 0.01),
+            formation_cycles=int(rng.integers(3, 8)),
+            loss_seed=int(rng.integers(0, 2**31)),
+            nuc_V=_u(rng, 0.02, 0.1),
+            nuc_tau_s=_u(rng, 30, 300),
+            f_inf=0.1,
+        )
     end = {
         "short_frac": _u(rng, 0.2, 0.8),
         "v_floor": _u(rng, 0.5, 2.5),
@@ -890,6 +1206,33 @@ def _build_full(scenario: str, rng: np.random.Generator) -> _FullParams:
             leak_growth=_u(rng, 0.4, 0.5),
             dip_rate0=_u(rng, 0.3, 1.0),
             short_after_capped=int(rng.integers(1, 3)),
+            **end,
+        )
+    lfp = bool(rng.integers(0, 2))
+    ocv = {"ocv_kind": "lfp", "v_max": 3.65, "v_min": 2.5} if lfp else {}
+    if scenario == "full_selfdischarge_short":
+        on = int(rng.integers(6, 12))
+        return replace(
+            p,
+            leak_on=on,
+            leak0=_u(rng, 0.01, 0.03),
+            leak_growth=_u(rng, 0.25, 0.45),
+            dip_rate0=0.0 if rng.integers(0, 2) else _u(rng, 0.1, 0.5),
+            short_cycle=on + int(rng.integers(5, 9)),
+            short_step=str(rng.choice(["rest", "discharge"])),
+            short_drop=_u(rng, 0.3, 0.8),
+            short_tau_s=_u(rng, 60, 900),
+            **ocv,
+            **end,
+        )
+    if scenario == "full_sudden_short":
+        return replace(
+            p,
+            short_cycle=int(rng.integers(6, 20)),
+            short_step=str(rng.choice(["rest", "discharge"])),
+            short_drop=_u(rng, 0.3, 0.8),
+            short_tau_s=_u(rng, 60, 900),
+            **ocv,
             **end,
         )
     raise AssertionError(scenario)
@@ -975,7 +1318,14 @@ class SimulatedCell:
         start: float,
         period_s: float = 10.0,
         duration_h: float | None = None,
+        randomize: bool = False,
+        log_change_V: float | None = None,
+        log_max_s: float = 600.0,
     ):
+        """``randomize``: draw another lab's protocol from the seed (current density,
+        half-cycle or C-rate, temperature 25-80 C and its daily swing, stack pressure, noise).
+        ``log_change_V``: log like EC-Lab on a voltage change of this size, or every
+        ``log_max_s`` (``period_s`` is then the instrument's internal sampling)."""
         info = _check_scenario(scenario)
         if period_s <= 0:
             raise ValueError(f"period_s must be positive (got {period_s})")
@@ -984,14 +1334,22 @@ class SimulatedCell:
         self.cell, self.scenario, self.info = cell, scenario, info
         self.spec = _resolve_spec(cell, scenario, spec)
         self.start, self.period_s = float(start), float(period_s)
+        self.log_change_V, self.log_max_s = log_change_V, log_max_s
         self._seed = [seed % 2**63, zlib.crc32(cell.encode()), zlib.crc32(scenario.encode())]
         end_s = duration_h * 3600.0 if duration_h is not None else None
+        protocol = self._rng(3) if randomize else None
+        if protocol is not None:
+            drawn = {
+                "temperature_C": round(_u(protocol, 25.0, 80.0), 1),
+                "nominal_pressure_MPa": round(_u(protocol, 2.0, 7.0 if info.kind == "symmetric" else 5.0), 2),
+            }
+            self.spec = self.spec.model_copy(update=drawn)
         model: _SymModel | _FullModel
         if info.kind == "symmetric":
             rng = self._rng(0)
-            model = _SymModel(_build_sym(scenario, rng), self.spec, end_s, rng)
+            model = _SymModel(_build_sym(scenario, rng, protocol), self.spec, end_s, rng)
         else:
-            model = _FullModel(_build_full(scenario, self._rng(0)), self.spec, end_s)
+            model = _FullModel(_build_full(scenario, self._rng(0), protocol), self.spec, end_s)
         self._model = model
         last = model.steps[-1].t1
         self.end_time = self.start + last
@@ -1031,6 +1389,9 @@ class SimulatedCell:
             tr = np.arange(k0, k1) * period
             out = render(st, tr, rng)
             cycle, step, mode = st.cycle, st.step, _MODES[st.kind]
+            if self.log_change_V is not None:
+                keep = _change_logged(out.v, tr, self.log_change_V, self.log_max_s)
+                tr, out = tr[keep], _Rendered(out.v[keep], out.i[keep], out.p[keep], out.t[keep])
             for t, v, i, p, temp in zip(
                 (start + tr).tolist(),
                 np.round(out.v, 6).tolist(),
@@ -1040,6 +1401,20 @@ class SimulatedCell:
                 strict=True,
             ):
                 yield Sample(t, cell, v, i, p, temp, cycle, step, mode)
+
+
+def _change_logged(v: np.ndarray, tr: np.ndarray, dv: float, max_s: float) -> np.ndarray:
+    """Indices EC-Lab would record with "dE > dv or dt > max_s", plus every step's first and
+    last point (EC-Lab records a point when the sequence changes)."""
+    keep = [0]
+    v_last, t_last = v[0], tr[0]
+    for k in range(1, v.size):
+        if abs(v[k] - v_last) >= dv or tr[k] - t_last >= max_s:
+            keep.append(k)
+            v_last, t_last = v[k], tr[k]
+    if keep[-1] != v.size - 1:
+        keep.append(v.size - 1)
+    return np.asarray(keep, dtype=np.intp)
 
 
 def _parse_start(text: str) -> float:

@@ -1,0 +1,270 @@
+"""polarization_rise: stripping voids that grow towards a short (seeds 002 and 004).
+
+When Li is stripped faster than creep refills the interface, voids open: the stripping
+half-cycle's |V| rises more and more towards its end, and from one cycle to the next, and
+dendrites then grow "with the increasing polarization" until the cell shorts. The sign is
+the opposite of soft breakdown (a rise, not a fall), so this detector watches what
+``overpotential_drop`` cannot:
+
+- per half-cycle, the end-of-strip polarization normalised by J and referred to 25 C,
+  y = ln((plateau |V| + end-of-strip rise) / J). Healthy interphase growth is a slow, linear
+  rise: its rate (per hour, the median of the cell's own recent same-direction changes) is
+  the baseline. A one-sided CUSUM adds up the rise beyond that rate plus an allowance:
+  S = max(0, S + dy - (r0 + k) dt). The sum telescopes, so the noise of single half-cycles
+  does not add up, and a linear rise never alarms while an accelerating one does. y is
+  smoothed per direction (EWMA) and the threshold is at least ``noise_sigmas`` times the
+  smoothed series' own scatter (a 5-mV plateau read to 0.3 mV is noisy). Voids change the
+  shape, not only the level: the end-of-strip rise must also have grown as a share of the
+  plateau (a pressure drop, a pause or a colder day scale the whole trace and leave the shape
+  alone). Three consecutive half-cycles over the threshold warn; ``critical_rise`` escalates;
+- per sample, within one galvanostatic step: |V| running away to ``runaway_ratio`` times the
+  step's own plateau and beyond what the trend expects at this J and temperature is
+  critical at once (voids can build up in minutes before the voltage collapses).
+
+Current, temperature and pressure steps and long pauses re-anchor the trend's level (its
+slope is kept): contact and kinetics change at a step, voids do not appear in one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from shortwatch.detectors.base import Detector, Verdict
+from shortwatch.detectors.segmentation import CC_KINDS
+from shortwatch.detectors.stats import Cusum, Ewma, RobustWindow, arrhenius_factor
+from shortwatch.model import Sample, StepFeatures
+from shortwatch.settings import CellSpec
+
+if TYPE_CHECKING:
+    from shortwatch.detectors.monitor import CellMonitor
+
+ADVICE = (
+    "Stripping polarization is growing: voids are opening at the Li interface and dendrites tend to grow "
+    "with it (Deysher et al.; Liu et al., Adv. Energy Mater. 2021). Lower the current density, check the "
+    "stack pressure (too little lets voids form), and expect dendrites: a short may follow."
+)
+
+
+class PolarizationRise(Detector):
+    name = "polarization_rise"
+    per_sample = True
+    cell_kinds = ("symmetric",)
+    params = {
+        "warmup_cycles": (6, "cycles learned, not judged"),
+        "allowance_per_h": (0.004, "tolerated rise beyond the cell's own rate (ln units per hour; CUSUM k)"),
+        "threshold": (0.15, "CUSUM h: rise beyond the healthy trend (ln units) that warns..."),
+        "confirm_half_cycles": (3, "...in this many consecutive half-cycles"),
+        "noise_sigmas": (7.0, "the threshold is at least this many sigmas of the smoothed series"),
+        "smoothing": (0.3, "EWMA weight of the newest half-cycle"),
+        "end_share_growth": (0.05, "the end-of-strip rise / plateau must have grown by this much (absolute)"),
+        "critical_rise": (0.5, "a rise of this share beyond the trend is critical"),
+        "runaway_ratio": (2.0, "within a step: |V| this many times the step's own plateau..."),
+        "runaway_expected_ratio": (1.5, "...and this many times the end-of-strip |V| the trend expects"),
+        "runaway_samples": (3, "consecutive samples that confirm a runaway"),
+        "relearn_half_cycles": (3, "after a J, temperature or pressure step or a pause, half-cycles re-anchored"),
+        "j_step_ratio": (1.1, "a current-density change beyond this is a new regime"),
+        "min_temperature_step_C": (2.0, "a temperature change this large is a new regime"),
+        "pressure_step_MPa": (0.3, "a stack-pressure change beyond this (and 5 %) is a new regime"),
+        "pause_h": (2.0, "a pause this long between half-cycles is a new regime"),
+        "activation_energy_eV": (0.4, "Arrhenius correction to 25 C (overpotential_drop's learned one when it runs)"),
+        "min_half_cycle_s": (300.0, "shorter half-cycles are not judged"),
+        "min_samples": (40, "half-cycles logged more sparsely are not judged (the end of strip is a few points)"),
+    }
+
+    _transient = (*Detector._transient, "runaway_ratio", "expected_ratio")
+
+    def __init__(self, spec: CellSpec, overrides: dict[str, Any] | None = None):
+        super().__init__(spec, overrides)
+        self.runaway_ratio = self.p["runaway_ratio"]
+        self.expected_ratio = self.p["runaway_expected_ratio"]
+        self.rates = RobustWindow(15)  # ln-units per hour of healthy same-direction changes
+        self.prev_y: dict[str, list[float]] = {}  # direction -> [t_h, smoothed y, raw y]
+        self.scatter = Ewma(alpha=0.1)  # mean |raw dy - r0 dt| of healthy half-cycles
+        self.share = Ewma(alpha=0.3)  # end-of-strip rise / plateau, smoothed
+        self.share_ref = RobustWindow(15)  # ...of healthy half-cycles
+        self.y_ref: float | None = None  # the latest y judged healthy
+        self.over_hc = 0  # consecutive half-cycles over the threshold
+        self.cusum = Cusum(k=0.0)
+        self.half_cycles = 0
+        self.since_regime = 0
+        self.relearn = 0
+        self.prev: list[float | None] = [None, None, None, None]  # J, T, P, t_end of the last half-cycle
+        self.rise_start_cycle: int | None = None
+        # within-step runaway (per sample): expected end-of-strip |V|/|I| (ohm) at 25 C
+        self.r_ref = 0.0
+        self.r_expected: float | None = None
+        self.step_id = -1
+        self.step_min = math.inf
+        self.step_n = 0
+        self.over = 0
+
+    # ---------------------------------------------------------------- per half-cycle
+    def _factor(self, temp: float | None, m: CellMonitor) -> float:
+        if temp is None:
+            return 1.0
+        od = m.detectors.get("overpotential_drop")
+        ea = od.activation_energy if od is not None else self.p["activation_energy_eV"]  # type: ignore[attr-defined]
+        return arrhenius_factor(temp, 25.0, ea)
+
+    def on_step(self, f: StepFeatures, m: CellMonitor) -> Verdict | None:
+        if f.step_kind not in CC_KINDS or m.kind_mismatch or f.eta_V is None or f.eta_V <= 0:
+            return None
+        j = f.current_density_mA_cm2
+        if not j or f.duration_s < self.p["min_half_cycle_s"] or f.gap_s > 0:
+            return None
+        factor = self._factor(f.temperature_C, m)
+        v_end = f.eta_V + max(f.end_rise_V or 0.0, 0.0)
+        y = math.log(v_end * factor / (j / 1000.0))
+        if f.n_samples < self.p["min_samples"]:
+            # too sparse to judge the end of strip, but enough to arm the within-step runaway check
+            # with the level of the early, healthy half-cycles (a growing end of strip must not
+            # raise what is expected of it)
+            if 2 <= self.half_cycles <= 2 * self.p["warmup_cycles"]:
+                self.r_ref = math.exp(y) / self.spec.area_cm2
+                self.r_expected = self.r_ref / factor
+            self.half_cycles += 1
+            return None
+        end_share = max(f.end_rise_V or 0.0, 0.0) / f.eta_V
+        share = self.share.update(end_share)
+        t_h = f.t_end / 3600.0
+        self.half_cycles += 1
+        self.since_regime += 1
+        if self._regime_changed(f, j):
+            # a step moves the level (contact, kinetics): the sum goes on from the new level
+            self.relearn = self.p["relearn_half_cycles"]
+            self.since_regime = 0
+            self.prev_y.clear()
+        self.prev = [j, f.temperature_C, f.p_end, f.t_end]
+        prev = self.prev_y.get(f.step_kind)
+        if prev is None or t_h <= prev[0]:
+            self.prev_y[f.step_kind] = [t_h, y, y]
+            return None
+        a = self.p["smoothing"]
+        y_s = prev[1] + a * (y - prev[1])
+        self.prev_y[f.step_kind] = [t_h, y_s, y]
+        dy, dt, dy_raw = y_s - prev[1], t_h - prev[0], y - prev[2]
+        r0 = max(self.rates.median() or 0.0, 0.0)  # a settling cell's falling trend counts as level
+        if self.half_cycles <= 2 * self.p["warmup_cycles"] or self.since_regime < self.relearn:
+            self.rates.add(dy_raw / dt)
+            self.scatter.update(abs(dy_raw - r0 * dt))
+            self.share_ref.add(share)
+            self.y_ref = y
+            return None
+        s = self.cusum.update(dy - (r0 + self.p["allowance_per_h"]) * dt)
+        if s == 0.0:
+            self.rates.add(dy_raw / dt)
+            self.scatter.update(abs(dy_raw - r0 * dt))
+            self.share_ref.add(share)
+            self.y_ref = y
+            self.rise_start_cycle = None
+        elif self.rise_start_cycle is None:
+            self.rise_start_cycle = f.cycle
+        # sigma of one raw value from the mean |difference| of two, then of the EWMA of them
+        sigma = 0.627 * (self.scatter.value or 0.0) * math.sqrt(a / (2.0 - a))
+        h = max(self.p["threshold"], self.p["noise_sigmas"] * sigma)
+        share0 = self.share_ref.median() or 0.0
+        reshaped = share >= share0 + self.p["end_share_growth"]
+        self.over_hc = self.over_hc + 1 if s > h and reshaped else 0
+        if self.y_ref is not None:
+            self.r_ref = math.exp(self.y_ref) / self.spec.area_cm2  # ohm at 25 C
+            self.r_expected = self.r_ref / factor  # ohm at this half-cycle's temperature
+        confirmed = self.over_hc >= self.p["confirm_half_cycles"]
+        if confirmed and s >= math.log(1.0 + self.p["critical_rise"]):
+            state = "critical"
+        elif confirmed:
+            state = "warning" if self.state_name != "critical" else "critical"
+        elif self.state_name in ("warning", "critical") and s > 0:
+            state = self.state_name  # stands until the polarization is back on its trend
+        elif s > h / 3:
+            state = "watch"
+        else:
+            state = "ok"
+        if state == self.state_name == "ok":
+            return None
+        rise_pct = 100.0 * math.expm1(s)
+        evidence = {
+            "cycle": f.cycle,
+            "half_cycle": f.step_index,
+            "polarization_ohm_cm2": round(math.exp(y), 3),
+            "healthy_rate_pct_per_h": round(100.0 * r0, 3),
+            "rise_beyond_trend_pct": round(rise_pct, 1),
+            "end_of_strip_share": round(share, 3),
+            "usual_end_of_strip_share": round(share0, 3),
+            "statistic": round(s, 4),
+            "threshold": round(h, 4),
+            "rising_since_cycle": self.rise_start_cycle,
+            "current_density_mA_cm2": round(j, 4),
+            "temperature_C": f.temperature_C,
+            "pressure_MPa": f.p_end,
+        }
+        if state in ("warning", "critical"):
+            summary = (
+                f"Stripping polarization rising in cycle {f.cycle}: end-of-strip |V|/J rose {rise_pct:.0f}% beyond "
+                f"its healthy trend ({100 * r0:.2f}%/h) since cycle {self.rise_start_cycle}, now {math.exp(y):.1f} "
+                f"ohm cm2 at 25 C; end-of-strip rise {100 * share:.0f}% of the plateau (usually {100 * share0:.0f}%)"
+            )
+        elif state == "watch":
+            summary = f"Polarization {rise_pct:.0f}% above its trend at cycle {f.cycle}; watching"
+        else:
+            summary = f"Polarization back on its trend at cycle {f.cycle}"
+        return self.verdict(f.t_end, state, s, h, summary, evidence, ADVICE)
+
+    def _regime_changed(self, f: StepFeatures, j: float) -> bool:
+        j0, t0, p0, end0 = self.prev
+        if j0 is None:
+            return False
+        if abs(math.log(j / j0)) > math.log(self.p["j_step_ratio"]):
+            return True
+        if (
+            t0 is not None
+            and f.temperature_C is not None
+            and abs(f.temperature_C - t0) >= self.p["min_temperature_step_C"]
+        ):
+            return True
+        if p0 is not None and f.p_end is not None:
+            step = max(self.p["pressure_step_MPa"], 0.05 * abs(p0))
+            if abs(f.p_end - p0) >= step or (f.p_start is not None and abs(f.p_end - f.p_start) >= step):
+                return True
+        return end0 is not None and f.t_start - end0 >= 3600.0 * self.p["pause_h"]
+
+    # ---------------------------------------------------------------- per sample
+    def on_sample(self, s: Sample, pressure: float | None, m: CellMonitor) -> Verdict | None:
+        """Runaway within one galvanostatic step: two comparisons per sample."""
+        r_exp = self.r_expected
+        v, i = s.voltage_V, s.current_A
+        if r_exp is None or v is None or i is None or m.segmenter.kind not in CC_KINDS:
+            return None
+        if m.step_index != self.step_id:
+            self.step_id, self.step_min, self.step_n, self.over = m.step_index, math.inf, 0, 0
+        av = v if v > 0 else -v
+        self.step_n += 1
+        if self.step_n > 3 and av < self.step_min:  # after the nucleation peak
+            self.step_min = av
+        if av <= self.runaway_ratio * self.step_min:
+            self.over = 0
+            return None
+        ai = i if i > 0 else -i
+        if av > self.expected_ratio * r_exp * ai and av * self._factor(s.temperature_C, m) > (
+            self.expected_ratio * self.r_ref * ai
+        ):  # rare: only now is the temperature correction worth its exp()
+            self.over += 1
+        else:
+            self.over = 0
+        if self.over >= self.p["runaway_samples"] and self.state_name != "critical":
+            j = ai / self.spec.area_cm2 * 1000.0
+            summary = (
+                f"Polarization running away in cycle {m.segmenter.cycle}: |V| = {1e3 * av:.1f} mV under "
+                f"{j:.3g} mA/cm2, {av / self.step_min:.1f}x this step's plateau ({1e3 * self.step_min:.1f} mV)"
+            )
+            evidence = {
+                "cycle": m.segmenter.cycle,
+                "voltage_V": v,
+                "step_plateau_V": round(self.step_min, 6),
+                "expected_end_of_strip_V": round(self.r_ref / self._factor(s.temperature_C, m) * ai, 6),
+                "current_density_mA_cm2": round(j, 4),
+                "statistic": round(av / self.step_min, 3),
+                "threshold": self.runaway_ratio,
+            }
+            return self.verdict(s.time, "critical", av / self.step_min, self.runaway_ratio, summary, evidence, ADVICE)
+        return None
