@@ -421,7 +421,8 @@ prefix = "demo"
     for m in smtp_server.messages:
         text = m.get_body(("plain",)).get_content()
         html = m.get_body(("html",)).get_content()
-        assert "What to do:" in text and "What to do:" in html
+        if "firing" in m["Subject"]:  # a resolve has nothing to do
+            assert "What to do:" in text and "What to do:" in html
         for att in m.iter_attachments():
             cell = att.get_filename().split("-")[0]
             assert imread(io.BytesIO(att.get_content()), format="png").shape[:2] == (650, 1000)
