@@ -182,7 +182,18 @@ def test_replay_auto_on_every_real_export_stores_samples_and_raises_no_cell_aler
     alerts = tmp_path / "alerts.jsonl"
     assert main(["replay", "--config", str(cfg), "--alerts-out", str(alerts), "--no-progress", str(path)]) == 0
     events = [json.loads(line) for line in alerts.read_text().splitlines()]
-    assert [e["summary"] for e in events if e["kind"] == "cell"] == []
+    cell_alerts = [(e["detector"], e["state"], e["time"][:19]) for e in events if e["kind"] == "cell"]
+    if name == "neware_nda/TestFile.nda":
+        # This file really holds a collapse: at rest, 4.166 V falls to 1.72 V within 40 ms
+        # (records 6617-6622, the same in NewareNDA's own reference table), then nothing is
+        # logged for 4.7 h and the cell comes back at 4.158 V. A lost contact or a short looks
+        # the same from the data; it is called once, and resolved when the voltage is back.
+        assert cell_alerts == [
+            ("hard_short", "firing", "2024-05-28T04:05:58"),
+            ("hard_short", "resolved", "2024-05-28T08:49:37"),
+        ]
+    else:
+        assert cell_alerts == []
     from shortwatch.storage.sqlite import SqliteStore
 
     store = SqliteStore(tmp_path / "state" / "shortwatch.sqlite")

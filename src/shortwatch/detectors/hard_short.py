@@ -68,6 +68,11 @@ class HardShort(Detector):
         self.i_prev: float | None = None
         self.v_before: float | None = None  # full cells: voltage before a suspicious drop
         self.fall1 = self.fall0 = 0.0  # full cells: the last two falls between samples at steady current (V)
+        # full cells: was the current also steady over the interval before? Right after the current
+        # changes (a charge ends, a rest begins) the voltage relaxes fastest, and with no interval
+        # before it to compare with, that first relaxation looked like a sudden drop (real Neware
+        # exports logged each minute, healthy, fell 0.46 V over the first two samples of a rest)
+        self.steady_before = False
         self.v_drop = math.inf  # full cells: the voltage right after a suspicious drop
         self.drop_current: float | None = None  # the current when the drop came
         self.drop_samples = 1  # over how many samples it came
@@ -144,10 +149,13 @@ class HardShort(Detector):
             return True, False
         i_prev, v_prev = self.i_prev, self.v_prev
         # the current held still (any direction, or at rest): a voltage step is not an IR jump
-        steady = i_prev is not None and abs(i - i_prev) <= 0.05 * abs(i) + self.i_min
+        # relative to the larger of the two currents, so that a current step (a rest after a
+        # charge) is a change also when the configured area makes every current look small
+        steady = i_prev is not None and abs(i - i_prev) <= 0.05 * max(abs(i), abs(i_prev)) + 0.1 * self.i_min
         fall = (v_prev - v) if (steady and v_prev is not None) else 0.0
         f1, f0 = self.fall1, self.fall0
         self.fall1, self.fall0 = fall, f1
+        steady_before, self.steady_before = self.steady_before, steady
         big = self.p["full_drop_V"]
         if self.v_before is not None:
             before, v_drop = self.v_before, self.v_drop
@@ -157,7 +165,7 @@ class HardShort(Detector):
             if v < before - 0.5 * big and v <= v_drop + 0.02:
                 self.v_before = before  # the cell cannot hold its voltage
                 return True, False
-        elif steady and v_prev is not None:
+        elif steady and steady_before and v_prev is not None:
             # a drop within one sample that did not build up over the samples before (the knee
             # does), or one split over two samples of a voltage that was steady before
             single = fall > big and fall > self.p["full_knee_ratio"] * max(f1, 0.0)
