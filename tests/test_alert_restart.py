@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from daemon_process import start_run, wait_for
 
 T0 = 1_767_600_000.0
 HEADER = "time,cell,voltage_V,current_A,pressure_MPa\n"
@@ -62,22 +62,6 @@ class Receiver:
         self.server.shutdown()
 
 
-def wait_for(pred, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.2)
-    raise AssertionError("timed out")
-
-
-def start(cfg: Path) -> subprocess.Popen:
-    log = open(cfg.parent / "daemon.log", "a")  # noqa: SIM115 (the child keeps it)
-    return subprocess.Popen(
-        [sys.executable, "-m", "shortwatch.cli", "run", "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=log
-    )
-
-
 @pytest.mark.slow
 def test_kill_9_while_firing_repeats_nothing_and_the_resolve_still_goes_out(tmp_path: Path) -> None:
     rec = Receiver()
@@ -106,7 +90,7 @@ poll_s = 0.2
     for cell in cells:  # 2 h in the window, then 10 min at 12 MPa: pressure_window fires
         (data / f"{cell}.csv").write_text(HEADER + rows(cell, 0, 720, 5.0) + rows(cell, 720, 60, 12.0))
     try:
-        proc = start(cfg)
+        proc = start_run(cfg, log=cfg.parent / "daemon.log")
         try:
             wait_for(lambda: len(rec.events) >= 2)
             time.sleep(1.5)  # a checkpoint lands after the alerts
@@ -120,7 +104,7 @@ poll_s = 0.2
             ("P2", "pressure_window", "firing"),
         ]
 
-        proc = start(cfg)  # restart: the same files; nothing new has happened
+        proc = start_run(cfg, log=cfg.parent / "daemon.log")  # restart: the same files; nothing new has happened
         try:
             time.sleep(4.0)
             assert all(e["id"] in firing_ids for e in rec.events[2:])  # at most the in-flight message, same ids
@@ -178,7 +162,7 @@ paths = ["{data}/*.csv"]
 poll_s = 0.2
 """
     )
-    proc = start(cfg)
+    proc = start_run(cfg, log=cfg.parent / "daemon.log")
     try:
         wait_for(lambda: len(rec.events) >= 20, timeout=60)
         time.sleep(2.0)

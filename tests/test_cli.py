@@ -6,13 +6,12 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from daemon_process import start_run, wait_for
 from shortwatch.cli import main
 from shortwatch.sensors.canonical_csv import write_csv
 from shortwatch.sensors.files import iter_file
@@ -116,27 +115,6 @@ def test_replay_missing_file_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert "no such file" in capsys.readouterr().err
 
 
-def _start_daemon(cfg: Path) -> subprocess.Popen:
-    """Start `shortwatch run` and wait until it holds its state_dir (its signal handlers are in place)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shortwatch.cli", "run", "--config", str(cfg)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    lock = cfg.parent / "state" / "shortwatch.lock"
-    _wait_for(lambda: lock.exists() and f"pid {proc.pid}" in lock.read_text())
-    return proc
-
-
-def _wait_for(pred, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.2)
-    raise AssertionError("timed out")
-
-
 def _stored_samples(db: Path) -> int:
     if not db.exists():
         return 0
@@ -167,9 +145,9 @@ def test_daemon_follows_files_stops_cleanly_and_resumes_after_kill_9(tmp_path: P
     )
     db = tmp_path / "state" / "shortwatch.sqlite"
 
-    proc = _start_daemon(cfg)
+    proc = start_run(cfg)
     try:
-        _wait_for(lambda: _stored_samples(db) >= total // 3 - 1)
+        wait_for(lambda: _stored_samples(db) >= total // 3 - 1)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     finally:
@@ -178,18 +156,18 @@ def test_daemon_follows_files_stops_cleanly_and_resumes_after_kill_9(tmp_path: P
 
     with open(live, "ab") as fh:  # the cycler writes on, up to and past the short
         fh.write(b"".join(lines[total // 3 :]))
-    proc = _start_daemon(cfg)
+    proc = start_run(cfg)
     try:
-        _wait_for(lambda: alerts.exists() and "hard_short" in alerts.read_text())
+        wait_for(lambda: alerts.exists() and "hard_short" in alerts.read_text())
         time.sleep(1.5)  # let a checkpoint land after the alert
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
     finally:
         proc.kill()
 
-    proc = _start_daemon(cfg)  # after kill -9: resume, re-read from the checkpoint, no re-sent alert
+    proc = start_run(cfg)  # after kill -9: resume, re-read from the checkpoint, no re-sent alert
     try:
-        _wait_for(lambda: _stored_samples(db) >= total)
+        wait_for(lambda: _stored_samples(db) >= total)
         time.sleep(1.0)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0

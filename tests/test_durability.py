@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon_process import start_run
 from shortwatch.alerts.jsonl import JsonlAlertWriter
 from shortwatch.alerts.manager import AlertManager
 from shortwatch.cli import main
@@ -158,29 +159,13 @@ async def test_jsonl_rotates_by_size_and_keeps_a_few_files(tmp_path: Path) -> No
     assert all(p.stat().st_size <= 300 + 250 for p in tmp_path.iterdir())
 
 
-def _daemon(cfg: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shortwatch.cli", "run", "--config", str(cfg)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lock = cfg.parent / "state" / "shortwatch.lock"
-    deadline = time.monotonic() + 30
-    while not (lock.exists() and f"pid {proc.pid}" in lock.read_text()):
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    return proc
-
-
 @pytest.mark.slow
 def test_replay_into_a_running_daemons_state_dir_is_refused(tmp_path: Path, capsys) -> None:
     (tmp_path / "data").mkdir()
     cfg = write_config(tmp_path, f'[[sources]]\ntype = "file"\npaths = ["{tmp_path / "data"}/*.csv"]\n')
     f = tmp_path / "x.csv"
     f.write_text(f"time,cell,voltage_V,current_A\n{T0},A,0.01,0.001\n")
-    proc = _daemon(cfg)
+    proc = start_run(cfg)
     try:
         assert main(["replay", "--config", str(cfg), str(f)]) == 2
         err = capsys.readouterr().err

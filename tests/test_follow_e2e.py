@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon_process import start_run, wait_for
 from shortwatch.sensors.files import MAX_LINE_BYTES
 
 NOBODY = 65534
@@ -68,30 +69,13 @@ def counts(db: Path) -> tuple[int, list[str]]:
     return n, reasons
 
 
-def wait_for(pred, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError("timed out")
-
-
-def start(cfg: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [*DROP, sys.executable, "-m", "shortwatch.cli", "run", "--config", str(cfg)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def stop(proc: subprocess.Popen) -> str:
+def stop(proc: subprocess.Popen, log: Path) -> str:
     proc.send_signal(signal.SIGTERM)
     try:
-        _, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
     finally:
         proc.kill()
+    err = log.read_text()
     assert proc.returncode == 0, err
     return err
 
@@ -112,7 +96,7 @@ def test_unreadable_for_2_s_then_an_oversized_line_loses_nothing_and_restart_res
             os.chown(p, NOBODY, NOBODY)
         db = work / "state" / "shortwatch.sqlite"
 
-        proc = start(cfg)
+        proc = start_run(cfg, prefix=DROP, log=cfg.parent / "daemon.log")
         try:
             wait_for(lambda: counts(db)[0] == 100)
             followed.chmod(0)  # permission denied for the daemon (not for this root test)
@@ -125,18 +109,18 @@ def test_unreadable_for_2_s_then_an_oversized_line_loses_nothing_and_restart_res
             wait_for(lambda: counts(db)[0] == 200)
             time.sleep(1.0)  # a checkpoint after the last rows
         finally:
-            err = stop(proc)
+            err = stop(proc, cfg.parent / "daemon.log")
         assert "cannot read" in err and "Permission denied" in err
         assert counts(db) == (200, ["line_too_long"])
 
         with followed.open("a") as fh:
             fh.write(rows(200, 210))
-        proc = start(cfg)
+        proc = start_run(cfg, prefix=DROP, log=cfg.parent / "daemon.log")
         try:
             wait_for(lambda: counts(db)[0] == 210)
             time.sleep(1.0)
         finally:
-            stop(proc)
+            stop(proc, cfg.parent / "daemon.log")
         assert counts(db) == (210, ["line_too_long"])  # not read from byte 0 again: no duplicates
     finally:
         shutil.rmtree(work, ignore_errors=True)

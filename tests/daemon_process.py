@@ -1,0 +1,44 @@
+"""`shortwatch run` as a real subprocess, for the end-to-end tests (SIGTERM, kill -9, restarts)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from shortwatch.settings import load_settings
+
+
+def wait_for(pred: Callable[[], object], timeout: float = 30.0, every: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(every)
+    raise AssertionError("timed out")
+
+
+def start_run(cfg: Path, *, prefix: Sequence[str] = (), log: Path | None = None) -> subprocess.Popen:
+    """Start the daemon and wait until it holds its state_dir: its signal handlers are in place
+    then, so a test's SIGTERM is a clean stop, never a kill at start-up. ``prefix`` runs it under
+    another command (e.g. setpriv); ``log`` collects its stderr."""
+    err = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115 (the child keeps it)
+    proc = subprocess.Popen(
+        [*prefix, sys.executable, "-m", "shortwatch.cli", "run", "--config", str(cfg)],
+        stdout=subprocess.DEVNULL,
+        stderr=err,
+    )
+    if log is not None:
+        err.close()
+    lock = load_settings(cfg).daemon.state_dir / "shortwatch.lock"
+
+    def ready() -> bool:
+        assert proc.poll() is None, f"the daemon exited with {proc.returncode} at start" + (
+            f": {log.read_text()[-2000:]}" if log is not None else ""
+        )
+        return lock.exists() and f"pid {proc.pid}" in lock.read_text()
+
+    wait_for(ready, every=0.05)
+    return proc
