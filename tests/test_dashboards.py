@@ -8,15 +8,13 @@ No Grafana server can be installed here, so the dashboards are checked in two st
    $__interval and $timeFilter filled in as Grafana would, against a real influxd 1.6
    holding a simulated run: each must return the series the panel draws.
 
-The data are written as line protocol over /write following DESIGN.md "InfluxDB schema"
-(a stand-in for the InfluxDB sink, so these tests stand alone).
+The data are the pipeline's records committed to the SQLite log and encoded by the InfluxDB
+sink's own LineEncoder, so a schema change on either side fails here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import re
 import shutil
 import socket
@@ -36,6 +34,8 @@ from shortwatch.dashboards.provisioning import DEFAULT_DASHBOARDS_PATH, export
 from shortwatch.model import RecordBatch
 from shortwatch.sensors.simulator import SimulatedCell, default_spec
 from shortwatch.settings import parse_settings
+from shortwatch.storage.influx_line import LineEncoder
+from shortwatch.storage.sqlite import SqliteStore
 
 REPO = Path(__file__).resolve().parents[1]
 START = 1767600000.0  # 2026-01-05 08:00 UTC
@@ -102,58 +102,22 @@ def _query(url: str, q: str, post: bool = False) -> dict[str, Any]:
         return json.loads(r.read())
 
 
-# ------------------------------------------------------------------ line protocol (stand-in writer)
+# ------------------------------------------------------------------ the sink's own lines
 
 
-def _esc_tag(v: str) -> str:
-    return re.sub(r"([,= ])", r"\\\1", v)
-
-
-def _field(v: Any) -> str | None:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return None
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return f"{v}i"
-    if isinstance(v, float):
-        return repr(v)
-    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _line(measurement: str, tags: dict[str, str], fields: dict[str, Any], t: float) -> str | None:
-    fs = [f"{k}={s}" for k, v in fields.items() if (s := _field(v)) is not None]
-    if not fs:
-        return None
-    tag_text = "".join(f",{k}={_esc_tag(v)}" for k, v in sorted(tags.items()))
-    return f"{measurement}{tag_text} {','.join(fs)} {round(t * 1000)}"
-
-
-def _lines(out: RecordBatch) -> list[str]:
-    """The pipeline's records as points of DESIGN.md's schema."""
-    lines: list[str | None] = []
-    for s in out.samples:
-        fields = {
-            k: getattr(s, k) for k in ("voltage_V", "current_A", "pressure_MPa", "temperature_C", "cycle", "step")
-        }
-        lines.append(_line("sample", {"cell": s.cell, "station": STATION}, fields, s.time))
-    for st in out.steps:
-        fields = {k: v for k, v in dataclasses.asdict(st).items() if k not in ("cell", "step_kind")}
-        lines.append(_line("step", {"cell": st.cell, "station": STATION, "step_kind": st.step_kind}, fields, st.t_end))
-    for c in out.cycles:
-        fields = {k: v for k, v in dataclasses.asdict(c).items() if k != "cell"}
-        lines.append(_line("cycle", {"cell": c.cell, "station": STATION}, fields, c.t_end))
-    for d in out.detector_states:
-        tags = {"cell": d.cell, "station": STATION, "detector": d.detector}
-        fields = {"statistic": d.statistic, "threshold": d.threshold, "state": d.state}
-        lines.append(_line("detector", tags, fields, d.time))
-    for a in out.alerts:
-        j = a.to_json_dict()
-        tags = {"cell": a.cell or "_station", "station": STATION, "detector": a.detector}
-        fields = {k: j[k] for k in ("summary", "severity", "state", "kind")}
-        fields["evidence"] = json.dumps(j["evidence"])
-        lines.append(_line("alert", tags, fields, a.time))
-    return [x for x in lines if x is not None]
+def _lines(out: RecordBatch, tmp: Path) -> list[str]:
+    """The pipeline's records as the InfluxDB sink sends them: committed to the SQLite log,
+    read back through it, encoded by the sink's LineEncoder."""
+    encoder = LineEncoder("ms")
+    lines: list[str] = []
+    with SqliteStore(tmp / "log.sqlite", station=STATION) as store:
+        store.write_sync(out)
+        for table in ("sample", "step", "cycle", "detector", "alert"):
+            after = 0
+            while rows := store.log_read(table, after, 50_000):
+                lines += [x for r in rows if (x := encoder.encode(table, r)) is not None]
+                after = rows[-1]["seq"]
+    return lines
 
 
 def _daemon_lines(t0: float, t1: float) -> list[str]:
@@ -172,12 +136,12 @@ def _daemon_lines(t0: float, t1: float) -> list[str]:
             queue_depth=i % 3,
             alerts_firing={"warning": i % 2, "critical": 0},
         )
-        out.append(_line("daemon", {"station": STATION}, model.daemon_fields(), t))
+        out.append(LineEncoder("ms").daemon(STATION, t, model.daemon_fields()))
     return [x for x in out if x is not None]
 
 
 @pytest.fixture(scope="module")
-def loaded(influxd):
+def loaded(influxd, tmp_path_factory):
     """A simulated run of two cells (300 h, 30-s samples) through the pipeline, written to influxd."""
     settings = parse_settings({})
     out = RecordBatch()
@@ -189,7 +153,7 @@ def loaded(influxd):
         p.finish(out)
     assert out.alerts and any(c.cv_peak_A for c in out.cycles) and any(c.dpq_MPa_g_per_Ah for c in out.cycles)
     t1 = max(s.time for s in out.samples)
-    lines = _lines(out) + _daemon_lines(START, t1)
+    lines = _lines(out, tmp_path_factory.mktemp("log")) + _daemon_lines(START, t1)
     for i in range(0, len(lines), 20_000):
         body = "\n".join(lines[i : i + 20_000]).encode()
         req = urllib.request.Request(f"{influxd}/write?db=shortwatch&precision=ms", data=body, method="POST")
