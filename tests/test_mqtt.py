@@ -590,3 +590,61 @@ def test_a_message_is_acknowledged_only_once_its_samples_are_committed(tmp_path:
         assert daemon.terminate() == 0
         pub.close()
     assert count_samples(db) == 100
+
+
+@pytest.mark.slow
+def test_a_broker_that_stays_down_is_a_source_down_alert_naming_its_cells(tmp_path: Path) -> None:
+    """The broker goes away for longer than daemon.source_down_after_s: one `source_down` data
+    alert (cell null, the source named, the cells behind it in its evidence), resolved in the
+    same episode when the broker is back; a restart of the daemon repeats neither."""
+    with Broker(tmp_path / "broker") as broker:
+        var, jsonl = tmp_path / "var", tmp_path / "alerts.jsonl"
+        cfg = tmp_path / "daemon.toml"
+        cfg.write_text(
+            f'[daemon]\nhttp = ""\nstation = "gb"\nstate_dir = "{var}"\nsource_down_after_s = 1\n'
+            f'[alerts]\njsonl_path = "{jsonl}"\nconsole = false\n'
+            + "".join(f'[cells.{c}]\nkind = "symmetric"\n' for c in ("C0", "C1"))
+            + f'[[sources]]\ntype = "mqtt"\nport = {broker.port}\nreconnect_min_s = 0.1\nreconnect_max_s = 0.5\n'
+        )
+        daemon = DaemonProcess(cfg, tmp_path / "daemon.log")
+        daemon.start()
+        daemon.wait_connected(1)
+        pub = Publisher(broker.port)
+        for c in ("C0", "C1"):
+            pub.publish(f"lab/gb/{c}/telemetry", sample(1e9, c))
+        pub.wait()
+        pub.close()
+        deadline = time.monotonic() + 20
+        while not (var / "shortwatch.sqlite").exists() or _stored(var) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        broker.stop()
+        down = _wait_alerts(jsonl, 1)
+        broker.start()
+        events = _wait_alerts(jsonl, 2)
+        assert daemon.terminate() == 0
+        daemon.start()  # a restart with the broker up: nothing to repeat
+        daemon.wait_connected(3)
+        time.sleep(6)
+        assert daemon.terminate() == 0
+    events = [json.loads(x) for x in jsonl.read_text().splitlines()]
+    assert [(e["detector"], e["state"]) for e in events] == [("source_down", "firing"), ("source_down", "resolved")]
+    first = down[0]
+    assert first["cell"] is None and first["source"] == "mqtt-0" and first["kind"] == "data"
+    assert first["evidence"]["cells"] == ["C0", "C1"] and "C0, C1" in first["summary"]
+    assert events[1]["episode"] == first["episode"] and events[1]["id"] != first["id"]
+
+
+def _stored(var: Path) -> int:
+    with sqlite3.connect(var / "shortwatch.sqlite") as conn:
+        return conn.execute("SELECT count(*) FROM sample").fetchone()[0]
+
+
+def _wait_alerts(jsonl: Path, n: int, timeout: float = 30) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = jsonl.read_text().splitlines() if jsonl.exists() else []
+        if len(lines) >= n:
+            return [json.loads(x) for x in lines]
+        assert time.monotonic() < deadline, f"{len(lines)} alert lines, waiting for {n}"
+        time.sleep(0.1)

@@ -38,6 +38,9 @@ class DaemonSettings(Strict):
         16, ge=2, description="batches (up to 5000 samples each) buffered between sources and the pipeline"
     )
     checkpoint_interval_s: float = Field(30.0, gt=0, description="wall seconds between checkpoints")
+    source_down_after_s: float = Field(
+        60.0, gt=0, description="a source (MQTT broker, serial port) down this long raises a source_down data alert"
+    )
     shutdown_timeout_s: float = Field(
         30.0, gt=0, description="on stop, how long a store that cannot write (a full disk) gets before the run gives up"
     )

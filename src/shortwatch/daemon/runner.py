@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from shortwatch.alerts.sources import SourceAlerts
 from shortwatch.daemon.pipeline import Pipeline
 from shortwatch.detectors.registry import DETECTORS
 from shortwatch.model import RecordBatch, Rejected, Sample
@@ -73,6 +74,9 @@ class Runner:
         self.consumers = list(consumers or [])
         self.drain_s = drain_s
         self.pipeline = Pipeline(settings, live=live)
+        self.source_alerts = SourceAlerts(settings.daemon.source_down_after_s)
+        # sources that report their own health (MQTT, serial): their cells are noted for source_down
+        self._health = {s.name: s.health for s in sources if getattr(s, "health", None) is not None}
         self.queue: asyncio.Queue[QueueItem] = asyncio.Queue(maxsize=settings.daemon.queue_batches)
         self.pumps: list[Pump] = []
         self.pending_after_drain: dict[str, int] = {}  # reader -> rows it had not delivered at the end
@@ -104,7 +108,9 @@ class Runner:
                     src.restore(self.source_states[src.name])
             log.info("resumed from checkpoint of %s", data.get("written"))
         if self.store is not None:
-            self.pipeline.alerts.replay_log(self.store.read_alerts())
+            logged = self.store.read_alerts()
+            self.pipeline.alerts.replay_log(logged)
+            self.source_alerts.replay_log(logged)
         out = RecordBatch()
         watched = {c: set() if m.relearning else set(m.detectors) for c, m in self.pipeline.monitors.items()}
         self.pipeline.alerts.resolve_orphans(watched, {n: d.kind for n, d in DETECTORS.items()}, out)
@@ -226,6 +232,7 @@ class Runner:
                     last_tick = time.monotonic()
                     out = RecordBatch()
                     self.pipeline.tick(time.time(), out)
+                    out.alerts += self.source_alerts.check(time.time(), self._health)
                     await _first(self._deliver(out), stopper)
                 # a store that cannot write (disk full) must not keep a stop request waiting
                 checkpoint_due = self.use_checkpoints and time.monotonic() - self._last_checkpoint > interval
@@ -312,6 +319,8 @@ class Runner:
         self.pipeline.process(items, origin, out)
         self.items_in += len(items)
         self.source_states[name] = src_state
+        if name in self._health:
+            self.source_alerts.seen(name, {i.cell for i in items if type(i) is Sample})
         await self._deliver(out, on_commit)
 
     async def _deliver(self, out: RecordBatch, on_commit: Callable[[], None] | None = None) -> None:
