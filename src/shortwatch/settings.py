@@ -55,7 +55,6 @@ class DaemonSettings(Strict):
     health_backlog_s: float = Field(
         3600.0, gt=0, description="/healthz fails when a reader's oldest unsent row is older than this"
     )
-    health_point_s: float = Field(60.0, gt=0, description="wall seconds between two `daemon` health records")
 
     @field_validator("http")
     @classmethod

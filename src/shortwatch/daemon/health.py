@@ -17,7 +17,7 @@ How it fits together:
   custom collector that renders the snapshot: prometheus-client's documented way to
   expose figures that live elsewhere.
 * ``daemon_fields()`` is the same snapshot as one flat record for the ``daemon``
-  measurement, handed to a callback every ``daemon.health_point_s`` seconds.
+  measurement (the InfluxDB sink writes it every ``storage.health_interval_s``).
 """
 
 from __future__ import annotations
@@ -335,10 +335,8 @@ async def watch(
     runner: Any,
     model: HealthModel,
     stop: asyncio.Event,
-    on_point: Callable[[dict[str, Any]], Any] | None = None,
 ) -> None:
-    """Refresh the figures every second until ``stop``; store-backed ones every few seconds;
-    hand ``on_point`` a ``daemon`` record every ``daemon.health_point_s``.
+    """Refresh the figures every second until ``stop``; store-backed ones every few seconds.
 
     The store is read on a thread of its own and never awaited inline: the shared worker
     threads can all be busy waiting for the store while a backlog drains, and the
@@ -348,7 +346,7 @@ async def watch(
     view = StoreView(runner.settings.store_path) if runner.store is not None else None
     reader = ThreadPoolExecutor(1, thread_name_prefix="health-store")
     slow: asyncio.Future[tuple[dict[str, int], dict[str, Backlog]]] | None = None
-    last_slow = last_point = 0.0
+    last_slow = 0.0
     try:
         while not stop.is_set():
             now = time.monotonic()
@@ -363,9 +361,6 @@ async def watch(
                 slow = loop.run_in_executor(reader, _read_slow, view)
             try:
                 model.update(runner)
-                if on_point is not None and now - last_point >= runner.settings.daemon.health_point_s:
-                    last_point = now
-                    on_point(model.daemon_fields())
             except Exception as exc:  # health must not die with the daemon running on unwatched
                 if model.error is None:
                     log.exception("health: the figures cannot be taken")
