@@ -214,7 +214,8 @@ def test_the_daemon_follows_a_growing_mpr_across_a_restart_and_a_kill_9(tmp_path
     """`shortwatch run` on a folder where EC-Lab writes an .mpr: every record stored exactly once."""
     import signal
 
-    from test_cli import _start_daemon, _stored_samples, _wait_for
+    from daemon_process import start_run, wait_for
+    from test_cli import _stored_samples
 
     data = (REALDATA / "gcpl.pr_182.1.mpr").read_bytes()
     n_full = len(list(iter_file(REALDATA / "gcpl.pr_182.1.mpr")))
@@ -230,18 +231,18 @@ def test_the_daemon_follows_a_growing_mpr_across_a_restart_and_a_kill_9(tmp_path
         '[cells.cell7]\nkind = "full"\narea_cm2 = 1.0\n'
         f'[[sources]]\ntype = "file"\npaths = ["{folder}/*.mpr"]\npoll_s = 0.1\n'
     )
-    proc = _start_daemon(cfg)
+    proc = start_run(cfg)
     try:
-        _wait_for(lambda: _stored_samples(db) >= 800)
+        wait_for(lambda: _stored_samples(db) >= 800)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     finally:
         proc.kill()
     with live.open("ab") as f:
         f.write(data[live.stat().st_size : start + 89 * 2000])
-    proc = _start_daemon(cfg)
+    proc = start_run(cfg)
     try:
-        _wait_for(lambda: _stored_samples(db) >= 2000)
+        wait_for(lambda: _stored_samples(db) >= 2000)
         time.sleep(1.2)  # a checkpoint lands
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
@@ -249,9 +250,9 @@ def test_the_daemon_follows_a_growing_mpr_across_a_restart_and_a_kill_9(tmp_path
         proc.kill()
     with live.open("ab") as f:
         f.write(data[live.stat().st_size :])
-    proc = _start_daemon(cfg)
+    proc = start_run(cfg)
     try:
-        _wait_for(lambda: _stored_samples(db) >= n_full)
+        wait_for(lambda: _stored_samples(db) >= n_full)
         time.sleep(1.0)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
