@@ -138,6 +138,12 @@ def test_retention_removes_only_rows_every_reader_has_passed(tmp_path: Path) -> 
     store.ack("influx:sample", "sample", 20)
     assert store.enforce_retention(365, now=now)["sample"] == 5
     assert [s.time for s in store.read_samples("A")] == [s.time for s in new]
+    # a reader removed from the config (its cursor stuck at 0) holds nothing back once it is not named
+    store.write_sync(RecordBatch(samples=[Sample(now - 500 * 86400 + k, "B", 0.01, 0.001, 5.0) for k in range(3)]))
+    store.ack("notify:removed", "sample", 0)
+    store.ack("influx:sample", "sample", store.log_position("sample"))
+    assert store.enforce_retention(365, now=now)["sample"] == 0
+    assert store.enforce_retention(365, now=now, readers={"influx:sample"})["sample"] == 3
     store.close()
 
 

@@ -163,7 +163,13 @@ class Runner:
         days = self.settings.storage.retention_days
         while True:
             try:
-                deleted = await asyncio.to_thread(self.store.enforce_retention, days)  # type: ignore[union-attr]
+                readers = {p.consumer.name for p in self.pumps if p.persistent}
+                deleted = await asyncio.to_thread(
+                    self.store.enforce_retention,
+                    days,
+                    None,
+                    readers,  # type: ignore[union-attr]
+                )
                 if any(deleted.values()):
                     log.info("retention (%g days): removed %s", days, {t: n for t, n in deleted.items() if n})
             except Exception:

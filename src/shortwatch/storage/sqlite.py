@@ -1200,10 +1200,14 @@ class SqliteStore:
         with contextlib.suppress(ValueError):
             self._listeners.remove(listener)
 
-    def enforce_retention(self, days: float, now: float | None = None) -> dict[str, int]:
+    def enforce_retention(
+        self, days: float, now: float | None = None, readers: set[str] | None = None
+    ) -> dict[str, int]:
         """Delete rows older than ``days`` that every reader (every cursor of that table) has
-        acknowledged; rows of a table nobody reads count as passed. Returns rows deleted per
-        table. Blocking, one cell at a time for samples (key-range deletes, never a table scan)."""
+        acknowledged; rows of a table nobody reads count as passed. ``readers``: the names of
+        the readers configured now; the cursors of others (a notifier or InfluxDB since removed
+        from the config) no longer hold rows back. Returns rows deleted per table. Blocking, one
+        cell at a time for samples (key-range deletes, never a table scan)."""
         cutoff = (time.time() if now is None else now) - days * 86400.0
         time_col = {
             "sample": "time",
@@ -1218,8 +1222,9 @@ class SqliteStore:
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
             try:
                 for table in LOG_TABLES:
-                    (passed,) = conn.execute("SELECT min(seq) FROM cursor WHERE tbl = ?", (table,)).fetchone()
-                    passed = math.inf if passed is None else passed
+                    cursors = conn.execute("SELECT name, seq FROM cursor WHERE tbl = ?", (table,)).fetchall()
+                    held = [seq for name, seq in cursors if readers is None or name in readers]
+                    passed = min(held) if held else math.inf
                     limit = passed if math.isfinite(passed) else 2**62
                     n = 0
                     if table == "sample":
