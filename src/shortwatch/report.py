@@ -534,7 +534,7 @@ def feature_trend(
             y,
             "d(dP)_Q per cycle (MPa g/Ah)",
             ev.get("expected_dpq_MPa_g_per_Ah"),
-            f"its own trend's value at cycle {fc}",
+            f"own trend at cycle {fc}",
             fired=fired,
         )
     if detector == "pressure_mechanics":
