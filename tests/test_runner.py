@@ -172,3 +172,35 @@ async def test_jsonl_file_is_its_own_acknowledgement(tmp_path: Path) -> None:
     assert path.read_text().splitlines() == lines
     assert store.cursor("jsonl", "alert") == store.log_position("alert")
     store.close()
+
+
+async def test_a_reader_survives_a_store_that_cannot_be_read_or_acknowledged_for_a_while(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from shortwatch.storage import outbox
+
+    monkeypatch.setattr(outbox, "RETRY_FIRST_S", 0.05)
+    settings = settings_for(tmp_path, A="symmetric")
+    store = SqliteStore(settings.store_path).open()
+    store.ack("rec", "alert", 0)  # a reader seen before (its first start records a cursor at once)
+    real_read, real_ack = store.log_read, store.ack
+    failures = {"read": 2, "ack": 1}
+
+    def flaky(kind: str, real):
+        def call(*args):
+            if failures[kind]:
+                failures[kind] -= 1
+                raise sqlite3.OperationalError("database is locked")
+            return real(*args)
+
+        return call
+
+    monkeypatch.setattr(store, "log_read", flaky("read", real_read))
+    monkeypatch.setattr(store, "ack", flaky("ack", real_ack))
+    rec = Recorder()
+    runner = Runner(settings, [ListSource([excursion()])], store, live=False, use_checkpoints=False, consumers=[rec])
+    await asyncio.wait_for(runner.run(), 30)
+    assert [r["state"] for r in rec.rows] == ["firing", "resolved"]  # delivered once each, in order
+    assert failures == {"read": 0, "ack": 0} and runner.pending_after_drain == {}
+    assert store.cursor("rec", "alert") == store.log_position("alert")  # a later ack recorded it
+    store.close()

@@ -68,18 +68,18 @@ class Pump:
         return not getattr(self.consumer, "ephemeral", False)
 
     async def run(self) -> None:
-        """Deliver forever (until cancelled); call :meth:`start` first."""
+        """Deliver forever (until cancelled); call :meth:`start` first. Nothing ends it but a
+        cancellation: a remote that fails, or a store that cannot be read or acknowledged for a
+        while (locked, disk full), is retried with backoff; the rows stay in the log."""
         c = self.consumer
         delay = RETRY_FIRST_S
         last_logged = 0.0
         while True:
             self.wake.clear()  # before the read: a commit during it wakes the wait below at once
-            rows = await asyncio.to_thread(self.store.log_read, c.table, self.position, c.batch_rows)
-            if not rows:
-                await wait_event(self.wake, IDLE_POLL_S)
-                continue
             try:
-                await c.deliver(rows)
+                rows = await asyncio.to_thread(self.store.log_read, c.table, self.position, c.batch_rows)
+                if rows:
+                    await c.deliver(rows)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -89,9 +89,8 @@ class Pump:
                 if self.failures == 1 or now - last_logged > FAILURE_LOG_EVERY_S:
                     last_logged = now
                     log.error(
-                        "%s: delivering %d %s rows failed (%d attempts so far): %s; retrying in %.0f s",
+                        "%s: delivering %s rows failed (%d attempts so far): %s; retrying in %.0f s",
                         c.name,
-                        len(rows),
                         c.table,
                         self.failures,
                         self.last_error,
@@ -99,6 +98,9 @@ class Pump:
                     )
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, RETRY_MAX_S)
+                continue
+            if not rows:
+                await wait_event(self.wake, IDLE_POLL_S)
                 continue
             if self.failures:
                 log.info("%s: delivering again after %d failed attempts", c.name, self.failures)
@@ -108,7 +110,10 @@ class Pump:
             self.position = rows[-1]["seq"]
             self.delivered += len(rows)
             if self.persistent:
-                await asyncio.to_thread(self.store.ack, c.name, c.table, self.position)
+                try:
+                    await asyncio.to_thread(self.store.ack, c.name, c.table, self.position)
+                except Exception as exc:  # delivered, not yet recorded: the next ack records it
+                    log.warning("%s: recording the position %d failed (%s); trying again", c.name, self.position, exc)
 
     async def start(self) -> None:
         """Find the position to deliver from."""
