@@ -58,6 +58,7 @@ class Pump:
         self.store = store
         self.consumer = consumer
         self.position = 0
+        self.recorded = 0  # the position last stored in the cursor table
         self.wake = asyncio.Event()
         self.failures = 0
         self.last_error: str | None = None
@@ -100,6 +101,7 @@ class Pump:
                 delay = min(delay * 2, RETRY_MAX_S)
                 continue
             if not rows:
+                await self._record()  # a position whose recording failed is recorded when idle
                 await wait_event(self.wake, IDLE_POLL_S)
                 continue
             if self.failures:
@@ -109,11 +111,21 @@ class Pump:
             delay = RETRY_FIRST_S
             self.position = rows[-1]["seq"]
             self.delivered += len(rows)
-            if self.persistent:
-                try:
-                    await asyncio.to_thread(self.store.ack, c.name, c.table, self.position)
-                except Exception as exc:  # delivered, not yet recorded: the next ack records it
-                    log.warning("%s: recording the position %d failed (%s); trying again", c.name, self.position, exc)
+            await self._record()
+
+    async def _record(self) -> None:
+        """Store the position durably. A failure is not fatal: the rows were delivered, and
+        the next attempt records this position or a later one (a crash before then repeats
+        them, which at-least-once delivery allows)."""
+        if not self.persistent or self.recorded >= self.position:
+            return
+        c = self.consumer
+        try:
+            await asyncio.to_thread(self.store.ack, c.name, c.table, self.position)
+        except Exception as exc:
+            log.warning("%s: recording position %d failed (%s); trying again", c.name, self.position, exc)
+        else:
+            self.recorded = self.position
 
     async def start(self) -> None:
         """Find the position to deliver from."""
@@ -134,6 +146,7 @@ class Pump:
             resume = getattr(c, "resume", None)
             if resume is not None:
                 self.position = await resume(self.position, store)
+            self.recorded = self.position
 
     async def caught_up(self, target: int, timeout: float) -> bool:
         """Wait until the consumer has delivered everything up to ``target`` (bounded)."""
