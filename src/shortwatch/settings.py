@@ -200,6 +200,13 @@ class FileSource(Strict):
         return {"columns": columns, "delimiter": self.delimiter, "time_format": self.time_format}
 
 
+def _short_form(table: Any, key: str) -> Any:
+    """A map whose values may be a bare string, short for ``{key = "..."}``."""
+    if not isinstance(table, dict):
+        return table
+    return {k: {key: x} if isinstance(x, str) else x for k, x in table.items()}
+
+
 class FieldSpec(Strict):
     """A payload key mapped to a canonical field, with a unit scale (canonical = value * scale)."""
 
@@ -281,7 +288,7 @@ class MqttSource(Strict):
     @classmethod
     def _short_fields(cls, v: Any) -> Any:
         """``U = "voltage_V"`` is short for ``U = { field = "voltage_V" }``."""
-        return {k: {"field": x} if isinstance(x, str) else x for k, x in v.items()} if isinstance(v, dict) else v
+        return _short_form(v, "field")
 
     @field_validator("fields")
     @classmethod
@@ -338,7 +345,7 @@ class SerialSource(Strict):
     @classmethod
     def _short_channels(cls, v: Any) -> Any:
         """``"1" = "A1"`` is short for ``"1" = { cell = "A1" }``."""
-        return {k: {"cell": x} if isinstance(x, str) else x for k, x in v.items()} if isinstance(v, dict) else v
+        return _short_form(v, "cell")
 
     @field_validator("poll_command")
     @classmethod

@@ -20,6 +20,57 @@ ADVICE = (
 )
 
 
+def source_alert(
+    source: str,
+    detector: str,
+    time: float,
+    summary: str,
+    evidence: dict[str, Any],
+    *,
+    state: str = "firing",
+    severity: str = "warning",
+    advice: str = "",
+    episode: str = "",
+) -> AlertEvent:
+    """An alert about a source or the daemon itself (DESIGN: kind data, cell null, source named)."""
+    return AlertEvent(
+        time=time,
+        cell=None,
+        detector=detector,
+        kind="data",
+        severity=severity,  # type: ignore[arg-type]
+        state=state,  # type: ignore[arg-type]
+        summary=summary,
+        evidence=evidence,
+        advice=advice,
+        episode=episode,
+        source=source,
+    )
+
+
+def firing_from_log(events: list[dict[str, Any]], detector: str) -> dict[str | None, AlertEvent]:
+    """Per source, the ``detector`` alert still firing at the end of a stored alert log
+    (oldest first): what a restarted daemon must resolve, not fire again."""
+    firing: dict[str | None, AlertEvent] = {}
+    for e in events:
+        if e.get("detector") != detector or e.get("cell") is not None:
+            continue
+        src = e.get("source")
+        if e["state"] == "firing":
+            firing[src] = source_alert(
+                src,  # type: ignore[arg-type]
+                detector,
+                float(e["time_s"]),
+                e.get("summary", ""),
+                dict(e.get("evidence") or {}),
+                severity=e.get("severity", "warning"),
+                episode=e["episode"],
+            )
+        else:
+            firing.pop(src, None)
+    return firing
+
+
 class SourceAlerts:
     """Per source: firing or not, from its health; rebuilt from the stored alert log at start."""
 
@@ -35,24 +86,7 @@ class SourceAlerts:
 
     def replay_log(self, events: list[dict[str, Any]]) -> None:
         """The state before a restart: the last source_down transition of each source."""
-        for e in events:
-            if e.get("detector") != DETECTOR or not e.get("source"):
-                continue
-            if e["state"] == "firing":
-                self.firing[e["source"]] = AlertEvent(
-                    time=e["time_s"],
-                    cell=None,
-                    detector=DETECTOR,
-                    kind="data",
-                    severity=e["severity"],
-                    state="firing",
-                    summary=e["summary"],
-                    evidence=e.get("evidence") or {},
-                    episode=e["episode"],
-                    source=e["source"],
-                )
-            else:
-                self.firing.pop(e["source"], None)
+        self.firing = {src: ev for src, ev in firing_from_log(events, DETECTOR).items() if src}
 
     def check(self, now: float, health: dict[str, Any]) -> list[AlertEvent]:
         """Transitions for the sources' health now (``health``: source name -> SourceHealth)."""
@@ -61,40 +95,34 @@ class SourceAlerts:
             firing = self.firing.get(name)
             if not h.up and firing is None and now - h.since >= self.after_s:
                 cells = sorted(self.cells.get(name, ()))
-                ev = AlertEvent(
-                    time=now,
-                    cell=None,
-                    detector=DETECTOR,
-                    kind="data",
-                    severity="warning",
-                    state="firing",
-                    summary=f"Source {name} is down for {now - h.since:.0f} s: {h.reason}"
+                ev = source_alert(
+                    name,
+                    DETECTOR,
+                    now,
+                    f"Source {name} is down for {now - h.since:.0f} s: {h.reason}"
                     + (
                         f" ({len(cells)} cells behind it: {', '.join(cells[:10])}{' ...' if len(cells) > 10 else ''})"
                         if cells
                         else ""
                     ),
-                    evidence={"reason": h.reason, "down_since": h.since, "cells": cells},
+                    {"reason": h.reason, "down_since": h.since, "cells": cells},
                     advice=ADVICE,
                     episode=episode_id(None, f"{DETECTOR}/{name}", now),
-                    source=name,
                 )
                 self.firing[name] = ev
                 out.append(ev)
             elif h.up and firing is not None:
                 del self.firing[name]
                 out.append(
-                    AlertEvent(
-                        time=max(now, firing.time),
-                        cell=None,
-                        detector=DETECTOR,
-                        kind="data",
-                        severity=firing.severity,
+                    source_alert(
+                        name,
+                        DETECTOR,
+                        max(now, firing.time),
+                        f"Source {name} is back: {h.reason}",
+                        {"cells": firing.evidence.get("cells", [])},
                         state="resolved",
-                        summary=f"Source {name} is back: {h.reason}",
-                        evidence={"cells": firing.evidence.get("cells", [])},
+                        severity=firing.severity,
                         episode=firing.episode,
-                        source=name,
                     )
                 )
         return out

@@ -41,6 +41,7 @@ from urllib.parse import urlencode
 
 import urllib3
 
+from shortwatch.alerts.sources import firing_from_log, source_alert
 from shortwatch.model import AlertEvent, RecordBatch, Rejected
 from shortwatch.settings import StorageSettings, resolve_secret
 from shortwatch.storage.influx_line import V1_PRECISION, LineEncoder
@@ -639,23 +640,8 @@ class InfluxSink:
 
     def restore_alert(self, alerts: list[dict[str, Any]]) -> None:
         """Pick up a still-firing backlog alert from the stored alert log (after a restart)."""
-        last = None
-        for a in alerts:
-            if a.get("detector") == BACKLOG_DETECTOR and a.get("cell") is None:
-                last = a
-        if last is not None and last.get("state") == "firing":
-            self._alert = AlertEvent(
-                time=float(last["time_s"]),
-                cell=None,
-                detector=BACKLOG_DETECTOR,
-                kind="data",
-                severity=last.get("severity", "warning"),
-                state="firing",
-                summary=last.get("summary", ""),
-                evidence=dict(last.get("evidence") or {}),
-                episode=last["episode"],
-                source=last.get("source") or BACKLOG_SOURCE,
-            )
+        fired = firing_from_log(alerts, BACKLOG_DETECTOR)
+        self._alert = fired.get(BACKLOG_SOURCE) or fired.get(None)
 
     def check_backlog(self, now: float | None = None) -> AlertEvent | None:
         """The backlog alert's next transition, if one is due: firing when the oldest unsent
@@ -666,36 +652,28 @@ class InfluxSink:
         limit = self.storage.backlog_alert_age_s
         evidence = {"rows_pending": rows, "oldest_pending_age_s": round(age, 1), "limit_s": limit}
         if self._alert is None and age > limit:
-            self._alert = AlertEvent(
-                time=now,
-                cell=None,
-                detector=BACKLOG_DETECTOR,
-                kind="data",
-                severity="warning",
-                state="firing",
-                summary=(
-                    f"InfluxDB is {_duration_text(age)} behind: {rows} rows wait in the local log "
-                    f"({self.description}: {self.writer.stats['last_error'] or 'writes too slow'})"
-                ),
-                evidence=evidence,
+            self._alert = source_alert(
+                BACKLOG_SOURCE,
+                BACKLOG_DETECTOR,
+                now,
+                f"InfluxDB is {_duration_text(age)} behind: {rows} rows wait in the local log "
+                f"({self.description}: {self.writer.stats['last_error'] or 'writes too slow'})",
+                evidence,
                 advice="Check that InfluxDB is up and writable; nothing is lost, the rows are sent when it is back.",
-                source=BACKLOG_SOURCE,
             )
             return self._alert
         if self._alert is not None and age <= limit / 2:
             fired = self._alert
             self._alert = None
-            return AlertEvent(
-                time=now,
-                cell=None,
-                detector=BACKLOG_DETECTOR,
-                kind="data",
-                severity=fired.severity,
+            return source_alert(
+                BACKLOG_SOURCE,
+                BACKLOG_DETECTOR,
+                now,
+                f"InfluxDB caught up: {rows} rows pending, the oldest {age:.0f} s old",
+                evidence,
                 state="resolved",
-                summary=f"InfluxDB caught up: {rows} rows pending, the oldest {age:.0f} s old",
-                evidence=evidence,
+                severity=fired.severity,
                 episode=fired.episode,
-                source=BACKLOG_SOURCE,
             )
         return None
 
