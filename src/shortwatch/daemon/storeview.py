@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shortwatch.storage.sqlite import backlog_after
+
 
 @dataclass(frozen=True)
 class Backlog:
@@ -76,8 +78,8 @@ class StoreView:
     def backlogs(self, now: float | None = None) -> dict[str, Backlog]:
         """Each durable reader's backlog: rows past its cursor, and how long the oldest has waited.
 
-        The same question as ``SqliteStore.log_backlog``, asked read-only so that it also
-        works on the state_dir of a stopped daemon (whose store nobody has open).
+        ``SqliteStore.log_backlog``'s question for every cursor, asked on a read-only connection
+        so that it also works on the state_dir of a stopped daemon (whose store nobody has open).
         """
         now = time.time() if now is None else now
         db = self._db()
@@ -85,13 +87,8 @@ class StoreView:
             return {}
         out: dict[str, Backlog] = {}
         for name, table, after in db.execute("SELECT name, tbl, seq FROM cursor ORDER BY name, tbl").fetchall():
-            (rows,) = db.execute(f'SELECT count(*) FROM "{table}" WHERE seq > ?', (after,)).fetchone()
-            oldest = None
-            if rows:
-                row = db.execute(
-                    "SELECT at FROM commit_log WHERE tbl = ? AND last_seq > ? ORDER BY last_seq LIMIT 1", (table, after)
-                ).fetchone()
-                oldest = None if row is None else max(0.0, now - row[0])
+            rows, committed = backlog_after(db, table, after)
+            oldest = None if committed is None else max(0.0, now - committed)
             prev = out.get(name)  # a reader of several tables: its totals
             if prev is not None:
                 ages = [a for a in (prev.oldest_age_s, oldest) if a is not None]

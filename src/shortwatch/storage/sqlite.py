@@ -335,6 +335,18 @@ def _alert_row(station: str, ev: AlertEvent) -> tuple[Any, ...]:
     )
 
 
+def backlog_after(conn: sqlite3.Connection, table: str, after: int) -> tuple[int, float | None]:
+    """(rows of a log table past ``after``, wall time the oldest of them was committed), on any
+    connection: the daemon's own, or a read-only one on a stopped daemon's file (``status``)."""
+    (rows,) = conn.execute(f'SELECT count(*) FROM "{table}" WHERE seq > ?', (after,)).fetchone()
+    if not rows:
+        return 0, None
+    row = conn.execute(
+        "SELECT at FROM commit_log WHERE tbl = ? AND last_seq > ? ORDER BY last_seq LIMIT 1", (table, after)
+    ).fetchone()
+    return rows, None if row is None else row[0]
+
+
 def _check_log_table(table: str) -> None:
     if table not in LOG_TABLES:
         raise ValueError(f"{table!r} is not a log table; one of {', '.join(LOG_TABLES)}")
@@ -1181,15 +1193,7 @@ class SqliteStore:
     def log_backlog(self, table: str, name: str) -> tuple[int, float | None]:
         """(rows a reader has not acknowledged, wall time the oldest of them was committed)."""
         _check_log_table(table)
-        after = self.cursor(name, table) or 0
-        conn = self._reader()
-        (rows,) = conn.execute(f"SELECT count(*) FROM {table} WHERE seq > ?", (after,)).fetchone()
-        if not rows:
-            return 0, None
-        row = conn.execute(
-            "SELECT at FROM commit_log WHERE tbl = ? AND last_seq > ? ORDER BY last_seq LIMIT 1", (table, after)
-        ).fetchone()
-        return rows, None if row is None else row[0]
+        return backlog_after(self._reader(), table, self.cursor(name, table) or 0)
 
     def add_commit_listener(self, listener: Callable[[int], None]) -> None:
         """Call ``listener(batch_seq)`` from the writer thread after each commit; ``batch_seq`` is
