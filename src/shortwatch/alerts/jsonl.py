@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, TextIO
 
-from shortwatch.storage.sqlite import SqliteStore
+from shortwatch.storage.sqlite import SqliteStore, alert_event
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ _TAIL_BYTES = 1 << 16  # an alert line is a few kB at most
 
 def event_json(row: dict[str, Any]) -> str:
     """A log row as the DESIGN alert-event JSON text (without the log's own keys)."""
-    return json.dumps({k: v for k, v in row.items() if k not in ("seq", "time_s")}, ensure_ascii=False)
+    return json.dumps(alert_event(row), ensure_ascii=False)
 
 
 class JsonlAlertWriter:

@@ -32,6 +32,7 @@ from shortwatch.alerts.silences import Silences
 from shortwatch.model import iso_time
 from shortwatch.settings import NotifierBase, Settings, parse_quiet_hours
 from shortwatch.state import read_json, write_json_atomic
+from shortwatch.storage.sqlite import alert_event
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class NotifierConsumer:
             told = set(self.episodes) | {h["event"]["episode"] for h in self.held}
             added = False
             for row in rows:
-                e = {k: v for k, v in row.items() if k not in ("seq", "time_s")}
+                e = alert_event(row)
                 if e.get("id") in known or not (self.cfg is None or routes(self.cfg, e) or e["episode"] in told):
                     continue
                 self.held.append({"event": e, "due": self._due(e, now), "why": "new"})

@@ -347,6 +347,11 @@ def backlog_after(conn: sqlite3.Connection, table: str, after: int) -> tuple[int
     return rows, None if row is None else row[0]
 
 
+def alert_event(row: dict[str, Any]) -> dict[str, Any]:
+    """An alert row of the log as the DESIGN alert-event dict alone (without ``seq``, ``time_s``)."""
+    return {k: v for k, v in row.items() if k not in ("seq", "time_s")}
+
+
 def _check_log_table(table: str) -> None:
     if table not in LOG_TABLES:
         raise ValueError(f"{table!r} is not a log table; one of {', '.join(LOG_TABLES)}")
