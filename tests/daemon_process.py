@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import subprocess
 import sys
 import time
@@ -9,6 +11,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from shortwatch.settings import load_settings
+
+
+def store_rows(db: Path, sql: str) -> list[tuple]:
+    """Rows of a running daemon's store, read without taking part in its writes; none while the
+    file or its schema is not there yet (a daemon creates its tables just after the file)."""
+    if not db.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as conn:
+        try:
+            return conn.execute(sql).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise
 
 
 def wait_for(pred: Callable[[], object], timeout: float = 30.0, every: float = 0.1) -> None:

@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon_process import store_rows
 from shortwatch.cli import main
 from shortwatch.sensors.canonical_csv import write_csv
 from shortwatch.sensors.simulator import SimulatedCell, default_spec
@@ -31,18 +31,8 @@ def sim_csv(path: Path, cell: str, hours: float = 5.0) -> int:
 
 
 def stored(db: Path) -> int:
-    """Samples in the store, read without a writer (a replay may be writing to it)."""
-    if not db.exists():
-        return 0
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        return conn.execute("SELECT count(*) FROM sample").fetchone()[0]
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return 0  # the writer has not created its schema yet
-        raise
-    finally:
-        conn.close()
+    """Samples in the store (a replay may be writing to it)."""
+    return len(store_rows(db, "SELECT 1 FROM sample"))
 
 
 def test_export_of_an_unknown_cell_names_the_stored_ones(tmp_path: Path, capsys) -> None:

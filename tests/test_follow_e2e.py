@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_process import start_run, wait_for
+from daemon_process import start_run, store_rows, wait_for
 from shortwatch.sensors.files import MAX_LINE_BYTES
 
 NOBODY = 65534
@@ -56,17 +55,8 @@ def rows(start: int, stop: int) -> str:
 
 
 def counts(db: Path) -> tuple[int, list[str]]:
-    if not db.exists():
-        return 0, []
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        n = conn.execute("SELECT count(*) FROM sample").fetchone()[0]
-        reasons = [r for (r,) in conn.execute("SELECT reason FROM quarantine ORDER BY reason")]
-    except sqlite3.OperationalError:  # the daemon is still creating its tables
-        return 0, []
-    finally:
-        conn.close()
-    return n, reasons
+    n = len(store_rows(db, "SELECT 1 FROM sample"))
+    return n, [r for (r,) in store_rows(db, "SELECT reason FROM quarantine ORDER BY reason")]
 
 
 def stop(proc: subprocess.Popen, log: Path) -> str:

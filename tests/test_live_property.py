@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon_process import start_run
+from daemon_process import start_run, store_rows
 
 T0 = 1_767_600_000
 HEADER = "time,cell,voltage_V,current_A,pressure_MPa\n"
@@ -88,11 +88,7 @@ class Lab:
         return self.proc.wait(timeout=60)
 
     def stored_times(self) -> list[float]:
-        db = self.state / "shortwatch.sqlite"
-        if not db.exists():
-            return []
-        with sqlite3.connect(db) as conn:
-            return [r[0] for r in conn.execute("SELECT time FROM sample ORDER BY time")]
+        return [t for (t,) in store_rows(self.state / "shortwatch.sqlite", "SELECT time FROM sample ORDER BY time")]
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@ TLS with a CA made here, a broker restart mid-stream, and acknowledgement only a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import re
@@ -24,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
+from daemon_process import store_rows
 from live_daemon import Daemon
 from mosquitto_broker import Broker, make_ca
 from shortwatch.model import Rejected, Sample
@@ -470,13 +470,7 @@ def log_tail(tmp: Path) -> str:
 
 
 def count_samples(db: Path) -> int:
-    if not db.exists():
-        return 0
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
-        try:
-            return conn.execute("SELECT COUNT(*) FROM sample").fetchone()[0]
-        except sqlite3.OperationalError:  # the schema is not there yet
-            return 0
+    return len(store_rows(db, "SELECT 1 FROM sample"))
 
 
 @pytest.mark.slow
@@ -615,7 +609,7 @@ def test_a_broker_that_stays_down_is_a_source_down_alert_naming_its_cells(tmp_pa
         pub.wait()
         pub.close()
         deadline = time.monotonic() + 20
-        while not (var / "shortwatch.sqlite").exists() or _stored(var) < 2:
+        while _stored(var) < 2:
             assert time.monotonic() < deadline
             time.sleep(0.1)
         broker.stop()
@@ -636,8 +630,7 @@ def test_a_broker_that_stays_down_is_a_source_down_alert_naming_its_cells(tmp_pa
 
 
 def _stored(var: Path) -> int:
-    with sqlite3.connect(var / "shortwatch.sqlite") as conn:
-        return conn.execute("SELECT count(*) FROM sample").fetchone()[0]
+    return count_samples(var / "shortwatch.sqlite")
 
 
 def _wait_alerts(jsonl: Path, n: int, timeout: float = 30) -> list[dict[str, Any]]:
