@@ -27,19 +27,26 @@ def store_rows(db: Path, sql: str) -> list[tuple]:
             raise
 
 
-def wait_for(pred: Callable[[], object], timeout: float = 30.0, every: float = 0.1) -> None:
+def wait_for(
+    pred: Callable[[], object], timeout: float = 30.0, every: float = 0.1, what: Callable[[], str] | None = None
+) -> None:
+    """Poll ``pred`` until it holds; on a timeout, ``what()`` says what was seen (e.g. a log's tail)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():
             return
         time.sleep(every)
-    raise AssertionError("timed out")
+    raise AssertionError("timed out" + (f": {what()}" if what is not None else ""))
 
 
 def start_run(cfg: Path, *, prefix: Sequence[str] = (), log: Path | None = None) -> subprocess.Popen:
     """Start the daemon and wait until it holds its state_dir: its signal handlers are in place
     then, so a test's SIGTERM is a clean stop, never a kill at start-up. ``prefix`` runs it under
     another command (e.g. setpriv); ``log`` collects its stderr."""
+    settings = load_settings(cfg)
+    # the default 127.0.0.1:9108 is one port for every test running at once (and a developer's
+    # own daemon): a test daemon that finds it taken exits, and its test times out
+    assert settings.daemon.http == "", f'{cfg}: a test daemon needs http = "" in [daemon]'
     err = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115 (the child keeps it)
     proc = subprocess.Popen(
         [*prefix, sys.executable, "-m", "shortwatch.cli", "run", "--config", str(cfg)],
@@ -48,7 +55,7 @@ def start_run(cfg: Path, *, prefix: Sequence[str] = (), log: Path | None = None)
     )
     if log is not None:
         err.close()
-    lock = load_settings(cfg).daemon.state_dir / "shortwatch.lock"
+    lock = settings.daemon.state_dir / "shortwatch.lock"
 
     def ready() -> bool:
         assert proc.poll() is None, f"the daemon exited with {proc.returncode} at start" + (

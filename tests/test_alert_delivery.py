@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests import alert_servers
 
+import alert_servers
 from shortwatch.alerts.notifiers.webhook import Webhook
 from shortwatch.alerts.notify import NotifierConsumer, quiet_until
 from shortwatch.alerts.silences import Silences, parse_duration

@@ -192,11 +192,13 @@ async def test_the_file_source_follows_a_growing_mpr_from_an_empty_file(tmp_path
 
     source = FileSource([str(tmp_path / "*.mpr")], poll_s=0.02, follow=True)
     task = asyncio.create_task(source.run(emit))
+    written: list[float] = []
     try:
         start = mpr_records_start(data)
         for end in (start, start + 5000, start + 100_000, len(data)):
             with live.open("ab") as f:
                 f.write(data[live.stat().st_size : end])
+            written.append(time.time())
             await asyncio.sleep(0.2)
         for _ in range(100):
             if len(got) >= len(full):
@@ -205,7 +207,14 @@ async def test_the_file_source_follows_a_growing_mpr_from_an_empty_file(tmp_path
     finally:
         task.cancel()
     assert source.failed == {}
-    assert [key(s) for s in got] == [key(s) for s in full]
+    # this file has no LOG module with the start time (a replay counts time/s from 1970); while it
+    # is followed, the last record of the first read is taken as written when the file was
+    assert full[0].time == 0.0
+    last_of_first_read = 5000 // 89 - 1
+    assert got[last_of_first_read].time == pytest.approx(written[1], abs=1.0)
+    origin = got[0].time - full[0].time
+    assert [s.time - origin for s in got] == pytest.approx([s.time for s in full], abs=1e-6)
+    assert [key(s)[1:] for s in got] == [key(s)[1:] for s in full]
     assert {s.cell for s in got} == {"cell7"}
 
 
@@ -224,25 +233,29 @@ def test_the_daemon_follows_a_growing_mpr_across_a_restart_and_a_kill_9(tmp_path
     folder.mkdir()
     live = folder / "cell7.mpr"
     live.write_bytes(data[: start + 89 * 800 + 13])  # 800 records and part of the next
+    # the test writes a day of records in seconds; a file written just now would have its start
+    # taken from the clock (see the test above) and the later records would lie in the future
+    os.utime(live, (time.time() - 3600, time.time() - 3600))
     db = tmp_path / "state" / "shortwatch.sqlite"
     cfg = tmp_path / "cfg.toml"
     cfg.write_text(
-        f'[daemon]\nstate_dir = "{tmp_path / "state"}"\ncheckpoint_interval_s = 0.5\n'
+        f'[daemon]\nhttp = ""\nstate_dir = "{tmp_path / "state"}"\ncheckpoint_interval_s = 0.5\n'
         '[cells.cell7]\nkind = "full"\narea_cm2 = 1.0\n'
         f'[[sources]]\ntype = "file"\npaths = ["{folder}/*.mpr"]\npoll_s = 0.1\n'
     )
-    proc = start_run(cfg)
+    daemon_log = tmp_path / "daemon.log"
+    proc = start_run(cfg, log=daemon_log)
     try:
-        wait_for(lambda: _stored_samples(db) >= 800)
+        wait_for(lambda: _stored_samples(db) >= 800, what=lambda: daemon_log.read_text()[-3000:])
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     finally:
         proc.kill()
     with live.open("ab") as f:
         f.write(data[live.stat().st_size : start + 89 * 2000])
-    proc = start_run(cfg)
+    proc = start_run(cfg, log=daemon_log)
     try:
-        wait_for(lambda: _stored_samples(db) >= 2000)
+        wait_for(lambda: _stored_samples(db) >= 2000, what=lambda: daemon_log.read_text()[-3000:])
         time.sleep(1.2)  # a checkpoint lands
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
@@ -250,9 +263,9 @@ def test_the_daemon_follows_a_growing_mpr_across_a_restart_and_a_kill_9(tmp_path
         proc.kill()
     with live.open("ab") as f:
         f.write(data[live.stat().st_size :])
-    proc = start_run(cfg)
+    proc = start_run(cfg, log=daemon_log)
     try:
-        wait_for(lambda: _stored_samples(db) >= n_full)
+        wait_for(lambda: _stored_samples(db) >= n_full, what=lambda: daemon_log.read_text()[-3000:])
         time.sleep(1.0)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0

@@ -49,7 +49,7 @@ def influxd(tmp_path: Path):
 
 
 def _config(tmp_path: Path, url: str, extra: str = "", storage: str = "", cell_extra: dict | None = None) -> Path:
-    text = f'[daemon]\nstation = "t"\nstate_dir = "{tmp_path / "state"}"\ncheckpoint_interval_s = 0.5\n'
+    text = f'[daemon]\nhttp = ""\nstation = "t"\nstate_dir = "{tmp_path / "state"}"\ncheckpoint_interval_s = 0.5\n'
     text += f'[storage]\nbackend = "influxdb"\nurl = "{url}"\napi = "v1"\ndatabase = "{DB}"\n{storage}'
     for cell, scenario in CELLS.items():
         spec = default_spec(scenario)

@@ -17,8 +17,8 @@ import aiomqtt
 import pytest
 from matplotlib.image import imread
 from slack_sdk.models.blocks import Block
-from tests import alert_servers
 
+import alert_servers
 from shortwatch.alerts.notifiers import Message, PermanentError, build_notifier
 from shortwatch.alerts.notifiers.base import DeadLetters
 from shortwatch.alerts.notifiers.console import Console

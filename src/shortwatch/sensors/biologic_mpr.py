@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import math
 import struct
+import time
 import zlib
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -50,6 +51,7 @@ from shortwatch.sensors.canonical_csv import FormatError
 log = logging.getLogger(__name__)
 
 MAGIC = b"BIO-LOGIC MODULAR FILE\x1a"
+LIVE_WRITE_S = 600.0  # a file written this recently is being written now (for the start time)
 _FILE_HEADER = 52
 _MODULE = b"MODULE"
 _OLE_EPOCH = datetime(1899, 12, 30)
@@ -195,10 +197,11 @@ def _module_header(buf: bytes, pos: int) -> tuple[str, int, int, int] | None:
 class MprDecoder:
     """Polls one .mpr file; each poll returns the records not returned before."""
 
-    def __init__(self, source: str, default_cell: str, tz: str = "UTC"):
+    def __init__(self, source: str, default_cell: str, tz: str = "UTC", following: bool = False):
         self.source = source
         self.cell = default_cell
         self._zone = ZoneInfo(tz)
+        self.following = following  # the daemon follows the file (not a replay): see _origin
         self.n_done = 0  # records returned so far
         self.origin: float | None = None  # acquisition start (Unix s), decided with the first record
         self.prev_time: float | None = None  # time/s of the last record returned (for dq/dt)
@@ -256,7 +259,7 @@ class MprDecoder:
                     )
                 return []
             if self.origin is None:
-                self.origin = self._origin(f, layout, size)
+                self.origin = self._origin(f, layout, size, n_avail, path)
             n = min(n_avail - self.n_done, max_records)
             f.seek(layout.records_at + self.n_done * size_rec)
             raw = f.read(n * size_rec)
@@ -314,8 +317,13 @@ class MprDecoder:
         f.seek(layout.records_at + (self.n_done - 1) * size)
         return zlib.crc32(f.read(size)) == self.last_crc
 
-    def _origin(self, f: Any, layout: _Layout, size: int) -> float:
-        """Acquisition start from the LOG module after the data; else the epoch (logged)."""
+    def _origin(self, f: Any, layout: _Layout, size: int, n_avail: int, path: Path) -> float:
+        """Acquisition start from the LOG module after the data. EC-Lab writes that module after
+        the data, so a file followed while it grows has none yet: if the daemon follows it and
+        it was written in the last LIVE_WRITE_S, its last record is taken to have been written
+        at its modification time (the start is then known to a few seconds, and a load cell's
+        samples line up with it); else (a replay, an old file) the times are time/s counted
+        from 1970. Logged either way."""
         pos = layout.log_at
         if layout.n_records * layout.dtype.itemsize + layout.records_at <= pos < size:
             f.seek(pos)
@@ -329,8 +337,22 @@ class MprDecoder:
                 if 30000.0 < ole < 80000.0:  # 1982 .. 2119: a plausible date, not stray bytes
                     local = _OLE_EPOCH + timedelta(days=ole)
                     return local.replace(tzinfo=self._zone).timestamp()
+        written = path.stat().st_mtime
+        names = layout.dtype.names or ()
+        if self.following and "time/s" in names and 0.0 <= time.time() - written < LIVE_WRITE_S:
+            f.seek(layout.records_at + (n_avail - 1) * layout.dtype.itemsize)
+            last = np.frombuffer(f.read(layout.dtype.itemsize), dtype=layout.dtype, count=1)["time/s"][0]
+            if math.isfinite(last):
+                origin = written - float(last)
+                log.warning(
+                    "%s: no LOG module with the acquisition start yet (EC-Lab writes it after the data); "
+                    "the start is taken as %s, from the time the file was last written",
+                    self.source,
+                    datetime.fromtimestamp(origin, self._zone).isoformat(timespec="seconds"),
+                )
+                return origin
         log.warning(
-            "%s: no LOG module with the acquisition start (yet); times are time/s counted from 1970-01-01 UTC",
+            "%s: no LOG module with the acquisition start; times are time/s counted from 1970-01-01 UTC",
             self.source,
         )
         return 0.0

@@ -77,7 +77,7 @@ def open_reader(
             found = detect(f.read(_HEAD), path)
         name = found.name if found is not None else "auto"
     if name != "auto" and FORMATS[name].binary:
-        return BinaryFileReader(path, name, cell, tz)
+        return BinaryFileReader(path, name, cell, tz, following=idle_line_s is not None)
     return FileReader(path, fmt, cell, tz, options, idle_line_s=idle_line_s)
 
 
@@ -428,13 +428,16 @@ class BinaryFileReader:
     (record count and checksums), not a byte offset to seek to.
     """
 
-    def __init__(self, path: Path, fmt: str, cell: str | None = None, tz: str = "UTC"):
+    def __init__(self, path: Path, fmt: str, cell: str | None = None, tz: str = "UTC", following: bool = False):
         if fmt not in FORMATS or not FORMATS[fmt].binary:
             raise FormatError(f"{fmt!r} is not a binary format")
         self.path = Path(path)
         self.cell = cell or self.path.stem
         self.fmt = fmt
-        self._decoder: RecordDecoder = FORMATS[fmt].make(str(self.path), self.cell, tz, "", {})
+        # following: the file is being written now (a decoder may then read the wall clock,
+        # e.g. an .mpr's start before EC-Lab writes it); replay never does
+        options = {"following": True} if following and fmt == "biologic-mpr" else {}
+        self._decoder: RecordDecoder = FORMATS[fmt].make(str(self.path), self.cell, tz, "", options)
 
     @property
     def format(self) -> str:

@@ -107,7 +107,7 @@ FORMATS: dict[str, Format] = {
             True,
             (".mpr",),
             lambda head, text: biologic_mpr.sniff(head),
-            _binary(biologic_mpr.MprDecoder),
+            lambda source, cell, tz, head, options: biologic_mpr.MprDecoder(source, cell, tz, **options),
             description="EC-Lab binary file (.mpr), followed as it grows",
         ),
         Format(
