@@ -1,10 +1,12 @@
 """Alert latency: wall time from a row written (file source) or a message published (MQTT) to
-its alert line in the JSONL file (alerts.jsonl_path) of a running `shortwatch run`.
+its alert line in the JSONL file (alerts.jsonl_path) of a running `shortwatch run`, and to the
+first notifier: a webhook POST received by a local HTTP server.
 
 Each run is a fresh symmetric cell: a few healthy half-cycles (|V| ~ 50 mV at 0.5 mA/cm2),
 then samples whose |V| has collapsed under current, one at a time: the hard_short detector
 confirms on the second. The latency is taken from the write (or publish) of the sample whose
-data time the alert carries to the moment its line is in the file. Goal: median <= 200 ms.
+data time the alert carries to the moment its line is in the file, and to the moment the
+webhook's POST arrives. Goal: median <= 200 ms.
 
     python bench/alert_latency.py [--runs 15] [--poll-s 2.0]
 """
@@ -19,8 +21,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +87,42 @@ class Alerts:
         return None
 
 
+class Webhook:
+    """The first notifier's far end: records when each cell's hard_short firing arrived (the
+    standard library's server: it only has to note arrival times, in a thread of its own)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, float] = {}
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # the name http.server calls
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                now = time.perf_counter()
+                for e in body.get("alerts", [body]):
+                    if e.get("detector") == "hard_short" and e.get("state") == "firing":
+                        owner.seen.setdefault(e["cell"], now)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait(self, cell: str, timeout: float) -> float | None:
+        deadline = time.perf_counter() + timeout
+        while cell not in self.seen and time.perf_counter() < deadline:
+            time.sleep(0.002)
+        return self.seen.get(cell)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def stored(db: Path) -> int:
     if not db.exists():
         return 0
@@ -101,11 +141,14 @@ def wait_until(pred: Any, timeout: float, what: str) -> None:
         time.sleep(0.01)
 
 
-def run_mode(mode: str, runs: int, poll_s: float | None, work: Path) -> list[float]:
+def run_mode(mode: str, runs: int, poll_s: float | None, work: Path) -> tuple[list[float], list[float]]:
+    """Latencies (s) to the JSONL line and to the webhook, one per run."""
     var, data = work / "var", work / "data"
     data.mkdir(parents=True)
     cells = [f"L{k}" for k in range(runs)]
-    text = f'[daemon]\nstation = "bench"\nstate_dir = "{var}"\n[alerts]\njsonl_path = "{var}/alerts.jsonl"\n'
+    hook = Webhook()
+    text = f'[daemon]\nhttp = ""\nstation = "bench"\nstate_dir = "{var}"\n[alerts]\njsonl_path = "{var}/alerts.jsonl"\n'
+    text += f'[[alerts.notifiers]]\ntype = "webhook"\nurl = "{hook.url}"\nmin_severity = "critical"\n'
     text += "".join(f'[cells.{c}]\nkind = "symmetric"\narea_cm2 = 0.785\n' for c in cells)
     broker = None
     if mode == "file":
@@ -130,7 +173,8 @@ def run_mode(mode: str, runs: int, poll_s: float | None, work: Path) -> list[flo
             pub.loop_start()
         alerts = Alerts(var / "alerts.jsonl")
         db = var / "shortwatch.sqlite"
-        latencies = []
+        latencies: list[float] = []
+        to_hook: list[float] = []
         total = 0
 
         def send(rows: list[dict[str, Any]], cell: str) -> float:
@@ -162,9 +206,14 @@ def run_mode(mode: str, runs: int, poll_s: float | None, work: Path) -> list[flo
                 raise SystemExit(f"{mode}: no hard_short alert for {cell}; see {log}")
             seen_at, data_time = got
             latencies.append(seen_at - written[data_time])
+            posted = hook.wait(cell, 10.0)
+            if posted is None:
+                raise SystemExit(f"{mode}: the webhook got no hard_short alert for {cell}; see {log}")
+            to_hook.append(posted - written[data_time])
             total += i + 1
-        return latencies
+        return latencies, to_hook
     finally:
+        hook.close()
         proc.terminate()
         proc.wait(30)
         if pub is not None:
@@ -180,13 +229,20 @@ def main() -> None:
     ap.add_argument("--poll-s", type=float, default=None, help="file source poll_s (default: the config default)")
     ap.add_argument("--modes", default="file,mqtt")
     args = ap.parse_args()
-    print(f"{'source':<8}{'runs':>6}{'median ms':>11}{'p90 ms':>9}{'min ms':>9}{'max ms':>9}   goal: median <= 200 ms")
+    print(
+        f"{'source':<10}{'to':<9}{'runs':>6}{'median ms':>11}{'p90 ms':>9}{'min ms':>9}{'max ms':>9}"
+        "   goal: median <= 200 ms"
+    )
     for mode in args.modes.split(","):
         with tempfile.TemporaryDirectory() as tmp:
-            lat = sorted(x * 1000 for x in run_mode(mode, args.runs, args.poll_s, Path(tmp)))
-        p90 = lat[min(len(lat) - 1, int(0.9 * len(lat)))]
+            results = run_mode(mode, args.runs, args.poll_s, Path(tmp))
         label = mode if mode == "mqtt" or args.poll_s is None else f"file {args.poll_s:g}s"
-        print(f"{label:<8}{len(lat):>6}{statistics.median(lat):>11.0f}{p90:>9.0f}{lat[0]:>9.0f}{lat[-1]:>9.0f}")
+        for to, seconds in zip(("JSONL", "webhook"), results, strict=True):
+            lat = sorted(x * 1000 for x in seconds)
+            p90 = lat[min(len(lat) - 1, int(0.9 * len(lat)))]
+            print(
+                f"{label:<10}{to:<9}{len(lat):>6}{statistics.median(lat):>11.0f}{p90:>9.0f}{lat[0]:>9.0f}{lat[-1]:>9.0f}"
+            )
 
 
 if __name__ == "__main__":
