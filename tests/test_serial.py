@@ -69,6 +69,17 @@ def test_regex_pattern_single_channel_and_poll_replies() -> None:
     assert poll.parse(b"100", 1.0, channel="2").cell == "B2"  # type: ignore[union-attr]
 
 
+def test_without_a_channel_map_the_line_names_the_cell() -> None:
+    """DESIGN's serial example has no channel map: an amplifier printing ``A1,12.34`` in N."""
+    p = LineParser(SerialSource.model_validate({"type": "serial", "port": "/dev/null"}), AREA.__getitem__, "ser")
+    a = p.parse(b"A1,78.5", 3.0)
+    assert isinstance(a, Sample) and a.cell == "A1" and a.pressure_MPa == pytest.approx(78.5 / (100 * 0.785))
+    b = p.parse(b"B2,100", 4.0)
+    assert isinstance(b, Sample) and (b.cell, b.pressure_MPa) == ("B2", pytest.approx(1.0))
+    r = p.parse(b",100", 5.0)
+    assert isinstance(r, Rejected) and r.reason == "unknown_channel" and "names no channel" in r.detail
+
+
 @pytest.mark.parametrize(
     ("line", "reason"),
     [
@@ -97,8 +108,9 @@ def test_config_errors_name_the_key() -> None:
         )
     text = "\n".join(exc.value.problems)
     assert "sources[0].mode" in text
-    assert "sources[0].channels" in text
     assert "sources[0].pattern: the pattern needs a named group (?P<force>...)" in text
+    with pytest.raises(ConfigError, match=r"sources\[0\]: .*poll mode needs channels"):
+        parse_settings({"sources": [{"type": "serial", "port": "/dev/x", "mode": "poll"}]})
     with pytest.raises(ConfigError, match=r"sources\[0\].poll_command: only \{channel\} may be filled in"):
         parse_settings(
             {"sources": [{"type": "serial", "port": "/dev/x", "channels": {"1": "A1"}, "poll_command": "R{ch}"}]}

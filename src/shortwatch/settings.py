@@ -330,7 +330,11 @@ class SerialSource(Strict):
         default_factory=lambda: ["channel", "force"], description="names of the comma-separated columns"
     )
     csv_delimiter: str = Field(",", min_length=1, max_length=1)
-    channels: dict[str, SerialChannel] = Field(min_length=1, description="device channel -> cell")
+    channels: dict[str, SerialChannel] = Field(
+        default_factory=dict,
+        description="device channel -> cell (with tare, factor, unit); none in stream mode: "
+        "the channel a line names is the cell id (e.g. an amplifier printing A1,12.34)",
+    )
     force_unit: Literal["N", "kgf"] = "N"
     poll_command: str = Field("MEAS:FORC? {channel}\n", description="poll mode: sent per channel")
     poll_interval_s: float = Field(1.0, gt=0, description="poll mode: seconds between rounds")
@@ -346,6 +350,12 @@ class SerialSource(Strict):
     def _short_channels(cls, v: Any) -> Any:
         """``"1" = "A1"`` is short for ``"1" = { cell = "A1" }``."""
         return _short_form(v, "cell")
+
+    @model_validator(mode="after")
+    def _poll_needs_channels(self) -> SerialSource:
+        if self.mode == "poll" and not self.channels:
+            raise ValueError("poll mode needs channels: the channels to ask for, and their cells")
+        return self
 
     @field_validator("poll_command")
     @classmethod

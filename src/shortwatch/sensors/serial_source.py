@@ -4,7 +4,8 @@ Stream mode: the device prints lines (e.g. an HX711 board printing ``A1,12.34``)
 a command per channel (``MEAS:FORC? 1``), one reply line each, with a timeout. A line is cut
 into fields by a regex with named groups or by a CSV column map; the force of a channel is
 ``(raw - tare) * factor`` in N or kgf, and the pressure P[MPa] = F[N] / (100 * area[cm2])
-over the cell's ``pressure_area_cm2``. Devices give no timestamps: a sample's time is the
+over the cell's ``pressure_area_cm2``. Without a channel map (stream mode) the channel a line
+names is the cell id, with no tare and a factor of 1. Devices give no timestamps: a sample's time is the
 host's arrival time, kept strictly increasing (two lines in one read must not collide).
 
 The splitter and parser are pure (bytes in, Sample/Rejected out); ranges, order and
@@ -94,8 +95,11 @@ class LineParser:
             return Rejected(self.source, "unparsed_line", raw, time=t, detail=f"does not match {how}")
         ch = got.get("channel", channel or self.only)
         spec = self.channels.get(ch) if ch is not None else None
+        if spec is None and not self.channels and ch:  # no channel map: the line names the cell
+            spec = SerialChannel(cell=ch)
         if spec is None:
-            return Rejected(self.source, "unknown_channel", raw, time=t, detail=f"channel {ch!r} is not in channels")
+            why = f"channel {ch!r} is not in channels" if self.channels else "the line names no channel (cell)"
+            return Rejected(self.source, "unknown_channel", raw, time=t, detail=why)
         value = got.get("force", got.get("value"))
         try:
             reading = float(value)  # type: ignore[arg-type]
