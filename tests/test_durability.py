@@ -253,25 +253,6 @@ def _stderr_so_far(proc: subprocess.Popen) -> str:
     return _STDERR[proc.pid]
 
 
-class Segment:
-    """A source handing over one stretch of a cell's samples; it keeps no position of its own."""
-
-    name = "segment"
-
-    def __init__(self, samples: list) -> None:
-        self.samples = samples
-
-    async def run(self, emit) -> None:
-        for i in range(0, len(self.samples), 500):
-            await emit(self.samples[i : i + 500])
-
-    def checkpoint(self) -> dict:
-        return {}
-
-    def restore(self, state: dict) -> None:
-        pass
-
-
 def run_live(state: Path, source, settings_extra: dict | None = None) -> None:
     """One `run` of the daemon's runner over ``source``, stopped when the source ends."""
     import asyncio
@@ -303,35 +284,12 @@ def records(state: Path, cell: str) -> dict:
         }
 
 
-def test_after_a_kill_9_the_detectors_see_the_samples_committed_after_the_checkpoint(tmp_path: Path) -> None:
-    """A broker does not resend what was acknowledged: the samples committed between the last
-    checkpoint and a kill -9 come only from the store. The restarted daemon must show them to
-    its detectors, or its steps, cycles and alerts differ from a run that was never killed
-    (here the hard short falls in that stretch)."""
-    from shortwatch.sensors.simulator import SimulatedCell, default_spec
-
-    sim = SimulatedCell("A", "sym_sudden_short", default_spec("sym_sudden_short"), seed=3, start=T0)
-    samples = list(sim.samples())
-    cells = {"cells": {"A": {"kind": "symmetric"}}}
-    run_live(tmp_path / "ref", Segment(samples), cells)
-    ref = records(tmp_path / "ref", "A")
-    fired = [t for t, det, state, _ in ref["alerts"] if det == "hard_short" and state == "firing"]
-    assert fired, "the scenario's hard short raised no alert"
-    cut1 = next(i for i, s in enumerate(samples) if s.time >= fired[0] - 3600)  # the checkpoint: 1 h before
-    cut2 = next(i for i, s in enumerate(samples) if s.time > fired[0] + 600)  # the kill: 10 min after
-
-    state = tmp_path / "killed"
-    run_live(state, Segment(samples[:cut1]), cells)
-    at_checkpoint = (state / "checkpoint.json").read_bytes()
-    run_live(state, Segment(samples[cut1:cut2]), cells)  # committed, then "killed": its checkpoint is lost
-    (state / "checkpoint.json").write_bytes(at_checkpoint)
-    run_live(state, Segment(samples[cut2:]), cells)
-    assert records(state, "A") == ref
-
-
-def test_rows_a_file_source_reads_again_after_a_kill_9_are_skipped_not_quarantined(tmp_path: Path) -> None:
-    """A followed file is read again from the checkpointed offset; the rows the detectors were
-    already shown from the log are neither fed twice nor quarantined as duplicates."""
+def test_rows_a_file_source_reads_again_after_a_kill_9_are_neither_stored_twice_nor_quarantined(
+    tmp_path: Path,
+) -> None:
+    """A followed file is read again from the checkpointed offset after a kill -9: the detectors
+    see those rows once more (their state is the checkpoint's) and the store merges them, so the
+    run's steps, cycles and alerts equal those of a run that was never killed."""
     from shortwatch.cli import build_sources
 
     rows = [f"{T0 + 10 * k},F1,{0.02 if (k // 30) % 2 == 0 else -0.02},{0.0004 if (k // 30) % 2 == 0 else -0.0004}\n"

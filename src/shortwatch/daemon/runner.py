@@ -5,9 +5,7 @@ Live and replay share this code path; replay is file sources with no pacing and 
 follow. Backpressure: the queue is bounded, so a slow store makes sources wait rather than
 memory grow. Checkpoints are written only after the store has committed everything that
 went before, so a kill -9 resumes at a consistent point (re-read samples are ignored by
-the store's primary key, and the alert manager never re-sends a transition). Samples
-committed after the checkpoint (a broker does not send again what was acknowledged) are
-shown to the detectors again from the log at start, so they resume where they stopped. Remotes (the
+the store's primary key, and the alert manager never re-sends a transition). Remotes (the
 alerts JSONL file, InfluxDB, notifiers) read the committed log through cursors of their own
 (storage/outbox.py), so none of them can hold up ingestion.
 """
@@ -25,7 +23,7 @@ from typing import Any, Protocol
 from shortwatch.alerts.sources import SourceAlerts
 from shortwatch.daemon.pipeline import Pipeline
 from shortwatch.detectors.registry import DETECTORS
-from shortwatch.model import CSV_COLUMNS, RecordBatch, Rejected, Sample
+from shortwatch.model import RecordBatch, Rejected, Sample
 from shortwatch.settings import Settings
 from shortwatch.state import read_json, write_json_atomic
 from shortwatch.storage.outbox import LogConsumer, Pump
@@ -39,7 +37,6 @@ log = logging.getLogger(__name__)
 #: the store (at once after processing when there is no store): acknowledge them upstream then.
 Emit = Callable[..., Awaitable[None]]
 CHECKPOINT_VERSION = 2  # 2: validator order state per cell (V/I) and per stream (auxiliary)
-CATCH_UP_ROWS = 5000  # samples read from the log per batch when the detectors catch up at start
 TICK_S = 5.0  # live mode: how often wall-clock checks (stale data) run
 DRAIN_S = 30.0  # at the end of a run, how long the log's readers get to catch up
 RETENTION_EVERY_S = 3600.0  # live mode: how often old rows that every reader passed are removed
@@ -103,7 +100,6 @@ class Runner:
         """Resume from the last checkpoint, and the alert log written after it; returns the
         resolutions of alerts whose detector the config no longer runs for their cell."""
         data = read_json(self.checkpoint_path)
-        out = RecordBatch()
         if data and data.get("version") == CHECKPOINT_VERSION:
             self.pipeline.load(data.get("pipeline", {}))
             self.source_states = data.get("sources", {})
@@ -111,50 +107,17 @@ class Runner:
                 if src.name in self.source_states:
                     src.restore(self.source_states[src.name])
             log.info("resumed from checkpoint of %s", data.get("written"))
-            if self.store is not None and data.get("sample_seq") is not None:
-                self._catch_up(data["sample_seq"], out)
         if self.store is not None:
             logged = self.store.read_alerts()
             self.pipeline.alerts.replay_log(logged)
             self.source_alerts.replay_log(logged)
+        out = RecordBatch()
         watched = {c: set() if m.relearning else set(m.detectors) for c, m in self.pipeline.monitors.items()}
         self.pipeline.alerts.resolve_orphans(watched, {n: d.kind for n, d in DETECTORS.items()}, out)
         return out
 
-    def _catch_up(self, after: int, out: RecordBatch) -> None:
-        """Show the detectors the samples committed after the checkpoint (the log's seq ``after``)
-        that they have not seen: after a kill -9 the broker does not send them again. Their
-        steps, cycles and alert transitions come out as the first time (a transition already
-        logged is not logged twice); the samples are not stored again. A source that reads
-        them again (a file from its checkpointed offset) finds them skipped, not quarantined."""
-        store = self.store
-        assert store is not None
-        last = self.pipeline.validator.last
-        channels = CSV_COLUMNS[2:]
-        fed: dict[str, dict[float, tuple[Any, Any]]] = {}
-        while rows := store.log_read("sample", after, CATCH_UP_ROWS):
-            after = rows[-1]["seq"]
-            items: list[Sample] = []
-            for r in rows:
-                seen = last.get(r["cell"])
-                if seen is not None and r["time"] <= seen.time:
-                    continue  # a merge gave an older sample a new seq: the detectors saw it
-                items.append(Sample(r["time"], r["cell"], *(r[c] for c in channels)))
-            self.pipeline.process(items, "store", out)
-            for s in out.samples:
-                fed.setdefault(s.cell, {})[s.time] = (s.voltage_V, s.current_A)
-            out.samples.clear()  # stored already
-        if fed:
-            self.pipeline.validator.resumed_from_log(fed)
-            log.info(
-                "the detectors caught up on %d samples of %d cells committed after the checkpoint",
-                sum(map(len, fed.values())),
-                len(fed),
-            )
-
     async def write_checkpoint(self) -> None:
-        """Record the consistent point: what sources handed over, all of it committed, and
-        where the sample log stood then."""
+        """Record the consistent point: what sources handed over, all of it committed."""
         if self.store is not None:
             await self.store.flush()
         data = {
@@ -162,7 +125,6 @@ class Runner:
             "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "sources": self.source_states,
             "pipeline": self.pipeline.state(),
-            "sample_seq": None if self.store is None else self.store.log_position("sample"),
         }
         await asyncio.to_thread(write_json_atomic, self.checkpoint_path, data)
         self._last_checkpoint = time.monotonic()

@@ -91,8 +91,6 @@ class SampleValidator(Stateful):
         "_jump_s",
         "_unlogged",
         "_logged_at",
-        "resumed",
-        "repeats",
     )
 
     def __init__(self, settings: Settings, rejects: RejectCounter, live: bool = False):
@@ -113,24 +111,6 @@ class SampleValidator(Stateful):
         self.i_limit: dict[str, float] = {}  # cell -> largest plausible |I| (A)
         # (channels, why) the last check dropped; the pipeline takes and clears it
         self.dropped: tuple[tuple[str, ...], str] | None = None
-        # cell -> ({time: (V, I)} the detectors caught up on from the log at start, latest time)
-        self.resumed: dict[str, tuple[dict[float, tuple[Any, Any]], float]] = {}
-        self.repeats = 0  # samples read again after a restart that the log had already shown
-
-    def resumed_from_log(self, fed: dict[str, dict[float, tuple[Any, Any]]]) -> None:
-        """The samples the detectors were shown from the log at start: a source that reads them
-        again (a file from its checkpointed offset, a broker resending what it saw no PUBACK
-        for) is not feeding bad input, so they are skipped without quarantine."""
-        self.resumed = {cell: (times, max(times)) for cell, times in fed.items() if times}
-
-    def _repeat(self, s: Sample) -> bool:
-        entry = self.resumed.get(s.cell)
-        if entry is None or entry[0].get(s.time) != (s.voltage_V, s.current_A):
-            return False
-        self.repeats += 1
-        if self.repeats == 1:
-            log.info("samples read again after the restart are skipped: the detectors saw them in the log")
-        return True
 
     def check(self, s: Sample, source: str, quarantine: list[Rejected]) -> Sample | None:
         """The sample to accept (possibly with channels dropped), or None."""
@@ -151,11 +131,8 @@ class SampleValidator(Stateful):
                 book = self.aux[source] = {}
         last = book.get(cell)
         if last is not None and not (last.time < t <= last.time + self._jump_s):
-            if not (self.resumed and self._repeat(s)):
-                self._reject_order(s, last, source, quarantine)
+            self._reject_order(s, last, source, quarantine)
             return None
-        if self.resumed and book is self.last and cell in self.resumed and t > self.resumed[cell][1]:
-            del self.resumed[cell]  # the cell's sources have moved past what the log showed
         v, i, p, temp, cyc, step = s.voltage_V, s.current_A, s.pressure_MPa, s.temperature_C, s.cycle, s.step
         if not (
             (v is None or -V_LIMIT <= v <= V_LIMIT)
