@@ -182,24 +182,23 @@ def sample_from_object(
     """One JSON object (already decoded) to a Sample; the topic's parts give the cell unless
     the object names it. ``arrival`` is the time for objects without one (None: rejected).
     Problems are judged in one order whatever the key order: the cell, then the time, then the
-    values. One pass over the keys, with plain floats taken as they are: this runs per sample,
-    the hot path of a batched gateway."""
+    values; of two keys mapped to one field, the last counts. Plain floats are taken as they
+    are, with no checks of their type: this runs per sample, the hot path of a batched gateway."""
     topic_cell = parts.get("cell")
     if type(obj) is not dict:
         return _reject_object(obj, source, "bad_payload", "expected a JSON object per sample", topic_cell)
-    s = Sample(math.nan, topic_cell)  # type: ignore[arg-type]  # its cell and time are checked below
-    time_value: Any = None
-    bad_value: str | None = None
+    vals: dict[str, tuple[Any, float]] = {}  # field -> (value, scale); of two keys for one field, the last
     for key, v in obj.items():
         m = table.get(key)
-        if m is None:  # other keys (sequence numbers, gateway ids) are not ours: ignored
-            continue
-        name, scale = m
+        if m is not None:  # other keys (sequence numbers, gateway ids) are not ours: ignored
+            vals[m[0]] = (v, m[1])
+    s = Sample(math.nan, topic_cell)  # type: ignore[arg-type]  # its cell and time are checked below
+    time_value = vals.pop("time", None)
+    bad_value: str | None = None
+    for name, (v, scale) in vals.items():
         try:
             if name in FLOAT_FIELDS:
                 setattr(s, name, v * scale if type(v) is float else _number(v, scale))
-            elif name == "time":
-                time_value = (v, scale)
             elif name == "cell":
                 if v is not None:
                     s.cell = v
