@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from shortwatch.model import Rejected, Sample
+from shortwatch.sensors.biologic_mpr import StartTimes
 from shortwatch.sensors.files import BinaryFileReader, iter_file, open_reader
 
 REALDATA = Path(os.environ.get("SHORTWATCH_REALDATA", Path(__file__).resolve().parents[2] / "shared" / "realdata"))
@@ -216,6 +217,23 @@ async def test_the_file_source_follows_a_growing_mpr_from_an_empty_file(tmp_path
     assert [s.time - origin for s in got] == pytest.approx([s.time for s in full], abs=1e-6)
     assert [key(s)[1:] for s in got] == [key(s)[1:] for s in full]
     assert {s.cell for s in got} == {"cell7"}
+
+
+def test_a_followed_mpr_read_again_without_its_checkpoint_keeps_its_start(tmp_path: Path) -> None:
+    """The start of a followed .mpr without its LOG module comes from the clock, so it is kept:
+    a new reader (a kill -9 before the first checkpoint) that finds EC-Lab flushed later, or the
+    file idle for an hour, dates every record as before, and the store recognises them."""
+    data = (REALDATA / "gcpl.pr_182.1.mpr").read_bytes()
+    live = tmp_path / "cell7.mpr"
+    live.write_bytes(data[: mpr_records_start(data) + 89 * 300])
+    kept = tmp_path / "state" / "mpr-start-times.json"
+    first = drain(open_reader(live, idle_line_s=1.0, start_times=StartTimes(kept)))
+    assert len(first) == 300 and first[-1].time == pytest.approx(live.stat().st_mtime, abs=1e-3)
+    for age in (-3.0, 3600.0):  # EC-Lab's write 3 s later than it was; an hour without a write
+        os.utime(live, (time.time() - age, time.time() - age))
+        again = drain(open_reader(live, idle_line_s=1.0, start_times=StartTimes(kept)))
+        assert [key(s) for s in again] == [key(s) for s in first]
+    assert drain(open_reader(live))[0].time == 0.0  # a replay does not read the clock
 
 
 @pytest.mark.slow

@@ -104,6 +104,7 @@ def build_sources(settings: Settings) -> list[Source]:
                     name=f"file-{n}",
                     retire_after_s=cfg.retire_after_s,
                     options=cfg.format_options(),
+                    state_dir=settings.daemon.state_dir,
                 )
             )
     return sources

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import struct
 import time
 import zlib
@@ -47,11 +48,13 @@ import numpy as np
 
 from shortwatch.model import Rejected, Sample
 from shortwatch.sensors.canonical_csv import FormatError
+from shortwatch.state import read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"BIO-LOGIC MODULAR FILE\x1a"
 LIVE_WRITE_S = 600.0  # a file written this recently is being written now (for the start time)
+CLOCK_SKEW_S = 60.0  # a share's clock may run this far ahead of ours
 _FILE_HEADER = 52
 _MODULE = b"MODULE"
 _OLE_EPOCH = datetime(1899, 12, 30)
@@ -194,14 +197,43 @@ def _module_header(buf: bytes, pos: int) -> tuple[str, int, int, int] | None:
     return name, length, version, 6 + 51
 
 
+class StartTimes:
+    """The start chosen for each followed .mpr, kept under state_dir: a file read again without
+    its reader's checkpoint (a kill -9 before the first one, a new reader) gets the same times,
+    so the store recognises its rows instead of storing them again, dated anew."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._known: dict[str, float] | None = None
+
+    def get(self, key: str) -> float | None:
+        if self._known is None:
+            self._known = read_json(self.path) or {}
+        return self._known.get(key)
+
+    def put(self, key: str, origin: float) -> None:
+        self.get(key)
+        assert self._known is not None
+        self._known[key] = origin
+        write_json_atomic(self.path, self._known)  # before any record dated by it is passed on
+
+
 class MprDecoder:
     """Polls one .mpr file; each poll returns the records not returned before."""
 
-    def __init__(self, source: str, default_cell: str, tz: str = "UTC", following: bool = False):
+    def __init__(
+        self,
+        source: str,
+        default_cell: str,
+        tz: str = "UTC",
+        following: bool = False,
+        start_times: StartTimes | None = None,
+    ):
         self.source = source
         self.cell = default_cell
         self._zone = ZoneInfo(tz)
         self.following = following  # the daemon follows the file (not a replay): see _origin
+        self.start_times = start_times
         self.n_done = 0  # records returned so far
         self.origin: float | None = None  # acquisition start (Unix s), decided with the first record
         self.prev_time: float | None = None  # time/s of the last record returned (for dq/dt)
@@ -318,12 +350,34 @@ class MprDecoder:
         return zlib.crc32(f.read(size)) == self.last_crc
 
     def _origin(self, f: Any, layout: _Layout, size: int, n_avail: int, path: Path) -> float:
-        """Acquisition start from the LOG module after the data. EC-Lab writes that module after
-        the data, so a file followed while it grows has none yet: if the daemon follows it and
-        it was written in the last LIVE_WRITE_S, its last record is taken to have been written
-        at its modification time (the start is then known to a few seconds, and a load cell's
-        samples line up with it); else (a replay, an old file) the times are time/s counted
-        from 1970. Logged either way."""
+        """Acquisition start: the one chosen before for this file and run (StartTimes), else from
+        the LOG module after the data. EC-Lab writes that module after the data, so a file
+        followed while it grows has none yet: if it was written in the last LIVE_WRITE_S, its
+        last record is taken to have been written at its modification time (the start is then
+        known to a few seconds, and a load cell's samples line up with it); else (and in a
+        replay) the times are time/s counted from 1970. While following, the choice is kept."""
+        key = None
+        if self.following and self.start_times is not None:
+            f.seek(layout.records_at)
+            first = zlib.crc32(f.read(layout.dtype.itemsize))
+            key = f"{os.path.abspath(path)}|{layout.ids_crc}|{first}"
+            known = self.start_times.get(key)
+            if known is not None:
+                return known
+        origin = self._logged_start(f, layout, size)
+        if origin is None:
+            origin = self._estimated_start(f, layout, n_avail, path) if self.following else None
+        if origin is None:
+            log.warning(
+                "%s: no LOG module with the acquisition start; times are time/s counted from 1970-01-01 UTC",
+                self.source,
+            )
+            origin = 0.0
+        if key is not None:
+            self.start_times.put(key, origin)  # type: ignore[union-attr]
+        return origin
+
+    def _logged_start(self, f: Any, layout: _Layout, size: int) -> float | None:
         pos = layout.log_at
         if layout.n_records * layout.dtype.itemsize + layout.records_at <= pos < size:
             f.seek(pos)
@@ -337,25 +391,24 @@ class MprDecoder:
                 if 30000.0 < ole < 80000.0:  # 1982 .. 2119: a plausible date, not stray bytes
                     local = _OLE_EPOCH + timedelta(days=ole)
                     return local.replace(tzinfo=self._zone).timestamp()
+        return None
+
+    def _estimated_start(self, f: Any, layout: _Layout, n_avail: int, path: Path) -> float | None:
         written = path.stat().st_mtime
-        names = layout.dtype.names or ()
-        if self.following and "time/s" in names and 0.0 <= time.time() - written < LIVE_WRITE_S:
-            f.seek(layout.records_at + (n_avail - 1) * layout.dtype.itemsize)
-            last = np.frombuffer(f.read(layout.dtype.itemsize), dtype=layout.dtype, count=1)["time/s"][0]
-            if math.isfinite(last):
-                origin = written - float(last)
-                log.warning(
-                    "%s: no LOG module with the acquisition start yet (EC-Lab writes it after the data); "
-                    "the start is taken as %s, from the time the file was last written",
-                    self.source,
-                    datetime.fromtimestamp(origin, self._zone).isoformat(timespec="seconds"),
-                )
-                return origin
+        if "time/s" not in (layout.dtype.names or ()) or not -CLOCK_SKEW_S < time.time() - written < LIVE_WRITE_S:
+            return None
+        f.seek(layout.records_at + (n_avail - 1) * layout.dtype.itemsize)
+        last = float(np.frombuffer(f.read(layout.dtype.itemsize), dtype=layout.dtype, count=1)["time/s"][0])
+        if not math.isfinite(last):
+            return None
+        origin = written - last
         log.warning(
-            "%s: no LOG module with the acquisition start; times are time/s counted from 1970-01-01 UTC",
+            "%s: no LOG module with the acquisition start yet (EC-Lab writes it after the data); "
+            "the start is taken as %s, from the time the file was last written",
             self.source,
+            datetime.fromtimestamp(origin, self._zone).isoformat(timespec="seconds"),
         )
-        return 0.0
+        return origin
 
     def _samples(self, records: np.ndarray, raw: bytes, size: int) -> list[Sample | Rejected]:
         names = records.dtype.names or ()

@@ -29,6 +29,7 @@ from typing import Any
 from shortwatch.aio import wait_event
 from shortwatch.daemon.runner import Emit
 from shortwatch.model import Rejected, Sample
+from shortwatch.sensors.biologic_mpr import StartTimes
 from shortwatch.sensors.files import BinaryFileReader, FileReader, FormatError, open_reader
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class FileSource:
         idle_line_s: float = 1.0,
         watch: bool = True,
         options: dict[str, Any] | None = None,
+        state_dir: Path | None = None,
     ):
         self.name = name
         self.patterns = patterns
@@ -71,6 +73,8 @@ class FileSource:
         self.idle_line_s = idle_line_s
         self.watch = watch
         self.options = options or {}  # format options (the columns map, delimiter, time format)
+        # following: the start chosen for an .mpr without its LOG module yet, kept across restarts
+        self.start_times = StartTimes(state_dir / "mpr-start-times.json") if follow and state_dir else None
         self.readers: dict[str, FileReader | BinaryFileReader] = {}
         self.failed: dict[str, str] = {}  # path -> why it could not be read
         self._failed_states: dict[str, dict[str, Any]] = {}  # their positions, kept in checkpoints
@@ -120,6 +124,7 @@ class FileSource:
                         self.tz,
                         self.options,
                         idle_line_s=self.idle_line_s if self.follow else None,
+                        start_times=self.start_times,
                     )
                     if path in self._restored:
                         reader.restore(self._restored[path])

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from shortwatch.model import Rejected, Sample
+from shortwatch.sensors.biologic_mpr import StartTimes
 from shortwatch.sensors.canonical_csv import FormatError
 from shortwatch.sensors.formats import (
     CONFIG_FORMATS,
@@ -64,11 +65,13 @@ def open_reader(
     tz: str = "UTC",
     options: dict[str, Any] | None = None,
     idle_line_s: float | None = None,
+    start_times: StartTimes | None = None,
 ) -> FileReader | BinaryFileReader:
     """The reader for a file: a line reader for text formats, a record reader for binary ones.
 
     With ``auto``, a file must have its first bytes (an empty file is read as text, whose
-    format is decided when its first line arrives)."""
+    format is decided when its first line arrives). ``idle_line_s`` is given when the file is
+    followed; ``start_times`` then keeps the start chosen for an .mpr without its LOG module."""
     _check_format(fmt)
     path = Path(path)
     name = fmt
@@ -77,7 +80,7 @@ def open_reader(
             found = detect(f.read(_HEAD), path)
         name = found.name if found is not None else "auto"
     if name != "auto" and FORMATS[name].binary:
-        return BinaryFileReader(path, name, cell, tz, following=idle_line_s is not None)
+        return BinaryFileReader(path, name, cell, tz, following=idle_line_s is not None, start_times=start_times)
     return FileReader(path, fmt, cell, tz, options, idle_line_s=idle_line_s)
 
 
@@ -428,7 +431,15 @@ class BinaryFileReader:
     (record count and checksums), not a byte offset to seek to.
     """
 
-    def __init__(self, path: Path, fmt: str, cell: str | None = None, tz: str = "UTC", following: bool = False):
+    def __init__(
+        self,
+        path: Path,
+        fmt: str,
+        cell: str | None = None,
+        tz: str = "UTC",
+        following: bool = False,
+        start_times: StartTimes | None = None,
+    ):
         if fmt not in FORMATS or not FORMATS[fmt].binary:
             raise FormatError(f"{fmt!r} is not a binary format")
         self.path = Path(path)
@@ -436,7 +447,7 @@ class BinaryFileReader:
         self.fmt = fmt
         # following: the file is being written now (a decoder may then read the wall clock,
         # e.g. an .mpr's start before EC-Lab writes it); replay never does
-        options = {"following": True} if following and fmt == "biologic-mpr" else {}
+        options = {"following": True, "start_times": start_times} if following and fmt == "biologic-mpr" else {}
         self._decoder: RecordDecoder = FORMATS[fmt].make(str(self.path), self.cell, tz, "", options)
 
     @property
