@@ -193,11 +193,11 @@ class _NdaFollower:
 
     def check(self, f: Any, size: int) -> None:
         """The file is still the one followed: not shorter, same head, same last record."""
-        if size < self.offset:
-            raise _Surprise(f"the file shrank ({size} bytes, {self.offset} read)")
         f.seek(0)
         if zlib.crc32(f.read(self.head_len)) != self.head_crc:
             raise _Surprise("the file's head changed")
+        if size < self.offset:
+            raise _Surprise(f"the file shrank ({size} bytes, {self.offset} read)")
         length = int(self.layout["length"])
         if self.offset > self.layout["start"]:
             f.seek(self.offset - length)
@@ -435,11 +435,15 @@ class NewareDecoder:
             self._set_pending(cols, [self._seconds(t) for t in cols["stamp"]], 0)
 
     def _fall_back(self, why: str) -> None:
+        """Stop following: the next poll reads the file whole."""
+        self._say(why)
+        self._follower = None
+        self._seen = None
+
+    def _say(self, why: str) -> None:
         if why not in self._said:
             self._said.add(why)
             log.warning("%s: %s; reading the file whole", self.source, why)
-        self._follower = None
-        self._seen = None
 
     def _read_whole(self, path: Path, size: int, key: tuple[int, int], final: bool) -> None:
         started = time.monotonic()
@@ -506,13 +510,13 @@ class NewareDecoder:
             first = follower.n - len(tail)
             differs = "" if not tail else self._differs(follower.columns(list(tail)), cols, stamps, first)
         except _Surprise as exc:
-            self._fall_back(str(exc))
+            self._say(str(exc))
             return None
         except Exception as exc:  # a private API: anything else keeps the file on whole reads
-            self._fall_back(f"NewareNDA's record helpers failed: {type(exc).__name__}: {exc}")
+            self._say(f"NewareNDA's record helpers failed: {type(exc).__name__}: {exc}")
             return None
         if differs:
-            self._fall_back(f"its records decoded one by one differ from NewareNDA's table ({differs})")
+            self._say(f"its records decoded one by one differ from NewareNDA's table ({differs})")
             return None
         return follower
 
