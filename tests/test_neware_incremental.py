@@ -283,3 +283,43 @@ def test_a_record_out_of_place_falls_back_to_a_whole_read(
     # following) the file is taken for another run and read from its start
     assert "another run" in caplog.text
     assert drain(decoder, live) == [] and len(whole_reads) == 2  # no change: not read again
+
+
+@pytest.mark.parametrize("drift", ["other numbers", "an exception"])
+def test_helpers_that_no_longer_agree_with_newarenda_keep_the_file_on_whole_reads(
+    drift: str,
+    tmp_path: Path,
+    whole_reads: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """NewareNDA's per-record helpers are a private API: a release where they mean something
+    else (simulated here) must not change what is passed on."""
+    from shortwatch.sensors import neware_nda
+
+    real = neware_nda._nda_helpers
+
+    def drifted() -> dict[str, Any]:
+        helpers = real()
+        decode = helpers["_bytes_to_list_BTS91"]
+        if drift == "other numbers":
+            helpers["_bytes_to_list_BTS91"] = lambda rec: [*decode(rec)[:6], decode(rec)[6] * 2, *decode(rec)[7:]]
+        else:
+            helpers["_bytes_to_list_BTS91"] = lambda rec: decode(rec[:10])
+        return helpers
+
+    monkeypatch.setattr(neware_nda, "_nda_helpers", drifted)
+    data = (NDA / "TestFile.nda").read_bytes()
+    start, length = layout(data)
+    live = tmp_path / "live.nda"
+    live.write_bytes(data[: start + 3 * length])
+    decoder = NewareDecoder(str(live), "c")
+    decoder.reread_factor = 0.0  # a whole read at each change
+    with caplog.at_level(logging.WARNING):
+        got = drain(decoder, live)
+        more, _ = grow(data, live, start + 3 * length, decoder, random.Random(1), 60_000)
+    got += more + drain(decoder, live, final=True)
+    assert [key(s) for s in got] == [key(s) for s in whole(NDA / "TestFile.nda")]
+    assert len(whole_reads) >= 7  # every change read whole
+    warned = [m for r in caplog.records if (m := r.getMessage()).startswith(f"{live}:") and "whole" in m]
+    assert len(warned) == 1 and ("differ from NewareNDA's table" in warned[0] or "helpers failed" in warned[0])

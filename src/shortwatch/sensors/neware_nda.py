@@ -507,8 +507,11 @@ class NewareDecoder:
                             break
                 finally:
                     mm.close()
-            first = follower.n - len(tail)
-            differs = "" if not tail else self._differs(follower.columns(list(tail)), cols, stamps, first)
+            differs = ""
+            if not 0 <= len(stamps) - follower.n <= follower.aux_apart:  # one row may wait for its aux record
+                differs = f"{follower.n} rows, not {len(stamps)}"
+            elif tail:
+                differs = self._differs(follower.columns(list(tail)), cols, stamps, follower.n - len(tail))
         except _Surprise as exc:
             self._say(str(exc))
             return None
@@ -523,8 +526,6 @@ class NewareDecoder:
     def _differs(self, mine: Columns, theirs: Columns, stamps: list[float], first: int) -> str:
         """The first column where the follower's rows differ from NewareNDA's (from row first), or ''."""
         n = len(mine["index"])
-        if first < 0 or first + n > len(stamps):
-            return f"{first + n} rows, not {len(stamps)}"
         for name in ("index", "count", "cycle", "step", "status", "elapsed", "V", "I", "T"):
             if not _same(mine[name], theirs[name][first : first + n]):
                 return name
