@@ -323,3 +323,34 @@ def test_helpers_that_no_longer_agree_with_newarenda_keep_the_file_on_whole_read
     assert len(whole_reads) >= 7  # every change read whole
     warned = [m for r in caplog.records if (m := r.getMessage()).startswith(f"{live}:") and "whole" in m]
     assert len(warned) == 1 and ("differ from NewareNDA's table" in warned[0] or "helpers failed" in warned[0])
+
+
+def test_a_record_time_without_pandas_is_the_time_a_whole_read_gives() -> None:
+    """A poll converts a few stamps itself; a whole read converts the table with pandas."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    import pandas as pd
+
+    decoder = NewareDecoder("x", "c", tz="Europe/Berlin")
+    stamps = [
+        datetime(2024, 3, 31, 1, 59, 59),
+        datetime(2024, 3, 31, 2, 30),  # not there: clocks jump from 2:00 to 3:00
+        datetime(2024, 10, 27, 2, 30),  # there twice
+        datetime(2024, 10, 27, 3, 0, 0, 123456),
+        datetime(2020, 3, 25, 11, 16, 50),
+    ]
+    aware = [datetime(2024, 5, 27, 8, 2, 53, 970000, tzinfo=UTC), datetime(2024, 5, 27, 10, 2, 53, 5, tzinfo=UTC)]
+    mine = [decoder._seconds(t) for t in stamps]
+    assert (
+        mine[1] != mine[1]
+        and mine[2] != mine[2]
+        and mine[0] == datetime(2024, 3, 31, 0, 59, 59, tzinfo=UTC).timestamp()
+    )
+    assert _same_list(mine, decoder._times(pd.Series(stamps)))
+    assert [decoder._seconds(t) for t in aware] == decoder._times(pd.Series(aware))
+    shifted = [t.astimezone(timezone(timedelta(hours=2))) for t in aware]  # a machine whose local time is CEST
+    assert [decoder._seconds(t) for t in shifted] == decoder._times(pd.Series(aware))
+
+
+def _same_list(a: list[float], b: list[float]) -> bool:
+    return len(a) == len(b) and all(x == y or (x != x and y != y) for x, y in zip(a, b, strict=True))
