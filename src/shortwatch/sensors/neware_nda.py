@@ -89,12 +89,9 @@ _CHECKED_TAIL = 2000  # rows of a whole read checked against the follower's own 
 def _nda_helpers() -> dict[str, Any]:
     """NewareNDA's per-record helpers (a private API; see _NdaFollower for why they are used)."""
     from NewareNDA import NewareNDA as nda
-    from NewareNDA import dicts
 
     names = ("_bytes_to_list", "_bytes_to_list_BTS9", "_bytes_to_list_BTS91", "_aux_bytes_to_list")
-    helpers = {name: getattr(nda, name) for name in (*names, "_aux_bytes_to_list_BTS91")}
-    helpers["columns"], helpers["dtypes"] = list(dicts.rec_columns), dict(dicts.dtype_dict)
-    return helpers
+    return {name: getattr(nda, name) for name in (*names, "_aux_bytes_to_list_BTS91")}
 
 
 def nda_layout(mm: Any, size: int) -> dict[str, Any] | None:
