@@ -347,6 +347,7 @@ class NewareDecoder:
         self._pending: Columns | None = None  # rows read and not yet returned
         self._pending_times: list[float] = []  # their sample times
         self._pending_stamps: list[float] = []  # and the file's own stamps (for first_key, last_key)
+        self._at = 0  # the next pending row to return
         self._problem = ""
         self._said: set[str] = set()  # fallbacks logged
         self._next_read = 0.0  # monotonic time before which a changed file is not read whole again
@@ -385,19 +386,16 @@ class NewareDecoder:
             return out
         if self._pending is None:
             return []
-        cols, times, stamps = self._pending, self._pending_times, self._pending_stamps
-        n = min(max_records, len(times))
-        if len(times) > n:
-            self._pending = {k: v[n:] for k, v in cols.items()}
-            self._pending_times, self._pending_stamps = times[n:], stamps[n:]
-            cols = {k: v[:n] for k, v in cols.items()}
-        else:
-            self._pending, self._pending_times, self._pending_stamps = None, [], []
+        cols, times, stamps, a = self._pending, self._pending_times, self._pending_stamps, self._at
+        b = min(a + max_records, len(times))
         if self.first_key is None:
-            self.first_key = [cols["index"][0], stamps[0]]
-        self.last_key = [cols["index"][n - 1], stamps[n - 1]]
-        self.n_done += n
-        return self._samples(cols, times[:n])
+            self.first_key = [cols["index"][a], stamps[a]]
+        self.last_key = [cols["index"][b - 1], stamps[b - 1]]
+        self.n_done += b - a
+        self._at = b
+        if b == len(times):
+            self._pending, self._pending_times, self._pending_stamps = None, [], []
+        return self._samples(cols, times, a, b)
 
     def _refresh(self, path: Path, final: bool, max_records: int) -> None:
         st = os.stat(path)
@@ -534,8 +532,7 @@ class NewareDecoder:
         """Rows from ``skip`` on wait to be returned; the sub-second state moves over all of them."""
         times = self._sub_second(cols["count"], stamps, cols["elapsed"])
         if len(stamps) > skip:
-            self._pending = {k: v[skip:] for k, v in cols.items()}
-            self._pending_times, self._pending_stamps = times[skip:], stamps[skip:]
+            self._pending, self._pending_times, self._pending_stamps, self._at = cols, times, stamps, skip
 
     def _same_run(self, index: list[int], times: list[float]) -> bool:
         if len(index) < self.n_done or self.first_key is None or self.last_key is None:
@@ -608,12 +605,14 @@ class NewareDecoder:
             "status": df["Status"].astype(str).tolist(),
         }
 
-    def _samples(self, cols: Columns, times: list[float]) -> list[Sample | Rejected]:
+    def _samples(self, cols: Columns, times: list[float], a: int, b: int) -> list[Sample | Rejected]:
+        """Rows a to b as samples."""
         volts, amps, temps, cycles, steps, states = (cols[k] for k in ("V", "I", "T", "cycle", "step", "status"))
-        rules = {state: neware_state(state) for state in set(states)}
+        rules = {state: neware_state(state) for state in set(states[a:b])}
         cell = self.cell
         out: list[Sample | Rejected] = []
-        for k, t in enumerate(times):
+        for k in range(a, b):
+            t = times[k]
             if t != t:
                 out.append(
                     Rejected(
