@@ -354,3 +354,45 @@ def test_a_record_time_without_pandas_is_the_time_a_whole_read_gives() -> None:
 
 def _same_list(a: list[float], b: list[float]) -> bool:
     return len(a) == len(b) and all(x == y or (x != x and y != y) for x, y in zip(a, b, strict=True))
+
+
+async def test_the_file_source_follows_a_growing_nda_across_a_restart(tmp_path: Path, whole_reads: list[str]) -> None:
+    """The daemon's path: FileSource, its checkpoint (JSON) and a new FileSource restored from it."""
+    import asyncio
+
+    from shortwatch.sensors.file_source import FileSource
+
+    data = (NDA / "TestFile.nda").read_bytes()
+    start, length = layout(data)
+    live = tmp_path / "cell9.nda"
+    live.write_bytes(data[: start + 3 * length + 7])
+    got: list[Sample] = []
+
+    async def emit(items: list, path: str) -> None:
+        got.extend(items)
+
+    async def follow(source: FileSource, ends: list[int]) -> None:
+        task = asyncio.create_task(source.run(emit))
+        try:
+            for end in ends:
+                with live.open("ab") as f:
+                    f.write(data[live.stat().st_size : end])
+                await asyncio.sleep(0.1)
+            n = -1
+            while n != len(got):  # until it has passed on all there is
+                n = len(got)
+                await asyncio.sleep(0.3)
+        finally:
+            task.cancel()
+        assert source.failed == {}
+
+    first = FileSource([str(tmp_path / "*.nda")], poll_s=0.02, follow=True)
+    await follow(first, [start + 3 * length + 7 + k * 9001 for k in range(1, 12)])
+    assert 100 < len(got) < 6670 and whole_reads == [str(live)]
+    state = json.loads(json.dumps(first.checkpoint()))
+    second = FileSource([str(tmp_path / "*.nda")], poll_s=0.02, follow=True)
+    second.restore(state)
+    await follow(second, [len(data) * 3 // 4, len(data)])
+    assert whole_reads == [str(live)]  # the restarted source went on from the checkpoint
+    assert [key(s) for s in got] == [key(s) for s in whole(NDA / "TestFile.nda")]
+    assert {s.cell for s in got} == {"cell9"}
