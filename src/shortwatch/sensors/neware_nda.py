@@ -125,6 +125,16 @@ def nda_layout(mm: Any, size: int) -> dict[str, Any] | None:
     return None
 
 
+def _head_crc(f: Any, layout: dict[str, Any]) -> int:
+    """Checksum of what identifies a run: the first bytes (magic, creation date, version) and the
+    first record. Not the rest of the header: a BTS 9.1 header holds offsets of the footer,
+    which Neware may update while it writes."""
+    f.seek(0)
+    first = f.read(16)
+    f.seek(layout["start"])
+    return zlib.crc32(first + f.read(layout["length"]))
+
+
 class _NdaFollower:
     """Where a followed .nda is, and NewareNDA's whole-table post-processing carried from row to row.
 
@@ -137,7 +147,7 @@ class _NdaFollower:
     whole history); any difference or exception keeps the file on whole reads (logged).
 
     State, O(1) per record: the byte offset after the last record accounted for, checksums
-    of the file's head and of that record, the Index range passed on (a duplicate Index is
+    of the file's head (see _head_crc) and of that record, the Index range passed on (a duplicate Index is
     dropped as NewareNDA drops it; an Index that would sort before the last one is a
     surprise), the raw step and the step count (``_count_changes``), the charge/cycle state
     of ``_generate_cycle_number`` (cycle_mode 'chg'), and whether temperatures came.
@@ -169,10 +179,6 @@ class _NdaFollower:
         self.n = 0
         self.more = False  # the last read stopped at max_rows
 
-    @property
-    def head_len(self) -> int:
-        return min(int(self.layout["start"]), 4096)
-
     _FIELDS = (
         "offset", "last_crc", "lo", "hi", "contiguous", "raw_step", "step", "charging",
         "cycle", "discharged", "has_t1", "aux_apart", "ended", "n",
@@ -190,8 +196,7 @@ class _NdaFollower:
 
     def check(self, f: Any, size: int) -> None:
         """The file is still the one followed: not shorter, same head, same last record."""
-        f.seek(0)
-        if zlib.crc32(f.read(self.head_len)) != self.head_crc:
+        if _head_crc(f, self.layout) != self.head_crc:
             raise _Surprise("the file's head changed")
         if size < self.offset:
             raise _Surprise(f"the file shrank ({size} bytes, {self.offset} read)")
@@ -254,6 +259,12 @@ class _NdaFollower:
             if max_rows is not None and n_data > max_rows:
                 break
         self.more = max_rows is not None and n_data > max_rows  # records left for the next poll
+        # the aux join: a whole read of the file so far has a T1 column once any record has one
+        has_t1, temps = self.has_t1, dict[int, float]()
+        for _, _, aux in found:
+            if aux is not None and aux[1] == 1:
+                has_t1 = True
+                temps.setdefault(aux[0], float(np.float32(aux[2])))
         if (max_rows is not None and n_data > max_rows) or (aux_apart and not (final or ended)):
             # pass on the data records before the last one read (one too many, or one whose aux
             # record may still come); what follows the last one passed on is read again next time
@@ -264,12 +275,7 @@ class _NdaFollower:
             end = found[-1][0] if found else self.offset
         # NewareNDA's post-processing, row by row, on a copy (a surprise leaves the state as it was)
         lo, hi, contiguous, raw_step, step = self.lo, self.hi, self.contiguous, self.raw_step, self.step
-        charging, cycle, discharged, has_t1, n = self.charging, self.cycle, self.discharged, self.has_t1, self.n
-        temps: dict[int, float] = {}
-        for _, _, aux in found:
-            if aux is not None and aux[1] == 1:
-                has_t1 = True
-                temps.setdefault(aux[0], float(np.float32(aux[2])))
+        charging, cycle, discharged, n = self.charging, self.cycle, self.discharged, self.n
         rows: list[list[Any]] = []
         for _, data, _ in found:
             if data is None:
@@ -493,7 +499,7 @@ class NewareDecoder:
                     layout = nda_layout(mm, size)
                     if layout is None:
                         return None  # too short to be sure where its records are: read whole again
-                    follower = _NdaFollower(layout, zlib.crc32(mm[: min(layout["start"], 4096)]), _nda_helpers())
+                    follower = _NdaFollower(layout, _head_crc(f, layout), _nda_helpers())
                     tail: deque[list[Any]] = deque(maxlen=_CHECKED_TAIL)
                     while True:
                         at = follower.offset
