@@ -404,3 +404,33 @@ async def test_the_file_source_follows_a_growing_nda_across_a_restart(tmp_path: 
     assert whole_reads == [str(live)]  # the restarted source went on from the checkpoint
     assert [key(s) for s in got] == [key(s) for s in whole(NDA / "TestFile.nda")]
     assert {s.cell for s in got} == {"cell9"}
+
+
+def test_a_footer_ends_the_file_until_records_take_its_place(tmp_path: Path, whole_reads: list[str]) -> None:
+    """A BTS 9.1 file ends with a footer (its first record byte 0x81), past which NewareNDA reads
+    nothing. Should Neware go on (a test resumed) and write records over it, they are read."""
+    data = (NDA / "TestFile.nda").read_bytes()
+    start, length = layout(data)
+    footer = start + 6670 * length
+    assert data[footer] == 0x81
+    live = tmp_path / "live.nda"
+    live.write_bytes(data[: start + 3 * length])
+    decoder = NewareDecoder(str(live), "c")
+    got = drain(decoder, live)
+    more, _ = grow(data, live, start + 3 * length, decoder, random.Random(3), 20_000)
+    got += more
+    with live.open("ab") as f:
+        f.write(b"\x00" * 999)  # after the footer: not read
+    assert drain(decoder, live) == [] and len(got) == 6670
+    resumed = bytearray()
+    for k in range(40):  # records again, with the next Index, over the footer
+        rec = bytearray(data[start + (6600 + k) * length : start + (6601 + k) * length])
+        struct.pack_into("<I", rec, 8, 6671 + k)
+        resumed += rec
+    with live.open("r+b") as f:
+        f.seek(footer)
+        f.write(resumed)
+    got += drain(decoder, live, final=True)
+    assert whole_reads == [str(live)]
+    assert len(got) == 6710
+    assert [key(s) for s in got] == [key(s) for s in whole(live)]

@@ -241,9 +241,8 @@ class _NdaFollower:
 
     def read(self, f: Any, size: int, max_rows: int | None, final: bool) -> list[list[Any]]:
         """The rows of the complete records after the last one read, at most max_rows; the
-        state moves past them. Raises _Surprise (the state is then unchanged)."""
-        if self.ended:
-            return []
+        state moves past them. Raises _Surprise (the state is then unchanged). After the end
+        record (BTS 9 footer) the file has ended, for NewareNDA too, while that record is there."""
         found: list[tuple[int, list[Any] | None, list[Any] | None]] = []  # (end offset, data, aux)
         n_data, ended, aux_apart = 0, False, self.aux_apart
         for end_at, rec in self._records(f, size):
