@@ -7,7 +7,8 @@ grown file reads only the bytes after the last complete record, decodes the new 
 records (a partial one waits for the next poll) and keeps NewareNDA's whole-table post-
 processing (duplicate Index dropped, ``Step`` counted from changes, the software ``Cycle``,
 the aux temperature joined by Index) as a few numbers carried from record to record. The
-rows passed on are the rows a whole read of the final file gives.
+rows passed on are the rows a whole read of the final file gives. The checkpoint holds
+those numbers, so a restart goes on following without a whole read.
 
 Anything unexpected (the file shrank, its head or the last record read changed, a record
 out of place, an unknown layout, a different run, NewareNDA's helpers giving other rows
