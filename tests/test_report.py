@@ -186,3 +186,19 @@ def test_report_command_for_one_cell_and_a_time_range(tmp_path: Path, report: Pa
     assert f">{13 * 3600 // 10:,}<" in row  # samples from 35 h to 48 h
     assert main(["report", "--config", str(cfg), "--cell", "nope", str(out)]) == 2
     assert "no samples for cell(s) nope" in capsys.readouterr().err
+
+
+def test_a_cv_rise_plot_draws_the_rule_that_fired() -> None:
+    """The rise rule (a rise from the lowest check, seen twice running) fired, not omega: the
+    line drawn is the lowest peak times (1 + rise fraction), and both lines say they are
+    referred to 25 C, since the points are as measured."""
+    from shortwatch.report import feature_trend
+
+    cycles = [{"cycle": c, "cv_peak_A": i} for c, i in ((41, 8.2e-4), (49, 8.3e-4), (69, 9.6e-4), (73, 1.007e-3))]
+    ev = {"cycle": 73, "peak_current_A": 1.007e-3, "initial_peak_A": 9.9e-4, "threshold": 0.2, "omega": 0.02,
+          "lowest_peak_A": 8.28e-4, "rise_fraction": 0.15, "rising_checks": 2}  # fmt: skip
+    t = feature_trend("cv_current_rise", ev, [], cycles)
+    assert t is not None and t.threshold == pytest.approx(8.28e-4 * 1.15 * 1e3)
+    assert "25 °C" in t.baseline_label and "25 °C" in t.threshold_label and "1.15" in t.threshold_label
+    omega = feature_trend("cv_current_rise", {**ev, "omega": 0.25, "peak_current_A": 1.24e-3}, [], cycles)
+    assert omega is not None and omega.threshold == pytest.approx(9.9e-4 * 1.2 * 1e3)

@@ -510,18 +510,26 @@ def feature_trend(
         rows = [c for c in cycles if c.get("cv_peak_A") is not None]
         x = np.array([c["cycle"] for c in rows], dtype=float)
         y = np.array([c["cv_peak_A"] * 1e3 for c in rows], dtype=float)
-        i0, thr = ev.get("initial_peak_A"), ev.get("threshold")
-        limit = i0 * (1 + thr) * 1e3 if i0 is not None and thr is not None else None
-        low = ev.get("lowest_peak_A")
+        # the detector compares peaks referred to 25 C (I ~ 1/R), the points are as measured; the
+        # limit drawn is the rule that fired: omega against the first check, or the rise from the low
+        i0, thr, low = ev.get("initial_peak_A"), ev.get("threshold"), ev.get("lowest_peak_A")
+        rise_fraction = ev.get("rise_fraction")
+        by_rise = (ev.get("omega") or 0.0) < (thr or 0.0) and low is not None and rise_fraction is not None
+        if by_rise:
+            limit = low * (1 + rise_fraction) * 1e3
+            limit_label = f"lowest × {1 + rise_fraction:g}, {ev.get('rising_checks', 2)} rises (25 °C)"
+        else:
+            limit = i0 * (1 + thr) * 1e3 if i0 is not None and thr is not None else None
+            limit_label = "first × (1 + ω thr.) (25 °C)"
         fired = (fc, ev["peak_current_A"] * 1e3) if fc is not None and ev.get("peak_current_A") is not None else None
         return Trend(
             x,
             y,
             "CV peak current per check (mA)",
             None if low is None else low * 1e3,
-            "lowest peak",
+            "lowest peak (25 °C)",
             limit,
-            "first check × (1 + ω threshold)",
+            limit_label,
             fired,
         )
     if detector == "pressure_dpq_decline":
