@@ -63,7 +63,8 @@ class OverpotentialDrop(Detector):
         "corroborated_threshold": (0.15, "h when the half-cycle profile has turned flat/ohmic"),
         "min_drop": (0.08, "and the ASR must be at least this far below its peak to warn..."),
         "corroborated_min_drop": (0.05, "...or this far with a flat, ohmic profile"),
-        "shape_fade": (0.5, "profile counts as flat when its shape index falls below this share"),
+        "shape_fade": (0.5, "profile counts as flat when its shape index falls below this share..."),
+        "shape_noise_sigmas": (3.0, "...and by this many sigmas of its own half-cycle-to-half-cycle scatter"),
         "smoothing": (0.3, "EWMA weight of the newest half-cycle in the level"),
         "activation_energy_eV": (None, "None: learned from the cell's temperature changes"),
         "default_activation_energy_eV": (0.4, "used until one is learned"),
@@ -120,6 +121,8 @@ class OverpotentialDrop(Detector):
         self.learn_pts: deque[list[float]] = deque(maxlen=32)  # (t_h, x) of the learning window
         self.last_x: dict[str, float] = {}  # direction -> x, for the scatter
         self.scatter = Ewma(alpha=0.1)  # mean |x - x of the previous same-direction half-cycle|
+        self.last_shape: dict[str, float] = {}  # direction -> shape index, for its scatter
+        self.shape_scatter = Ewma(alpha=0.1)  # mean |shape - shape of the previous same-direction one|
 
     @property
     def activation_energy(self) -> float:
@@ -190,10 +193,19 @@ class OverpotentialDrop(Detector):
         self.last_x[f.step_kind] = x
         if prev_x is not None:
             self.scatter.update(abs(x - prev_x))
+        prev_shape = self.last_shape.get(f.step_kind)
+        self.last_shape[f.step_kind] = shape
+        if prev_shape is not None:
+            self.shape_scatter.update(abs(shape - prev_shape))
         if self.j_ref is None:
             self.j_ref, self.eta_ref = j, eta_c
         elif abs(math.log(j / self.j_ref)) > math.log(self.p["j_step_ratio"]):
             self._new_current_regime(j, eta_c)
+        elif self.t_cc_end is not None and f.t_start - self.t_cc_end >= 3600.0 * self.p["pause_h"]:
+            # first: across a pause the temperature (a daily swing) and the pressure may have
+            # moved too, but the cell may also recover from the pause for hours: only a pause
+            # regime learns that settling
+            self._new_regime(self.p["pressure_relearn_half_cycles"], "pause")
         elif (
             temp is not None
             and self.t_regime is not None
@@ -207,8 +219,6 @@ class OverpotentialDrop(Detector):
             # the fixture was tightened or loosened: contact changes the ASR within a cycle or
             # two; the settling that follows is learned like the first one
             self._new_regime(self.p["pressure_relearn_half_cycles"], "pressure step")
-        elif self.t_cc_end is not None and f.t_start - self.t_cc_end >= 3600.0 * self.p["pause_h"]:
-            self._new_regime(self.p["pressure_relearn_half_cycles"], "pause")
         if temp is not None:
             self.t_regime = temp  # the previous half-cycle's temperature, for the next comparison
         if pres is not None:
@@ -238,7 +248,12 @@ class OverpotentialDrop(Detector):
                 return None  # re-learning after a step does not undo a fall: the warning stands
             return self.verdict(f.t_end, "ok", 0.0, self.p["threshold"]) if self.state_name != "ok" else None
         if self.learn_pts:
-            self._learn_settling(t_h)
+            x_end = self._learn_settling(t_h)
+            if x_end is not None:
+                # the fall is measured from the window's fitted end, not from its last
+                # half-cycle: one noisy value, as likely high as low, is no reference
+                self.peak = x_end
+                self.level.value = level = x_end + self.p["smoothing"] * (x - x_end)
         # the reference sinks at the settling rate the cell showed, decaying with tau_max
         dt_h = t_h - self.t_prev if self.t_prev is not None else 0.0
         self.t_prev = t_h
@@ -261,7 +276,15 @@ class OverpotentialDrop(Detector):
         elif self.fall_start_cycle is None:
             self.fall_start_cycle = f.cycle
         shape_ratio = shape_level / self.shape_ref if self.shape_ref else None
-        flat = shape_ratio is not None and shape_ratio < self.p["shape_fade"]
+        # the profile has turned flat only when its shape index fell well beyond its own
+        # scatter: a few-mV plateau logged at 1 min misses the nucleation peak, and a shape
+        # index made of noise (whose reference is the running maximum of that noise) "fades"
+        shape_sigma = 0.627 * (self.shape_scatter.value or 0.0)
+        flat = (
+            shape_ratio is not None
+            and shape_ratio < self.p["shape_fade"]
+            and self.shape_ref - shape_level > self.p["shape_noise_sigmas"] * shape_sigma  # type: ignore[operator]
+        )
         tau_ref = self.rest_taus.median() if len(self.rest_taus) >= 2 else None
         tau_ratio = self.rest_tau / tau_ref if tau_ref and self.rest_tau else None
         fast_rest = tau_ratio is not None and tau_ratio < self.p["rest_tau_fade"]
@@ -366,18 +389,27 @@ class OverpotentialDrop(Detector):
         inside = abs(now - f.p_start) if f.p_start is not None else 0.0
         return abs(now - prev) >= step or inside >= step
 
-    def _learn_settling(self, t_h: float) -> None:
+    def _learn_settling(self, t_h: float) -> float | None:
         """End of a learning window: the rate at which the cell was still settling (the
-        slope of ln ASR over the window's second half; 0 when level or rising)."""
+        slope of ln ASR over the window's second half, plus its standard error: a few noisy
+        half-cycles can hide a settling that goes on; 0 when level or rising). Returns the
+        fitted ln ASR at the window's end (None when there are too few points to fit)."""
         pts = np.asarray(self.learn_pts)
         self.learn_pts.clear()
         late = pts[pts[:, 0] >= pts[0, 0] + 0.5 * (pts[-1, 0] - pts[0, 0])]
         if len(late) < 2 or late[-1, 0] <= late[0, 0]:
-            return
-        rate = -float(np.polyfit(late[:, 0], late[:, 1], 1)[0])
+            return None
+        slope, icpt = (float(c) for c in np.polyfit(late[:, 0], late[:, 1], 1))
+        x_end = slope * float(late[-1, 0]) + icpt
+        rate = -slope
+        if len(late) >= 4:
+            resid = late[:, 1] - (slope * late[:, 0] + icpt)
+            sxx = float(((late[:, 0] - late[:, 0].mean()) ** 2).sum())
+            rate += math.sqrt(float((resid**2).sum()) / (len(late) - 2) / sxx)
         now = self.settle_rate * math.exp(-(t_h - self.t_settle) / self.p["settling_tau_max_h"])
         if rate > now:
             self.settle_rate, self.t_settle = rate, float(late[-1, 0])
+        return x_end
 
     def _covariates(self, cov: list[float | None]) -> dict[str, Any]:
         """Pressure, temperature and J at the reference level and now, for the evidence."""
