@@ -249,7 +249,7 @@ class OverpotentialDrop(Detector):
             return self.verdict(f.t_end, "ok", 0.0, self.p["threshold"]) if self.state_name != "ok" else None
         if self.learn_pts:
             x_end = self._learn_settling(t_h)
-            if x_end is not None:
+            if x_end is not None and self.regime_kind in SETTLING_REGIMES:  # (else its level is stale)
                 # the fall is measured from the window's fitted end, not from its last
                 # half-cycle: one noisy value, as likely high as low, is no reference
                 self.peak = x_end
