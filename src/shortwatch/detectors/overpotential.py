@@ -34,7 +34,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from shortwatch.detectors.base import Detector, Verdict
-from shortwatch.detectors.stats import K_B_EV, Cusum, Ewma, RobustWindow, arrhenius_factor
+from shortwatch.detectors.stats import (
+    K_B_EV,
+    Cusum,
+    Ewma,
+    RobustWindow,
+    arrhenius_factor,
+    temperature_allowance,
+)
 from shortwatch.model import StepFeatures
 from shortwatch.settings import CellSpec
 
@@ -68,6 +75,7 @@ class OverpotentialDrop(Detector):
         "smoothing": (0.3, "EWMA weight of the newest half-cycle in the level"),
         "activation_energy_eV": (None, "None: learned from the cell's temperature changes"),
         "default_activation_energy_eV": (0.4, "used until one is learned"),
+        "activation_energy_uncertainty_eV": (0.15, "how far off the default may be (a third of it once learned)"),
         "reference_temperature_C": (25.0, "ASR is referred to this temperature"),
         "min_temperature_step_C": (2.0, "a change this large teaches the activation energy"),
         "rest_tau_fade": (0.5, "rests relax 'faster' when their time constant falls below this share"),
@@ -131,6 +139,15 @@ class OverpotentialDrop(Detector):
         if len(self.ea_learned) < 2:  # one step could be a fluke
             return float(self.p["default_activation_energy_eV"])
         return self.ea_learned.median()  # type: ignore[return-value]
+
+    @property
+    def ea_uncertainty(self) -> float:
+        """How far off the activation energy may be (eV): ``activation_energy_uncertainty_eV``
+        while the default is used, a third of it once set in config or learned."""
+        unc = float(self.p["activation_energy_uncertainty_eV"])
+        if self.p["activation_energy_eV"] is not None or len(self.ea_learned) >= 2:
+            unc /= 3.0
+        return unc
 
     def _learn_activation_energy(self, f: StepFeatures, j: float) -> None:
         t, asr = f.temperature_C, f.asr_ohm_cm2
@@ -267,6 +284,11 @@ class OverpotentialDrop(Detector):
         sigma = 0.627 * (self.scatter.value or 0.0)  # mean |difference| of two -> one value's sigma
         # the peak of a noisy level sits about one sigma high: the allowance covers that and more
         k = max(self.p["allowance"], self.p["noise_factor"] * sigma)
+        # covariates first: the part of the fall that the temperature change since the
+        # reference level explains within the activation energy's uncertainty is no fall
+        # (a daily swing of 2 C read with Ea 0.1 eV off makes a 3 % fall, day after day)
+        k_temp = temperature_allowance(self.ref_cov[1], temp, self.ea_uncertainty)
+        k += k_temp
         weight = min(max(f.duration_s / 3600.0, 0.25), 3.0)  # CUSUM per hour of cycling
         s = self.cusum.update(weight * (fall - k))
         if s == 0.0:
@@ -291,7 +313,7 @@ class OverpotentialDrop(Detector):
         corroborated = flat or fast_rest
         h = self.p["corroborated_threshold"] if corroborated else self.p["threshold"]
         min_fall = -math.log(1.0 - (self.p["corroborated_min_drop"] if corroborated else self.p["min_drop"]))
-        min_fall = max(min_fall, 3.0 * sigma)
+        min_fall = max(min_fall, 3.0 * sigma) + k_temp
         sustained = s > h and fall > min_fall
         if self.state_name == "warning" and self.warned_at is not None and x < self.warned_at - self.p["allowance"]:
             sustained = True  # a warning stands until the ASR is back near the level it fell from
@@ -325,6 +347,7 @@ class OverpotentialDrop(Detector):
             "rest_relaxes_faster": fast_rest,
             "settling_allowance_per_h": round(allow, 5),
             "noise_sigma": round(sigma, 4),
+            "temperature_allowance": round(k_temp, 4),
             "regime": self.regime_kind,
             **self._covariates(cov),
         }

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from shortwatch.detectors.base import Detector, Verdict
 from shortwatch.detectors.segmentation import CC_KINDS
-from shortwatch.detectors.stats import Cusum, Ewma, RobustWindow, arrhenius_factor
+from shortwatch.detectors.stats import Cusum, Ewma, RobustWindow, arrhenius_factor, temperature_allowance
 from shortwatch.model import Sample, StepFeatures
 from shortwatch.settings import CellSpec
 
@@ -68,6 +68,7 @@ class PolarizationRise(Detector):
         "pressure_step_MPa": (0.3, "a stack-pressure change beyond this (and 5 %) is a new regime"),
         "pause_h": (2.0, "a pause this long between half-cycles is a new regime"),
         "activation_energy_eV": (0.4, "Arrhenius correction to 25 C (overpotential_drop's learned one when it runs)"),
+        "activation_energy_uncertainty_eV": (0.15, "how far off it may be (overpotential_drop's when it runs)"),
         "min_half_cycle_s": (300.0, "shorter half-cycles are not judged"),
         "min_samples": (40, "half-cycles logged more sparsely are not judged (the end of strip is a few points)"),
     }
@@ -84,6 +85,7 @@ class PolarizationRise(Detector):
         self.share = Ewma(alpha=0.3)  # end-of-strip rise / plateau, smoothed
         self.share_ref = RobustWindow(15)  # ...of healthy half-cycles
         self.y_ref: float | None = None  # the latest y judged healthy
+        self.t_ref: float | None = None  # ...and its temperature
         self.over_hc = 0  # consecutive half-cycles over the threshold
         self.cusum = Cusum(k=0.0)
         self.half_cycles = 0
@@ -149,14 +151,14 @@ class PolarizationRise(Detector):
             self.rates.add(dy_raw / dt)
             self.scatter.update(abs(dy_raw - r0 * dt))
             self.share_ref.add(share)
-            self.y_ref = y
+            self.y_ref, self.t_ref = y, f.temperature_C
             return None
         s = self.cusum.update(dy - (r0 + self.p["allowance_per_h"]) * dt)
         if s == 0.0:
             self.rates.add(dy_raw / dt)
             self.scatter.update(abs(dy_raw - r0 * dt))
             self.share_ref.add(share)
-            self.y_ref = y
+            self.y_ref, self.t_ref = y, f.temperature_C
             self.rise_start_cycle = None
         elif self.rise_start_cycle is None:
             self.rise_start_cycle = f.cycle
@@ -165,7 +167,12 @@ class PolarizationRise(Detector):
         h = max(self.p["threshold"], self.p["noise_sigmas"] * sigma)
         share0 = self.share_ref.median() or 0.0
         reshaped = share >= share0 + self.p["end_share_growth"]
-        self.over_hc = self.over_hc + 1 if s > h and reshaped else 0
+        # covariates first: the rise since the reference that the temperature change explains
+        # within the activation energy's uncertainty does not count (a daily swing)
+        od = m.detectors.get("overpotential_drop")
+        unc = od.ea_uncertainty if od is not None else self.p["activation_energy_uncertainty_eV"]  # type: ignore[attr-defined]
+        k_temp = temperature_allowance(self.t_ref, f.temperature_C, unc)
+        self.over_hc = self.over_hc + 1 if s - k_temp > h and reshaped else 0
         if self.y_ref is not None:
             self.r_ref = math.exp(self.y_ref) / self.spec.area_cm2  # ohm at 25 C
             self.r_expected = self.r_ref / factor  # ohm at this half-cycle's temperature
@@ -193,6 +200,7 @@ class PolarizationRise(Detector):
             "usual_end_of_strip_share": round(share0, 3),
             "statistic": round(s, 4),
             "threshold": round(h, 4),
+            "temperature_allowance": round(k_temp, 4),
             "rising_since_cycle": self.rise_start_cycle,
             "current_density_mA_cm2": round(j, 4),
             "temperature_C": f.temperature_C,
