@@ -271,7 +271,8 @@ def trace(job: Job, detector: str) -> None:
                         f"J={fmt(f.current_density_mA_cm2, '.3f')} eta={fmt(f.eta_V, '.5f')} "
                         f"asr={fmt(f.asr_ohm_cm2, '.2f')} nuc={fmt(f.nucleation_V, '.4f')} "
                         f"end={fmt(f.end_rise_V, '.4f')} "
-                        f"T={fmt(f.temperature_C, '.1f')} p={fmt(f.p_end, '.2f')} tau={fmt(f.rest_tau_s, '.0f')}"
+                        f"T={fmt(f.temperature_C, '.1f')} p={fmt(f.p_end, '.2f')} tau={fmt(f.rest_tau_s, '.0f')} "
+                        f"flat={fmt(f.flatness, '.3f')}"
                     ),
                 )
             )
