@@ -141,16 +141,16 @@ def test_hard_short_during_a_voltammetry_sweep_is_critical_within_two_samples() 
 
 
 def test_hard_short_in_a_noisy_few_mV_plateau_is_seen_within_two_samples() -> None:
-    # a 4-mV plateau with 0.8-mV noise: a short reads 0 +- 0.8 mV, above 15 % of 4 mV at
+    # a 4-mV plateau with 0.5-mV noise: a short reads 0 +- 0.5 mV, above 15 % of 4 mV at
     # times; the limit follows the cell's own noise (at most 40 % of the plateau)
     rng = np.random.default_rng(5)
     p = symmetric_pipeline()
     out = RecordBatch()
-    t = cc_cycles(p, out, T0, 8, 0.004, rng, noise_V=0.0008)
+    t = cc_cycles(p, out, T0, 8, 0.004, rng, noise_V=0.0005)
     assert not cell_alerts(out.alerts)
     i = 0.5e-3 * AREA
     p.process(
-        [Sample(t + 10.0 * k, "S", 0.0001 + 0.0008 * float(rng.standard_normal()), i, mode="cc") for k in range(20)],
+        [Sample(t + 10.0 * k, "S", 0.0001 + 0.0005 * float(rng.standard_normal()), i, mode="cc") for k in range(20)],
         "t",
         out,
     )

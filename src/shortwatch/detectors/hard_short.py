@@ -42,7 +42,8 @@ class HardShort(Detector):
         "collapse_noise_cap": (0.4, "...but never above this share of the expected overpotential"),
         "min_asr_ohm_cm2": (1.0, "before any half-cycle is known: |V|/J below this (no real cell is)"),
         "min_current_density_mA_cm2": (0.02, "|I| / area at or above this counts as under current"),
-        "confirm_samples": (2, "consecutive samples that confirm"),
+        "confirm_samples": (2, "consecutive samples that confirm..."),
+        "low_snr_extra_samples": (2, "...and this many more where the plateau is under 6 noise sigmas"),
         "recover_samples": (6, "consecutive healthy samples that resolve"),
         "sweep_min_V": (0.005, "symmetric, during a sweep: |V|/|I| below collapse_fraction of the cell's ASR..."),
         "sweep_max_V": (0.1, "...judged for |V| in this range (above the noise, below strong curvature)"),
@@ -87,6 +88,7 @@ class HardShort(Detector):
         self.drop_current: float | None = None  # the current when the drop came
         self.drop_samples = 1  # over how many samples it came
         self.confirmed = False  # the drop needs no further sample to confirm it
+        self.need = self.p["confirm_samples"]  # consecutive samples that confirm a short now
         self.was_charged = False
         self.cutoff = RobustWindow(5)  # full cells: lowest voltage of recent discharges
         self.floor = self.p["full_floor_V"]  # full cells: below this a charged cell has collapsed
@@ -124,10 +126,17 @@ class HardShort(Detector):
                     expected = r * ai
                     limit = self.collapse * expected
                     noisy = self.noise_sigmas * self.v_sigma
-                    if noisy > limit:  # a few-mV plateau read through mV noise: a short reads 0 +- noise
-                        limit = noisy if noisy < self.noise_cap * expected else self.noise_cap * expected
+                    if noisy > limit:
+                        # a few-mV plateau read through mV noise: a short reads 0 +- noise. The
+                        # limit rises to 3 sigmas, as long as healthy readings stay 4 sigmas
+                        # above it (else two of them in a row would fall below it now and then)
+                        limit = min(noisy, self.noise_cap * expected, max(limit, expected - 4.0 * self.v_sigma))
                     shorted = av < (limit if limit < self.max_v else self.max_v)
                     healthy = av > 0.5 * expected
+                    # a plateau of a few noise sigmas dips below 15 % of itself now and then:
+                    # two such readings in a row are no short there, four are
+                    low_snr = expected < 6.0 * self.v_sigma
+                    self.need = self.p["confirm_samples"] + (self.p["low_snr_extra_samples"] if low_snr else 0)
                     i_prev, v_prev = self.i_prev, self.v_prev
                     # the voltage noise, from sample-to-sample steps at constant current
                     # (the mean |dV| of two readings is 1.128 sigma)
@@ -139,14 +148,14 @@ class HardShort(Detector):
         if shorted:
             # a fall at constant charging current seen in two samples in a row is its own
             # confirmation (no end-of-discharge knee while charging, no one-sample glitch)
-            self.bad = self.p["confirm_samples"] if self.confirmed else self.bad + 1
+            self.bad = self.need if self.confirmed else self.bad + 1
             self.good = 0
         elif healthy:
             self.good += 1
             self.bad = 0
         else:
             self.bad = 0
-        if self.state_name != "critical" and self.bad >= self.p["confirm_samples"]:
+        if self.state_name != "critical" and self.bad >= self.need:
             # the hot path above only compares numbers; the explanation is built once, here
             what, evidence = self._explain(v, i)
             cycle = m.segmenter.cycle

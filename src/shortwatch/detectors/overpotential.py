@@ -258,17 +258,21 @@ class OverpotentialDrop(Detector):
             self.ref_cov = cov
             self.shape_ref = shape_level
             self.eta_ref = eta_c
-            if self.regime_kind in SETTLING_REGIMES:
-                self.learn_pts.append([t_h, x])
+            self.learn_pts.append([t_h, x])
             self.t_prev = t_h
             if self.state_name == "warning":
                 return None  # re-learning after a step does not undo a fall: the warning stands
             return self.verdict(f.t_end, "ok", 0.0, self.p["threshold"]) if self.state_name != "ok" else None
         if self.learn_pts:
-            x_end = self._learn_settling(t_h)
-            if x_end is not None and self.regime_kind in SETTLING_REGIMES:  # (else its level is stale)
-                # the fall is measured from the window's fitted end, not from its last
-                # half-cycle: one noisy value, as likely high as low, is no reference
+            # the fall is measured from the learning window's end level, not from its last
+            # half-cycle: one noisy value (and one direction) is no reference. Where the cell
+            # may settle, the fitted end; after a J or T step, the mean of the last few
+            if self.regime_kind in SETTLING_REGIMES:
+                x_end = self._learn_settling(t_h)
+            else:
+                x_end = float(np.mean([pt[1] for pt in list(self.learn_pts)[-4:]]))
+                self.learn_pts.clear()
+            if x_end is not None:
                 self.peak = x_end
                 self.level.value = level = x_end + self.p["smoothing"] * (x - x_end)
         # the reference sinks at the settling rate the cell showed, decaying with tau_max
@@ -282,6 +286,14 @@ class OverpotentialDrop(Detector):
             self.ref_cov = cov
         fall = self.peak - x  # type: ignore[operator]
         sigma = 0.627 * (self.scatter.value or 0.0)  # mean |difference| of two -> one value's sigma
+        # ...and no less than how finely the plateau is read: the voltage steps between logged
+        # points (noise, or EC-Lab's dE) over the plateau, averaged over its points. A 3-mV
+        # plateau logged on 2-mV changes reads its ASR to tens of per cent, whatever the
+        # half-cycle-to-half-cycle scatter says (the points fall alike from cycle to cycle)
+        hs = m.detectors.get("hard_short")
+        step_v = getattr(hs, "v_sigma", 0.0) if hs is not None else 0.0
+        if step_v and f.eta_V:
+            sigma = max(sigma, step_v / f.eta_V / math.sqrt(max(0.6 * f.n_samples, 1.0)))
         # the peak of a noisy level sits about one sigma high: the allowance covers that and more
         k = max(self.p["allowance"], self.p["noise_factor"] * sigma)
         # covariates first: the part of the fall that the temperature change since the
@@ -314,7 +326,9 @@ class OverpotentialDrop(Detector):
         h = self.p["corroborated_threshold"] if corroborated else self.p["threshold"]
         min_fall = -math.log(1.0 - (self.p["corroborated_min_drop"] if corroborated else self.p["min_drop"]))
         min_fall = max(min_fall, 3.0 * sigma) + k_temp
-        sustained = s > h and fall > min_fall
+        # the fall that warns is the level's (smoothed), not one half-cycle's: a single low
+        # value under a peak that is itself the maximum of a noisy level is no sustained fall
+        sustained = s > h and min(fall, self.peak - level) > min_fall  # type: ignore[operator]
         if self.state_name == "warning" and self.warned_at is not None and x < self.warned_at - self.p["allowance"]:
             sustained = True  # a warning stands until the ASR is back near the level it fell from
         if self.eta_unscaled is not None or sustained:
@@ -395,12 +409,13 @@ class OverpotentialDrop(Detector):
         a settling allowance would only excuse a fall)."""
         self.relearn = relearn
         self.since_regime = 0
-        self.regime_kind = why
         self.regime_t0 = None
         self.level = Ewma(alpha=self.p["smoothing"])
         self.peak = None
-        if why in SETTLING_REGIMES:
-            self.learn_pts.clear()
+        if self.learn_pts and self.regime_kind in SETTLING_REGIMES:
+            self._learn_settling(self.learn_pts[-1][0])  # the settling seen until the step
+        self.learn_pts.clear()
+        self.regime_kind = why
 
     def _pressure_step(self, f: StepFeatures) -> bool:
         """Stack pressure changed beyond ``pressure_step_MPa`` and 5 % since the previous

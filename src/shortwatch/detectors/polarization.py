@@ -61,7 +61,8 @@ class PolarizationRise(Detector):
         "critical_rise": (0.5, "a rise of this share beyond the trend is critical"),
         "runaway_ratio": (2.0, "within a step: |V| this many times the step's own plateau..."),
         "runaway_expected_ratio": (1.5, "...and this many times the end-of-strip |V| the trend expects"),
-        "runaway_samples": (3, "consecutive samples that confirm a runaway"),
+        "runaway_samples": (3, "consecutive samples that confirm a runaway..."),
+        "runaway_noise_sigmas": (6.0, "...rising this many sigmas of the voltage noise above the plateau"),
         "relearn_half_cycles": (3, "after a J, temperature or pressure step or a pause, half-cycles re-anchored"),
         "j_step_ratio": (1.1, "a current-density change beyond this is a new regime"),
         "min_temperature_step_C": (2.0, "a temperature change this large is a new regime"),
@@ -253,8 +254,12 @@ class PolarizationRise(Detector):
             self.over = 0
             return None
         ai = i if i > 0 else -i
-        if av > self.expected_ratio * r_exp * ai and av * self._factor(s.temperature_C, m) > (
-            self.expected_ratio * self.r_ref * ai
+        hs = m.detectors.get("hard_short")
+        noise = getattr(hs, "v_sigma", 0.0) if hs is not None else 0.0
+        if (
+            av > self.expected_ratio * r_exp * ai
+            and av * self._factor(s.temperature_C, m) > self.expected_ratio * self.r_ref * ai
+            and av - self.step_min > self.p["runaway_noise_sigmas"] * noise
         ):  # rare: only now is the temperature correction worth its exp()
             self.over += 1
         else:
