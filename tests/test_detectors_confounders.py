@@ -4,13 +4,16 @@ randomised detection bench (issue 10): each test is one of those cells, reduced 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
-from tests.test_detectors import dpq_cycles, states
+from tests.test_detectors import charge_step, cycle, dpq_cycles, states
 
 from shortwatch.daemon.pipeline import Pipeline
+from shortwatch.detectors.charge_anomaly import ChargeAnomaly
 from shortwatch.detectors.dpq import DpqDecline
 from shortwatch.detectors.features import StepAccumulator
+from shortwatch.detectors.monitor import CellMonitor
 from shortwatch.detectors.stats import arrhenius_factor, temperature_allowance
 from shortwatch.model import AlertEvent, RecordBatch, Sample
 from shortwatch.settings import CellSpec, parse_settings
@@ -214,3 +217,30 @@ def test_a_sparse_plateau_is_read_from_its_points_not_from_the_nucleation_peak_h
         acc.add(T0 + t, v, i, 5.0, 25.0, "charge")
     f = acc.features("X", 0, "charge", 1, CellSpec(kind="symmetric", area_cm2=AREA))
     assert f.eta_V is not None and abs(f.eta_V - 0.0040) < 0.00015
+
+
+# ------------------------------------------------------------------ charge_anomaly
+
+
+def test_a_coulombic_efficiency_read_in_whole_samples_does_not_warn_on_its_steps() -> None:
+    # 60-s logging of 33-min steps: each capacity is known to one sample in 33, and the CE
+    # moves in 3 % steps (1.03, 1.00, 0.97): two 0.96 in a row are within its resolution
+    det = ChargeAnomaly(CellSpec(kind="full"))
+    m = CellMonitor("X", det.spec)
+    ces = [1.0, 1.03, 1.0, 0.97, 1.0, 1.03, 1.03, 1.0, 0.96, 0.96, 1.0]
+    got = []
+    for k, ce in enumerate(ces):
+        for kind in ("charge", "discharge"):
+            det.on_step(replace(charge_step(k), step_kind=kind, n_samples=34, duration_s=1980.0), m)
+        verdict = det.on_cycle(cycle(k, ce=ce), m)
+        got.append(verdict.state if verdict else det.state_name)
+    assert "warning" not in got, got
+    # the same CE read from 10-s samples (200 per step) is a drop
+    det = ChargeAnomaly(CellSpec(kind="full"))
+    got = []
+    for k, ce in enumerate(ces):
+        for kind in ("charge", "discharge"):
+            det.on_step(replace(charge_step(k), step_kind=kind, n_samples=200, duration_s=1980.0), m)
+        verdict = det.on_cycle(cycle(k, ce=ce), m)
+        got.append(verdict.state if verdict else det.state_name)
+    assert got[-2] == "warning", got
