@@ -80,7 +80,7 @@ class ChargeAnomaly(Detector):
         if f.step_kind != "charge" or f.n_samples < 10 or f.gap_s > 0:
             return None  # a data gap leaves the charge capacity incomplete
         self.charges += 1
-        if f.cycle < self.skip:
+        if self.charges <= self.skip:  # counted, not by cycle number: cyclers count from 0 or 1
             return None
         for k in list(self.flags):
             self.flags[k] -= 1
@@ -116,7 +116,7 @@ class ChargeAnomaly(Detector):
     def _rest(self, f: StepFeatures) -> Verdict | None:
         """Self-discharge: the OCV fall over the second half of a rest after a charge."""
         fall = f.rest_fall_V_per_h
-        if fall is None or f.gap_s > 0 or f.duration_s < 600 or f.cycle < self.skip:
+        if fall is None or f.gap_s > 0 or f.duration_s < 600 or self.charges <= self.skip:
             return None
         med = self.rest_fall.median()
         if med is not None and len(self.rest_fall) >= 3:

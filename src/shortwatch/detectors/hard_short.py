@@ -43,7 +43,7 @@ class HardShort(Detector):
         "min_asr_ohm_cm2": (1.0, "before any half-cycle is known: |V|/J below this (no real cell is)"),
         "min_current_density_mA_cm2": (0.02, "|I| / area at or above this counts as under current"),
         "confirm_samples": (2, "consecutive samples that confirm..."),
-        "low_snr_extra_samples": (2, "...and this many more where the plateau is under 6 noise sigmas"),
+        "low_snr_extra_samples": (2, "...and this many more where the plateau is under 5 noise sigmas"),
         "recover_samples": (6, "consecutive healthy samples that resolve"),
         "sweep_min_V": (0.005, "symmetric, during a sweep: |V|/|I| below collapse_fraction of the cell's ASR..."),
         "sweep_max_V": (0.1, "...judged for |V| in this range (above the noise, below strong curvature)"),
@@ -125,23 +125,29 @@ class HardShort(Detector):
                 else:
                     expected = r * ai
                     limit = self.collapse * expected
+                    # a plateau of a few noise sigmas dips below 15 % of itself now and then:
+                    # two such readings in a row are no short there, four are
+                    low_snr = expected < 5.0 * self.v_sigma
+                    self.need = self.p["confirm_samples"] + (self.p["low_snr_extra_samples"] if low_snr else 0)
                     noisy = self.noise_sigmas * self.v_sigma
                     if noisy > limit:
                         # a few-mV plateau read through mV noise: a short reads 0 +- noise. The
                         # limit rises to 3 sigmas, as long as healthy readings stay 4 sigmas
-                        # above it (else two of them in a row would fall below it now and then)
-                        limit = min(noisy, self.noise_cap * expected, max(limit, expected - 4.0 * self.v_sigma))
+                        # above it (2.5 where four in a row confirm), so they never all fall below
+                        margin = expected - (2.5 if low_snr else 4.0) * self.v_sigma
+                        limit = min(noisy, self.noise_cap * expected, max(limit, margin))
                     shorted = av < (limit if limit < self.max_v else self.max_v)
                     healthy = av > 0.5 * expected
-                    # a plateau of a few noise sigmas dips below 15 % of itself now and then:
-                    # two such readings in a row are no short there, four are
-                    low_snr = expected < 6.0 * self.v_sigma
-                    self.need = self.p["confirm_samples"] + (self.p["low_snr_extra_samples"] if low_snr else 0)
                     i_prev, v_prev = self.i_prev, self.v_prev
                     # the voltage noise, from sample-to-sample steps at constant current
                     # (the mean |dV| of two readings is 1.128 sigma)
                     if healthy and i_prev is not None and v_prev is not None and -0.03 * ai <= i - i_prev <= 0.03 * ai:
-                        self.v_sigma += 0.01 * (0.886 * abs(v - v_prev) - self.v_sigma)
+                        # clipped at 3 sigmas: the nucleation peak and the end-of-strip rise
+                        # are steps of the signal, not of the noise
+                        d = 0.886 * abs(v - v_prev)
+                        if self.v_sigma > 0.0 and d > 3.0 * self.v_sigma:
+                            d = 3.0 * self.v_sigma
+                        self.v_sigma += 0.01 * (d - self.v_sigma)
         else:
             shorted, healthy = self._full(v, i)
         self.v_prev, self.i_prev = v, i

@@ -72,6 +72,7 @@ class PolarizationRise(Detector):
         "activation_energy_uncertainty_eV": (0.15, "how far off it may be (overpotential_drop's when it runs)"),
         "min_half_cycle_s": (300.0, "shorter half-cycles are not judged"),
         "min_samples": (40, "half-cycles logged more sparsely are not judged (the end of strip is a few points)"),
+        "max_flatness": (0.25, "nor cells whose plateau usually spreads this share of itself (noise ~ the rise)"),
     }
 
     _transient = (*Detector._transient, "runaway_ratio", "expected_ratio")
@@ -85,6 +86,7 @@ class PolarizationRise(Detector):
         self.scatter = Ewma(alpha=0.1)  # mean |raw dy - r0 dt| of healthy half-cycles
         self.share = Ewma(alpha=0.3)  # end-of-strip rise / plateau, smoothed
         self.share_ref = RobustWindow(15)  # ...of healthy half-cycles
+        self.flat_ref = RobustWindow(15)  # plateau spread / plateau of the early half-cycles
         self.y_ref: float | None = None  # the latest y judged healthy
         self.t_ref: float | None = None  # ...and its temperature
         self.over_hc = 0  # consecutive half-cycles over the threshold
@@ -119,8 +121,11 @@ class PolarizationRise(Detector):
         factor = self._factor(f.temperature_C, m)
         v_end = f.eta_V + max(f.end_rise_V or 0.0, 0.0)
         y = math.log(v_end * factor / (j / 1000.0))
-        if f.n_samples < self.p["min_samples"]:
-            # too sparse to judge the end of strip, but enough to arm the within-step runaway check
+        if f.flatness is not None and self.half_cycles <= 2 * self.p["warmup_cycles"]:
+            self.flat_ref.add(f.flatness)
+        flat0 = self.flat_ref.median()
+        if f.n_samples < self.p["min_samples"] or (flat0 is not None and flat0 > self.p["max_flatness"]):
+            # too sparse (or noisy) to judge the end of strip, but enough to arm the within-step runaway check
             # with the level of the early, healthy half-cycles (a growing end of strip must not
             # raise what is expected of it)
             if 2 <= self.half_cycles <= 2 * self.p["warmup_cycles"]:
