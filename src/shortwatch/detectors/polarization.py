@@ -100,7 +100,8 @@ class PolarizationRise(Detector):
         self.r_ref = 0.0
         self.r_expected: float | None = None
         self.step_id = -1
-        self.step_min = math.inf
+        self.step_min = math.inf  # the step's plateau: its second-lowest |V| (one low outlier is no plateau)
+        self.step_low = math.inf  # ...and its lowest
         self.step_n = 0
         self.over = 0
 
@@ -250,11 +251,14 @@ class PolarizationRise(Detector):
         if r_exp is None or v is None or i is None or m.segmenter.kind not in CC_KINDS:
             return None
         if m.step_index != self.step_id:
-            self.step_id, self.step_min, self.step_n, self.over = m.step_index, math.inf, 0, 0
+            self.step_id, self.step_min, self.step_low, self.step_n, self.over = m.step_index, math.inf, math.inf, 0, 0
         av = v if v > 0 else -v
         self.step_n += 1
         if self.step_n > 3 and av < self.step_min:  # after the nucleation peak
-            self.step_min = av
+            if av < self.step_low:
+                self.step_min, self.step_low = self.step_low, av
+            else:
+                self.step_min = av
         if av <= self.runaway_ratio * self.step_min:
             self.over = 0
             return None
