@@ -89,6 +89,7 @@ class HardShort(Detector):
         self.drop_samples = 1  # over how many samples it came
         self.confirmed = False  # the drop needs no further sample to confirm it
         self.need = self.p["confirm_samples"]  # consecutive samples that confirm a short now
+        self.t_sample = -math.inf  # time of the previous sample
         self.was_charged = False
         self.cutoff = RobustWindow(5)  # full cells: lowest voltage of recent discharges
         self.floor = self.p["full_floor_V"]  # full cells: below this a charged cell has collapsed
@@ -126,8 +127,10 @@ class HardShort(Detector):
                     expected = r * ai
                     limit = self.collapse * expected
                     # a plateau of a few noise sigmas dips below 15 % of itself now and then:
-                    # two such readings in a row are no short there, four are
-                    low_snr = expected < 5.0 * self.v_sigma
+                    # two such readings in a row are no short there, four are (where they come
+                    # within a minute; a cell logged on a voltage change, every 600 s on a still
+                    # plateau, has its noise sigma set by dE and is judged as before)
+                    low_snr = expected < 5.0 * self.v_sigma and s.time - self.t_sample <= 60.0
                     self.need = self.p["confirm_samples"] + (self.p["low_snr_extra_samples"] if low_snr else 0)
                     noisy = self.noise_sigmas * self.v_sigma
                     if noisy > limit:
@@ -150,7 +153,7 @@ class HardShort(Detector):
                         self.v_sigma += 0.01 * (d - self.v_sigma)
         else:
             shorted, healthy = self._full(v, i)
-        self.v_prev, self.i_prev = v, i
+        self.v_prev, self.i_prev, self.t_sample = v, i, s.time
         if shorted:
             # a fall at constant charging current seen in two samples in a row is its own
             # confirmation (no end-of-discharge knee while charging, no one-sample glitch)
