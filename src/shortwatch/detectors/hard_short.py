@@ -133,11 +133,13 @@ class HardShort(Detector):
                     low_snr = expected < 5.0 * self.v_sigma and s.time - self.t_sample <= 60.0
                     self.need = self.p["confirm_samples"] + (self.p["low_snr_extra_samples"] if low_snr else 0)
                     noisy = self.noise_sigmas * self.v_sigma
-                    if noisy > limit:
-                        # a few-mV plateau read through mV noise: a short reads 0 +- noise. The
-                        # limit rises to 3 sigmas, as long as healthy readings stay 4 sigmas
-                        # above it (2.5 where four in a row confirm), so they never all fall below
-                        margin = expected - (2.5 if low_snr else 4.0) * self.v_sigma
+                    if low_snr and noisy > limit:
+                        # a few-mV plateau read through mV noise: a short reads 0 +- noise. Where
+                        # four readings confirm, the limit rises to 3 sigmas, as long as healthy
+                        # readings stay 2.5 sigmas above it (so four never all fall below it);
+                        # with two, 15 % of the plateau stays the limit (a healthy 3-mV plateau
+                        # read through 0.5-mV spiky noise dipped to 0.9 mV twice in a row)
+                        margin = expected - 2.5 * self.v_sigma
                         limit = min(noisy, self.noise_cap * expected, max(limit, margin))
                     shorted = av < (limit if limit < self.max_v else self.max_v)
                     healthy = av > 0.5 * expected
