@@ -229,6 +229,76 @@ def run_job(job: Job) -> CellRun:
     return run
 
 
+def trace(job: Job, detector: str) -> None:
+    """Why a cell alarmed (or did not): every finished step with its features, the detector's
+    statistic after it, and every alert, in data time (hours from the start)."""
+    sim = SimulatedCell(
+        job.cell,
+        job.scenario,
+        default_spec(job.scenario),
+        seed=job.seed,
+        start=START,
+        period_s=job.period_s,
+        duration_h=job.duration_h,
+        randomize=job.randomize,
+        log_change_V=job.log_change_V,
+    )
+    sp = sim.spec
+    cell_cfg: dict[str, Any] = {"kind": sp.kind, "area_cm2": sp.area_cm2, "fixture": sp.fixture}
+    if sp.cathode_mass_g:
+        cell_cfg["cathode_mass_g"] = sp.cathode_mass_g
+    pipe = Pipeline(parse_settings({"daemon": {"station": "bench"}, "cells": {job.cell: cell_cfg}}))
+    tr = sim.truth
+    log = f"dE {job.log_change_V} V" if job.log_change_V else f"{job.period_s:.0f} s"
+    print(f"{job.cell} ({job.scenario}, {log}); onset {tr.soft_onset_time}, short {tr.hard_short_time}")
+    print({k: v for k, v in sim.params.items() if not isinstance(v, (list, tuple)) or len(v) < 8})
+
+    def h(t: float) -> float:
+        return (t - START) / 3600.0
+
+    samples = list(sim.samples())
+    for k in range(0, len(samples), 5000):
+        out = RecordBatch()
+        pipe.process(samples[k : k + 5000], "bench", out)
+        rows: list[tuple[float, int, str]] = []
+        for f in out.steps:
+            rows.append(
+                (
+                    f.t_end,
+                    0,
+                    (
+                        f"{h(f.t_start):7.2f}-{h(f.t_end):7.2f} h  c{f.cycle:<4} {f.step_kind:12} n={f.n_samples:<5} "
+                        f"J={fmt(f.current_density_mA_cm2, '.3f')} eta={fmt(f.eta_V, '.5f')} "
+                        f"asr={fmt(f.asr_ohm_cm2, '.2f')} nuc={fmt(f.nucleation_V, '.4f')} "
+                        f"end={fmt(f.end_rise_V, '.4f')} "
+                        f"T={fmt(f.temperature_C, '.1f')} p={fmt(f.p_end, '.2f')} tau={fmt(f.rest_tau_s, '.0f')} "
+                        f"flat={fmt(f.flatness, '.3f')}"
+                    ),
+                )
+            )
+        for c in out.cycles:
+            rows.append(
+                (
+                    c.t_end,
+                    0,
+                    (
+                        f"{'':18}cycle {c.cycle}: ce={fmt(c.ce, '.4f')} q={fmt(c.q_discharge_Ah_g, '.4f')} Ah/g "
+                        f"dP_dis={fmt(c.dP_discharge_MPa, '.4f')} dpq={fmt(c.dpq_MPa_g_per_Ah, '.3f')} "
+                        f"T={fmt(c.temperature_C, '.1f')}"
+                    ),
+                )
+            )
+        for d in out.detector_states:
+            if d.detector == detector:
+                rows.append(
+                    (d.time, 1, f"{'':20}{d.detector} {d.state} {fmt(d.statistic, '.3f')}/{fmt(d.threshold, '.3f')}")
+                )
+        for a in out.alerts:
+            rows.append((a.time, 2, f"{h(a.time):7.2f} h  ALERT {a.detector} {a.severity} {a.state}: {a.summary}"))
+        for _, _, line in sorted(rows):
+            print(line)
+
+
 def plan(args: argparse.Namespace, seed: int) -> list[Job]:
     rng = np.random.default_rng(seed)
     jobs: list[Job] = []
@@ -486,8 +556,16 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--only", help="run only the scenarios whose name contains this")
     ap.add_argument("--png", type=Path, default=Path("bench/detection_roc.png"))
+    ap.add_argument("--trace", metavar="CELL", help="with --seed: print one cell's half-cycles and detector states")
+    ap.add_argument("--detector", default="overpotential_drop", help="the detector --trace follows")
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(3), "big")
+    if args.trace:
+        job = next((j for j in plan(args, seed) if j.cell == args.trace), None)
+        if job is None:
+            sys.exit(f"no cell {args.trace} in the plan of seed {seed}")
+        trace(job, args.detector)
+        return
     jobs = [j for j in plan(args, seed) if not args.only or args.only in j.scenario]
     print(f"seed {seed}: {len(jobs)} cells; running them through the pipeline in {args.workers} processes")
     t0 = time.perf_counter()

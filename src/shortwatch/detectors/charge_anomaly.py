@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from shortwatch.detectors.base import Detector, Verdict
-from shortwatch.detectors.stats import RobustWindow
+from shortwatch.detectors.stats import Ewma, RobustWindow
 from shortwatch.model import CycleFeatures, StepFeatures
 from shortwatch.settings import CellSpec
 
@@ -39,6 +39,7 @@ class ChargeAnomaly(Detector):
         "overcharge_ratio": (1.15, "charge capacity beyond this share of the usual..."),
         "cutoff_margin_V": (0.02, "...while ending this far below the usual end-of-charge voltage"),
         "ce_drop": (0.03, "CE this far below its recent median..."),
+        "ce_resolution_factor": (1.5, "...and this many times the CE's resolution (a sample's charge per step)..."),
         "ce_cycles": (2, "...in this many consecutive cycles"),
         "skip_first_cycles": (1, "formation"),
         "anode_free_formation_cycles": (5, "anode-free cells: formation cycles (low, noisy CE) learned, not judged"),
@@ -55,11 +56,14 @@ class ChargeAnomaly(Detector):
         self.ce = RobustWindow(5)
         self.recent_dips: list[int] = []
         self.low_ce_run = 0
+        self.step_res: dict[str, float] = {}  # step kind -> 1 / its sample intervals
         self.flags: dict[str, int] = {}  # sign -> charges left to remember it
         self.detail: dict[str, Any] = {}
         self.charges = 0
         self.rest_fall = RobustWindow(5)  # the OCV fall rate of healthy rests after a charge (V/h)
         self.fast_rests = 0
+        self.rest_scatter = Ewma(alpha=0.2)  # mean |change| of the fall rate between healthy rests
+        self.last_rest_fall: float | None = None
         self.after_charge = False
         self.skip = self.p["skip_first_cycles"]
         if spec.kind == "anode-free":
@@ -67,12 +71,16 @@ class ChargeAnomaly(Detector):
 
     def on_step(self, f: StepFeatures, m: CellMonitor) -> Verdict | None:
         after_charge, self.after_charge = self.after_charge, f.step_kind in ("charge", "cv_charge")
+        if f.step_kind in ("charge", "discharge") and f.n_samples > 1:
+            # each capacity is known to one sample interval's charge: where a step is a few
+            # dozen samples (60-s logging of a short step) the CE moves in steps of a few %
+            self.step_res[f.step_kind] = 1.0 / (f.n_samples - 1)
         if f.step_kind == "rest" and after_charge:
             return self._rest(f)
         if f.step_kind != "charge" or f.n_samples < 10 or f.gap_s > 0:
             return None  # a data gap leaves the charge capacity incomplete
         self.charges += 1
-        if f.cycle < self.skip:
+        if self.charges <= self.skip:  # counted, not by cycle number: cyclers count from 0 or 1
             return None
         for k in list(self.flags):
             self.flags[k] -= 1
@@ -108,12 +116,16 @@ class ChargeAnomaly(Detector):
     def _rest(self, f: StepFeatures) -> Verdict | None:
         """Self-discharge: the OCV fall over the second half of a rest after a charge."""
         fall = f.rest_fall_V_per_h
-        if fall is None or f.gap_s > 0 or f.duration_s < 600 or f.cycle < self.skip:
+        if fall is None or f.gap_s > 0 or f.duration_s < 600 or self.charges <= self.skip:
             return None
         med = self.rest_fall.median()
         if med is not None and len(self.rest_fall) >= 3:
             usual = max(med, 0.0)
-            if fall > self.p["self_discharge_ratio"] * usual and fall > usual + self.p["self_discharge_min_V_per_h"]:
+            # the rate is read from a few late points (fewer where logged on a voltage change):
+            # faster than usual means beyond 3 sigmas of the healthy rests' own scatter
+            sigma = 0.886 * (self.rest_scatter.value or 0.0)  # mean |difference| of two -> sigma
+            margin = max(self.p["self_discharge_min_V_per_h"], 3.0 * sigma)
+            if fall > self.p["self_discharge_ratio"] * usual and fall > usual + margin:
                 self.fast_rests += 1
                 if self.fast_rests >= self.p["self_discharge_rests"]:
                     self.flags["self_discharge"] = self.p["memory_charges"]
@@ -122,6 +134,9 @@ class ChargeAnomaly(Detector):
                     )
                 return self._judge(f.t_end, f.cycle)
         self.fast_rests = 0
+        if self.last_rest_fall is not None:
+            self.rest_scatter.update(abs(fall - self.last_rest_fall))
+        self.last_rest_fall = fall
         self.rest_fall.add(fall)
         return None
 
@@ -129,7 +144,8 @@ class ChargeAnomaly(Detector):
         if c.ce is None or c.cycle < self.skip or c.q_charge_Ah <= 0 or c.gap_s > 0:
             return None
         med = self.ce.median()
-        if med is not None and len(self.ce) >= 3 and c.ce < med - self.p["ce_drop"]:
+        drop = max(self.p["ce_drop"], self.p["ce_resolution_factor"] * sum(self.step_res.values()))
+        if med is not None and len(self.ce) >= 3 and c.ce < med - drop:
             self.low_ce_run += 1
             if self.low_ce_run >= self.p["ce_cycles"]:
                 self.flags["ce"] = self.p["memory_charges"]

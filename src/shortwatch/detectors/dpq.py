@@ -6,7 +6,10 @@ decline is normal early on; a decline faster than the cell's own earlier trend m
 penetrating the separator (seed 003: gradual to cycle ~13, then rapid, short at cycle 20).
 
 The detector extrapolates a line through the cell's recent unsuspicious cycles and runs a
-one-sided CUSUM of the standardised shortfall below it. A decline that levels off or turns
+one-sided CUSUM of the standardised shortfall below it. Its allowance (1.5 sigma) and the
+cycles within it that keep shaping the line let a slow decline that goes on (an anode-free
+cell's pores filling over 10-20 cycles, read through a daily temperature swing) pass;
+penetration drops d(dP)_Q by several sigmas per cycle. A decline that levels off or turns
 up sits above the extrapolated line, so it stays quiet; a rising trend is held at its last
 value rather than extrapolated, so a rise that levels off is quiet too.
 """
@@ -37,7 +40,7 @@ class DpqDecline(Detector):
         "reference_cycles": (10, "cycles in the reference trend"),
         "min_reference": (5, "cycles needed before judging"),
         "skip_first_cycles": (1, "formation cycle(s) are not part of the trend"),
-        "allowance_sigma": (1.0, "CUSUM k, in residual sigmas"),
+        "allowance_sigma": (1.5, "CUSUM k, in residual sigmas"),
         "threshold_sigma": (6.0, "CUSUM h, in residual sigmas"),
         "sigma_floor": (
             0.025,
@@ -86,8 +89,12 @@ class DpqDecline(Detector):
             self.decline_start = None
         elif self.decline_start is None:
             self.decline_start = c.cycle
-        if z < 2.0 and s == 0.0:
-            self.trend.add(c.cycle, dpq)  # only unsuspicious cycles shape the reference
+        if z < self.p["allowance_sigma"] or (z < 2.0 and s == 0.0):
+            # only unsuspicious cycles shape the reference: those within the allowance (which
+            # the CUSUM itself does not count against the cell) always, so a slow decline
+            # that goes on (an anode-free cell's pore filling levelling off over 10-20 cycles)
+            # is followed, while a penetration falls several sigmas at once and is not
+            self.trend.add(c.cycle, dpq)
         h = self.p["threshold_sigma"]
         if s > h:
             state = "warning"

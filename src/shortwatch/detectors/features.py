@@ -234,9 +234,14 @@ class StepAccumulator(Stateful):
         frac = (t - self.t0) / span
         sel = (frac >= 0.2) & (frac <= 0.8)
         if int(sel.sum()) < 3:
-            sel = np.ones(v.size, dtype=bool)
+            # sparse points (EC-Lab logs a still plateau every 600 s at most): the few that
+            # fall inside are true readings of the plateau; the first point (the nucleation
+            # peak) held "until the next one" minutes later would weigh the peak as plateau
+            wide = (frac > 0.05) & (frac < 0.95)
+            sel = wide if wide.any() else np.ones(v.size, dtype=bool)
         mid = v[sel]
-        eta = _time_weighted_median(mid, np.diff(t, append=self.t_last)[sel])
+        few = mid.size < 3  # a few true readings: their plain median
+        eta = float(np.median(mid)) if few else _time_weighted_median(mid, np.diff(t, append=self.t_last)[sel])
         if eta <= 0:
             return None, None, None, None
         head = v[frac <= 0.1]

@@ -38,10 +38,15 @@ class HardShort(Detector):
     params = {
         "collapse_fraction": (0.15, "symmetric: |V| below this share of the expected overpotential..."),
         "collapse_max_V": (0.02, "...and below this absolute value"),
+        "collapse_noise_sigmas": (3.0, "symmetric: or below this many sigmas of the cell's voltage noise..."),
+        "collapse_noise_cap": (0.4, "...but never above this share of the expected overpotential"),
         "min_asr_ohm_cm2": (1.0, "before any half-cycle is known: |V|/J below this (no real cell is)"),
         "min_current_density_mA_cm2": (0.02, "|I| / area at or above this counts as under current"),
-        "confirm_samples": (2, "consecutive samples that confirm"),
+        "confirm_samples": (2, "consecutive samples that confirm..."),
+        "low_snr_extra_samples": (2, "...and this many more where the plateau is under 5 noise sigmas"),
         "recover_samples": (6, "consecutive healthy samples that resolve"),
+        "sweep_min_V": (0.005, "symmetric, during a sweep: |V|/|I| below collapse_fraction of the cell's ASR..."),
+        "sweep_max_V": (0.1, "...judged for |V| in this range (above the noise, below strong curvature)"),
         "full_drop_V": (0.25, "full cells: a sudden drop this large between two samples at unchanged current..."),
         "full_knee_ratio": (4.0, "...and this many times the previous sample's fall (not the end-of-discharge knee)"),
         "full_floor_V": (1.0, "...or a voltage below this after the cell was charged..."),
@@ -49,7 +54,10 @@ class HardShort(Detector):
         "full_working_V": (3.0, "a full cell is back to health only above this voltage"),
     }
 
-    _transient = (*Detector._transient, "symmetric", "i_min", "collapse", "max_v", "r_floor")
+    _transient = (
+        *Detector._transient,
+        *("symmetric", "i_min", "collapse", "max_v", "r_floor", "noise_sigmas", "noise_cap"),
+    )
 
     def __init__(self, spec: CellSpec, overrides: dict[str, Any] | None = None):
         super().__init__(spec, overrides)
@@ -59,6 +67,9 @@ class HardShort(Detector):
         self.i_min = p["min_current_density_mA_cm2"] * spec.area_cm2 / 1000.0  # A
         self.collapse = p["collapse_fraction"]
         self.max_v = p["collapse_max_V"]
+        self.noise_sigmas = p["collapse_noise_sigmas"]
+        self.noise_cap = p["collapse_noise_cap"]
+        self.v_sigma = 0.0  # symmetric: voltage noise under constant current (V)
         self.r_floor = p["min_asr_ohm_cm2"] / spec.area_cm2  # ohm
         self.asr = Ewma(alpha=0.5)
         self.r_cell: float | None = None  # expected |V|/|I| (ohm) from recent half-cycles
@@ -76,6 +87,9 @@ class HardShort(Detector):
         self.v_drop = math.inf  # full cells: the voltage right after a suspicious drop
         self.drop_current: float | None = None  # the current when the drop came
         self.drop_samples = 1  # over how many samples it came
+        self.confirmed = False  # the drop needs no further sample to confirm it
+        self.need = self.p["confirm_samples"]  # consecutive samples that confirm a short now
+        self.t_sample = -math.inf  # time of the previous sample
         self.was_charged = False
         self.cutoff = RobustWindow(5)  # full cells: lowest voltage of recent discharges
         self.floor = self.p["full_floor_V"]  # full cells: below this a charged cell has collapsed
@@ -91,13 +105,18 @@ class HardShort(Detector):
 
     def on_sample(self, s: Sample, pressure: float | None, m: CellMonitor) -> Verdict | None:
         v, i = s.voltage_V, s.current_A
-        if v is None or i is None or m.segmenter.kind not in _JUDGED_KINDS:
-            return None  # a CV hold or sweep imposes the voltage: a low one is no short
+        kind = m.segmenter.kind
+        if v is None or i is None:
+            return None
+        if kind not in _JUDGED_KINDS and not (kind == "sweep" and self.symmetric):
+            return None  # a CV hold imposes the voltage: a low one is no short
         if self.symmetric:
             if m.kind_mismatch:
                 return None
             ai = i if i > 0 else -i
-            if ai < self.i_min:
+            if kind == "sweep":
+                shorted, healthy = self._sweep(v, ai)
+            elif ai < self.i_min:
                 shorted = healthy = False
             else:
                 av = v if v > 0 else -v
@@ -107,20 +126,47 @@ class HardShort(Detector):
                 else:
                     expected = r * ai
                     limit = self.collapse * expected
+                    # a plateau of a few noise sigmas dips below 15 % of itself now and then:
+                    # two such readings in a row are no short there, four are (where they come
+                    # within a minute; a cell logged on a voltage change, every 600 s on a still
+                    # plateau, has its noise sigma set by dE and is judged as before)
+                    low_snr = expected < 5.0 * self.v_sigma and s.time - self.t_sample <= 60.0
+                    self.need = self.p["confirm_samples"] + (self.p["low_snr_extra_samples"] if low_snr else 0)
+                    noisy = self.noise_sigmas * self.v_sigma
+                    if low_snr and noisy > limit:
+                        # a few-mV plateau read through mV noise: a short reads 0 +- noise. Where
+                        # four readings confirm, the limit rises to 3 sigmas, as long as healthy
+                        # readings stay 2.5 sigmas above it (so four never all fall below it);
+                        # with two, 15 % of the plateau stays the limit (a healthy 3-mV plateau
+                        # read through 0.5-mV spiky noise dipped to 0.9 mV twice in a row)
+                        margin = expected - 2.5 * self.v_sigma
+                        limit = min(noisy, self.noise_cap * expected, max(limit, margin))
                     shorted = av < (limit if limit < self.max_v else self.max_v)
                     healthy = av > 0.5 * expected
+                    i_prev, v_prev = self.i_prev, self.v_prev
+                    # the voltage noise, from sample-to-sample steps at constant current
+                    # (the mean |dV| of two readings is 1.128 sigma)
+                    if healthy and i_prev is not None and v_prev is not None and -0.03 * ai <= i - i_prev <= 0.03 * ai:
+                        # clipped at 3 sigmas: the nucleation peak and the end-of-strip rise
+                        # are steps of the signal, not of the noise
+                        d = 0.886 * abs(v - v_prev)
+                        if self.v_sigma > 0.0 and d > 3.0 * self.v_sigma:
+                            d = 3.0 * self.v_sigma
+                        self.v_sigma += 0.01 * (d - self.v_sigma)
         else:
             shorted, healthy = self._full(v, i)
-        self.v_prev, self.i_prev = v, i
+        self.v_prev, self.i_prev, self.t_sample = v, i, s.time
         if shorted:
-            self.bad += 1
+            # a fall at constant charging current seen in two samples in a row is its own
+            # confirmation (no end-of-discharge knee while charging, no one-sample glitch)
+            self.bad = self.need if self.confirmed else self.bad + 1
             self.good = 0
         elif healthy:
             self.good += 1
             self.bad = 0
         else:
             self.bad = 0
-        if self.state_name != "critical" and self.bad >= self.p["confirm_samples"]:
+        if self.state_name != "critical" and self.bad >= self.need:
             # the hot path above only compares numbers; the explanation is built once, here
             what, evidence = self._explain(v, i)
             cycle = m.segmenter.cycle
@@ -130,6 +176,17 @@ class HardShort(Detector):
         if self.state_name == "critical" and self.good >= self.p["recover_samples"]:
             return self.verdict(s.time, "ok", abs(v), None, f"Voltage recovered ({v:.4f} V under {i * 1e3:.4g} mA)")
         return None
+
+    def _sweep(self, v: float, ai: float) -> tuple[bool, bool]:
+        """(shorted, healthy) of a symmetric cell during a voltammetry sweep, which imposes
+        the voltage: a short shows as a current far above what the cell's own resistance
+        passes. Judged between ``sweep_min_V`` and ``sweep_max_V``, where Butler-Volmer
+        curvature lowers a healthy |V|/|I| to no less than about half its ohmic value."""
+        av = v if v > 0 else -v
+        r = self.r_cell
+        if r is None or ai < self.i_min or not self.p["sweep_min_V"] <= av <= self.p["sweep_max_V"]:
+            return False, False
+        return av < self.collapse * r * ai, av > 0.5 * r * ai
 
     def _symmetric_limit(self, j: float) -> tuple[float, float | None]:
         """(|V| below which the cell counts as shorted, the expected overpotential)."""
@@ -148,6 +205,7 @@ class HardShort(Detector):
         if self.was_charged and v < self.floor:
             return True, False
         i_prev, v_prev = self.i_prev, self.v_prev
+        self.confirmed = False
         # the current held still (any direction, or at rest): a voltage step is not an IR jump
         # relative to the larger of the two currents, so that a current step (a rest after a
         # charge) is a change also when the configured area makes every current look small
@@ -175,6 +233,7 @@ class HardShort(Detector):
                 self.v_drop = v
                 self.drop_current = i
                 self.drop_samples = 1 if single else 2
+                self.confirmed = split and not single and i > self.i_min
                 return True, False
         return False, v > working
 

@@ -34,7 +34,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from shortwatch.detectors.base import Detector, Verdict
-from shortwatch.detectors.stats import K_B_EV, Cusum, Ewma, RobustWindow, arrhenius_factor
+from shortwatch.detectors.stats import (
+    K_B_EV,
+    Cusum,
+    Ewma,
+    RobustWindow,
+    arrhenius_factor,
+    temperature_allowance,
+)
 from shortwatch.model import StepFeatures
 from shortwatch.settings import CellSpec
 
@@ -63,10 +70,12 @@ class OverpotentialDrop(Detector):
         "corroborated_threshold": (0.15, "h when the half-cycle profile has turned flat/ohmic"),
         "min_drop": (0.08, "and the ASR must be at least this far below its peak to warn..."),
         "corroborated_min_drop": (0.05, "...or this far with a flat, ohmic profile"),
-        "shape_fade": (0.5, "profile counts as flat when its shape index falls below this share"),
+        "shape_fade": (0.5, "profile counts as flat when its shape index falls below this share..."),
+        "shape_noise_sigmas": (3.0, "...and by this many sigmas of its own half-cycle-to-half-cycle scatter"),
         "smoothing": (0.3, "EWMA weight of the newest half-cycle in the level"),
         "activation_energy_eV": (None, "None: learned from the cell's temperature changes"),
         "default_activation_energy_eV": (0.4, "used until one is learned"),
+        "activation_energy_uncertainty_eV": (0.15, "how far off the default may be (a third of it once learned)"),
         "reference_temperature_C": (25.0, "ASR is referred to this temperature"),
         "min_temperature_step_C": (2.0, "a change this large teaches the activation energy"),
         "rest_tau_fade": (0.5, "rests relax 'faster' when their time constant falls below this share"),
@@ -120,6 +129,8 @@ class OverpotentialDrop(Detector):
         self.learn_pts: deque[list[float]] = deque(maxlen=32)  # (t_h, x) of the learning window
         self.last_x: dict[str, float] = {}  # direction -> x, for the scatter
         self.scatter = Ewma(alpha=0.1)  # mean |x - x of the previous same-direction half-cycle|
+        self.last_shape: dict[str, float] = {}  # direction -> shape index, for its scatter
+        self.shape_scatter = Ewma(alpha=0.1)  # mean |shape - shape of the previous same-direction one|
 
     @property
     def activation_energy(self) -> float:
@@ -128,6 +139,15 @@ class OverpotentialDrop(Detector):
         if len(self.ea_learned) < 2:  # one step could be a fluke
             return float(self.p["default_activation_energy_eV"])
         return self.ea_learned.median()  # type: ignore[return-value]
+
+    @property
+    def ea_uncertainty(self) -> float:
+        """How far off the activation energy may be (eV): ``activation_energy_uncertainty_eV``
+        while the default is used, a third of it once set in config or learned."""
+        unc = float(self.p["activation_energy_uncertainty_eV"])
+        if self.p["activation_energy_eV"] is not None or len(self.ea_learned) >= 2:
+            unc /= 3.0
+        return unc
 
     def _learn_activation_energy(self, f: StepFeatures, j: float) -> None:
         t, asr = f.temperature_C, f.asr_ohm_cm2
@@ -190,10 +210,19 @@ class OverpotentialDrop(Detector):
         self.last_x[f.step_kind] = x
         if prev_x is not None:
             self.scatter.update(abs(x - prev_x))
+        prev_shape = self.last_shape.get(f.step_kind)
+        self.last_shape[f.step_kind] = shape
+        if prev_shape is not None:
+            self.shape_scatter.update(abs(shape - prev_shape))
         if self.j_ref is None:
             self.j_ref, self.eta_ref = j, eta_c
         elif abs(math.log(j / self.j_ref)) > math.log(self.p["j_step_ratio"]):
             self._new_current_regime(j, eta_c)
+        elif self.t_cc_end is not None and f.t_start - self.t_cc_end >= 3600.0 * self.p["pause_h"]:
+            # first: across a pause the temperature (a daily swing) and the pressure may have
+            # moved too, but the cell may also recover from the pause for hours: only a pause
+            # regime learns that settling
+            self._new_regime(self.p["pressure_relearn_half_cycles"], "pause")
         elif (
             temp is not None
             and self.t_regime is not None
@@ -207,8 +236,6 @@ class OverpotentialDrop(Detector):
             # the fixture was tightened or loosened: contact changes the ASR within a cycle or
             # two; the settling that follows is learned like the first one
             self._new_regime(self.p["pressure_relearn_half_cycles"], "pressure step")
-        elif self.t_cc_end is not None and f.t_start - self.t_cc_end >= 3600.0 * self.p["pause_h"]:
-            self._new_regime(self.p["pressure_relearn_half_cycles"], "pause")
         if temp is not None:
             self.t_regime = temp  # the previous half-cycle's temperature, for the next comparison
         if pres is not None:
@@ -231,14 +258,23 @@ class OverpotentialDrop(Detector):
             self.ref_cov = cov
             self.shape_ref = shape_level
             self.eta_ref = eta_c
-            if self.regime_kind in SETTLING_REGIMES:
-                self.learn_pts.append([t_h, x])
+            self.learn_pts.append([t_h, x])
             self.t_prev = t_h
             if self.state_name == "warning":
                 return None  # re-learning after a step does not undo a fall: the warning stands
             return self.verdict(f.t_end, "ok", 0.0, self.p["threshold"]) if self.state_name != "ok" else None
         if self.learn_pts:
-            self._learn_settling(t_h)
+            # the fall is measured from the learning window's end level, not from its last
+            # half-cycle: one noisy value (and one direction) is no reference. Where the cell
+            # may settle, the fitted end; after a J or T step, the mean of the last few
+            if self.regime_kind in SETTLING_REGIMES:
+                x_end = self._learn_settling(t_h)
+            else:
+                x_end = float(np.mean([pt[1] for pt in list(self.learn_pts)[-4:]]))
+                self.learn_pts.clear()
+            if x_end is not None:
+                self.peak = x_end
+                self.level.value = level = x_end + self.p["smoothing"] * (x - x_end)
         # the reference sinks at the settling rate the cell showed, decaying with tau_max
         dt_h = t_h - self.t_prev if self.t_prev is not None else 0.0
         self.t_prev = t_h
@@ -250,8 +286,21 @@ class OverpotentialDrop(Detector):
             self.ref_cov = cov
         fall = self.peak - x  # type: ignore[operator]
         sigma = 0.627 * (self.scatter.value or 0.0)  # mean |difference| of two -> one value's sigma
+        # ...and no less than how finely the plateau is read: the voltage steps between logged
+        # points (noise, or EC-Lab's dE) over the plateau, averaged over its points. A 3-mV
+        # plateau logged on 2-mV changes reads its ASR to tens of per cent, whatever the
+        # half-cycle-to-half-cycle scatter says (the points fall alike from cycle to cycle)
+        hs = m.detectors.get("hard_short")
+        step_v = getattr(hs, "v_sigma", 0.0) if hs is not None else 0.0
+        if step_v and f.eta_V:
+            sigma = max(sigma, step_v / f.eta_V / math.sqrt(max(0.6 * f.n_samples, 1.0)))
         # the peak of a noisy level sits about one sigma high: the allowance covers that and more
         k = max(self.p["allowance"], self.p["noise_factor"] * sigma)
+        # covariates first: the part of the fall that the temperature change since the
+        # reference level explains within the activation energy's uncertainty is no fall
+        # (a daily swing of 2 C read with Ea 0.1 eV off makes a 3 % fall, day after day)
+        k_temp = temperature_allowance(self.ref_cov[1], temp, self.ea_uncertainty)
+        k += k_temp
         weight = min(max(f.duration_s / 3600.0, 0.25), 3.0)  # CUSUM per hour of cycling
         s = self.cusum.update(weight * (fall - k))
         if s == 0.0:
@@ -261,15 +310,25 @@ class OverpotentialDrop(Detector):
         elif self.fall_start_cycle is None:
             self.fall_start_cycle = f.cycle
         shape_ratio = shape_level / self.shape_ref if self.shape_ref else None
-        flat = shape_ratio is not None and shape_ratio < self.p["shape_fade"]
+        # the profile has turned flat only when its shape index fell well beyond its own
+        # scatter: a few-mV plateau logged at 1 min misses the nucleation peak, and a shape
+        # index made of noise (whose reference is the running maximum of that noise) "fades"
+        shape_sigma = 0.627 * (self.shape_scatter.value or 0.0)
+        flat = (
+            shape_ratio is not None
+            and shape_ratio < self.p["shape_fade"]
+            and self.shape_ref - shape_level > self.p["shape_noise_sigmas"] * shape_sigma  # type: ignore[operator]
+        )
         tau_ref = self.rest_taus.median() if len(self.rest_taus) >= 2 else None
         tau_ratio = self.rest_tau / tau_ref if tau_ref and self.rest_tau else None
         fast_rest = tau_ratio is not None and tau_ratio < self.p["rest_tau_fade"]
         corroborated = flat or fast_rest
         h = self.p["corroborated_threshold"] if corroborated else self.p["threshold"]
         min_fall = -math.log(1.0 - (self.p["corroborated_min_drop"] if corroborated else self.p["min_drop"]))
-        min_fall = max(min_fall, 3.0 * sigma)
-        sustained = s > h and fall > min_fall
+        min_fall = max(min_fall, 3.0 * sigma) + k_temp
+        # the fall that warns is the level's (smoothed), not one half-cycle's: a single low
+        # value under a peak that is itself the maximum of a noisy level is no sustained fall
+        sustained = s > h and min(fall, self.peak - level) > min_fall  # type: ignore[operator]
         if self.state_name == "warning" and self.warned_at is not None and x < self.warned_at - self.p["allowance"]:
             sustained = True  # a warning stands until the ASR is back near the level it fell from
         if self.eta_unscaled is not None or sustained:
@@ -302,6 +361,7 @@ class OverpotentialDrop(Detector):
             "rest_relaxes_faster": fast_rest,
             "settling_allowance_per_h": round(allow, 5),
             "noise_sigma": round(sigma, 4),
+            "temperature_allowance": round(k_temp, 4),
             "regime": self.regime_kind,
             **self._covariates(cov),
         }
@@ -349,12 +409,13 @@ class OverpotentialDrop(Detector):
         a settling allowance would only excuse a fall)."""
         self.relearn = relearn
         self.since_regime = 0
-        self.regime_kind = why
         self.regime_t0 = None
         self.level = Ewma(alpha=self.p["smoothing"])
         self.peak = None
-        if why in SETTLING_REGIMES:
-            self.learn_pts.clear()
+        if self.learn_pts and self.regime_kind in SETTLING_REGIMES:
+            self._learn_settling(self.learn_pts[-1][0])  # the settling seen until the step
+        self.learn_pts.clear()
+        self.regime_kind = why
 
     def _pressure_step(self, f: StepFeatures) -> bool:
         """Stack pressure changed beyond ``pressure_step_MPa`` and 5 % since the previous
@@ -366,18 +427,27 @@ class OverpotentialDrop(Detector):
         inside = abs(now - f.p_start) if f.p_start is not None else 0.0
         return abs(now - prev) >= step or inside >= step
 
-    def _learn_settling(self, t_h: float) -> None:
+    def _learn_settling(self, t_h: float) -> float | None:
         """End of a learning window: the rate at which the cell was still settling (the
-        slope of ln ASR over the window's second half; 0 when level or rising)."""
+        slope of ln ASR over the window's second half, plus its standard error: a few noisy
+        half-cycles can hide a settling that goes on; 0 when level or rising). Returns the
+        fitted ln ASR at the window's end (None when there are too few points to fit)."""
         pts = np.asarray(self.learn_pts)
         self.learn_pts.clear()
         late = pts[pts[:, 0] >= pts[0, 0] + 0.5 * (pts[-1, 0] - pts[0, 0])]
         if len(late) < 2 or late[-1, 0] <= late[0, 0]:
-            return
-        rate = -float(np.polyfit(late[:, 0], late[:, 1], 1)[0])
+            return None
+        slope, icpt = (float(c) for c in np.polyfit(late[:, 0], late[:, 1], 1))
+        x_end = slope * float(late[-1, 0]) + icpt
+        rate = -slope
+        if len(late) >= 4:
+            resid = late[:, 1] - (slope * late[:, 0] + icpt)
+            sxx = float(((late[:, 0] - late[:, 0].mean()) ** 2).sum())
+            rate += math.sqrt(float((resid**2).sum()) / (len(late) - 2) / sxx)
         now = self.settle_rate * math.exp(-(t_h - self.t_settle) / self.p["settling_tau_max_h"])
         if rate > now:
             self.settle_rate, self.t_settle = rate, float(late[-1, 0])
+        return x_end
 
     def _covariates(self, cov: list[float | None]) -> dict[str, Any]:
         """Pressure, temperature and J at the reference level and now, for the evidence."""

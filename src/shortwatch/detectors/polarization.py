@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from shortwatch.detectors.base import Detector, Verdict
 from shortwatch.detectors.segmentation import CC_KINDS
-from shortwatch.detectors.stats import Cusum, Ewma, RobustWindow, arrhenius_factor
+from shortwatch.detectors.stats import Cusum, Ewma, RobustWindow, arrhenius_factor, temperature_allowance
 from shortwatch.model import Sample, StepFeatures
 from shortwatch.settings import CellSpec
 
@@ -61,15 +61,18 @@ class PolarizationRise(Detector):
         "critical_rise": (0.5, "a rise of this share beyond the trend is critical"),
         "runaway_ratio": (2.0, "within a step: |V| this many times the step's own plateau..."),
         "runaway_expected_ratio": (1.5, "...and this many times the end-of-strip |V| the trend expects"),
-        "runaway_samples": (3, "consecutive samples that confirm a runaway"),
+        "runaway_samples": (3, "consecutive samples that confirm a runaway..."),
+        "runaway_noise_sigmas": (6.0, "...rising this many sigmas of the voltage noise above the plateau"),
         "relearn_half_cycles": (3, "after a J, temperature or pressure step or a pause, half-cycles re-anchored"),
         "j_step_ratio": (1.1, "a current-density change beyond this is a new regime"),
         "min_temperature_step_C": (2.0, "a temperature change this large is a new regime"),
         "pressure_step_MPa": (0.3, "a stack-pressure change beyond this (and 5 %) is a new regime"),
         "pause_h": (2.0, "a pause this long between half-cycles is a new regime"),
         "activation_energy_eV": (0.4, "Arrhenius correction to 25 C (overpotential_drop's learned one when it runs)"),
+        "activation_energy_uncertainty_eV": (0.15, "how far off it may be (overpotential_drop's when it runs)"),
         "min_half_cycle_s": (300.0, "shorter half-cycles are not judged"),
         "min_samples": (40, "half-cycles logged more sparsely are not judged (the end of strip is a few points)"),
+        "max_flatness": (0.25, "nor cells whose plateau usually spreads this share of itself (noise ~ the rise)"),
     }
 
     _transient = (*Detector._transient, "runaway_ratio", "expected_ratio")
@@ -83,7 +86,9 @@ class PolarizationRise(Detector):
         self.scatter = Ewma(alpha=0.1)  # mean |raw dy - r0 dt| of healthy half-cycles
         self.share = Ewma(alpha=0.3)  # end-of-strip rise / plateau, smoothed
         self.share_ref = RobustWindow(15)  # ...of healthy half-cycles
+        self.flat_ref = RobustWindow(15)  # plateau spread / plateau of the early half-cycles
         self.y_ref: float | None = None  # the latest y judged healthy
+        self.t_ref: float | None = None  # ...and its temperature
         self.over_hc = 0  # consecutive half-cycles over the threshold
         self.cusum = Cusum(k=0.0)
         self.half_cycles = 0
@@ -95,7 +100,8 @@ class PolarizationRise(Detector):
         self.r_ref = 0.0
         self.r_expected: float | None = None
         self.step_id = -1
-        self.step_min = math.inf
+        self.step_min = math.inf  # the step's plateau: its second-lowest |V| (one low outlier is no plateau)
+        self.step_low = math.inf  # ...and its lowest
         self.step_n = 0
         self.over = 0
 
@@ -116,8 +122,11 @@ class PolarizationRise(Detector):
         factor = self._factor(f.temperature_C, m)
         v_end = f.eta_V + max(f.end_rise_V or 0.0, 0.0)
         y = math.log(v_end * factor / (j / 1000.0))
-        if f.n_samples < self.p["min_samples"]:
-            # too sparse to judge the end of strip, but enough to arm the within-step runaway check
+        if f.flatness is not None and self.half_cycles <= 2 * self.p["warmup_cycles"]:
+            self.flat_ref.add(f.flatness)
+        flat0 = self.flat_ref.median()
+        if f.n_samples < self.p["min_samples"] or (flat0 is not None and flat0 > self.p["max_flatness"]):
+            # too sparse (or noisy) to judge the end of strip, but enough to arm the within-step runaway check
             # with the level of the early, healthy half-cycles (a growing end of strip must not
             # raise what is expected of it)
             if 2 <= self.half_cycles <= 2 * self.p["warmup_cycles"]:
@@ -149,14 +158,14 @@ class PolarizationRise(Detector):
             self.rates.add(dy_raw / dt)
             self.scatter.update(abs(dy_raw - r0 * dt))
             self.share_ref.add(share)
-            self.y_ref = y
+            self.y_ref, self.t_ref = y, f.temperature_C
             return None
         s = self.cusum.update(dy - (r0 + self.p["allowance_per_h"]) * dt)
         if s == 0.0:
             self.rates.add(dy_raw / dt)
             self.scatter.update(abs(dy_raw - r0 * dt))
             self.share_ref.add(share)
-            self.y_ref = y
+            self.y_ref, self.t_ref = y, f.temperature_C
             self.rise_start_cycle = None
         elif self.rise_start_cycle is None:
             self.rise_start_cycle = f.cycle
@@ -165,7 +174,12 @@ class PolarizationRise(Detector):
         h = max(self.p["threshold"], self.p["noise_sigmas"] * sigma)
         share0 = self.share_ref.median() or 0.0
         reshaped = share >= share0 + self.p["end_share_growth"]
-        self.over_hc = self.over_hc + 1 if s > h and reshaped else 0
+        # covariates first: the rise since the reference that the temperature change explains
+        # within the activation energy's uncertainty does not count (a daily swing)
+        od = m.detectors.get("overpotential_drop")
+        unc = od.ea_uncertainty if od is not None else self.p["activation_energy_uncertainty_eV"]  # type: ignore[attr-defined]
+        k_temp = temperature_allowance(self.t_ref, f.temperature_C, unc)
+        self.over_hc = self.over_hc + 1 if s - k_temp > h and reshaped else 0
         if self.y_ref is not None:
             self.r_ref = math.exp(self.y_ref) / self.spec.area_cm2  # ohm at 25 C
             self.r_expected = self.r_ref / factor  # ohm at this half-cycle's temperature
@@ -193,6 +207,7 @@ class PolarizationRise(Detector):
             "usual_end_of_strip_share": round(share0, 3),
             "statistic": round(s, 4),
             "threshold": round(h, 4),
+            "temperature_allowance": round(k_temp, 4),
             "rising_since_cycle": self.rise_start_cycle,
             "current_density_mA_cm2": round(j, 4),
             "temperature_C": f.temperature_C,
@@ -236,17 +251,24 @@ class PolarizationRise(Detector):
         if r_exp is None or v is None or i is None or m.segmenter.kind not in CC_KINDS:
             return None
         if m.step_index != self.step_id:
-            self.step_id, self.step_min, self.step_n, self.over = m.step_index, math.inf, 0, 0
+            self.step_id, self.step_min, self.step_low, self.step_n, self.over = m.step_index, math.inf, math.inf, 0, 0
         av = v if v > 0 else -v
         self.step_n += 1
         if self.step_n > 3 and av < self.step_min:  # after the nucleation peak
-            self.step_min = av
+            if av < self.step_low:
+                self.step_min, self.step_low = self.step_low, av
+            else:
+                self.step_min = av
         if av <= self.runaway_ratio * self.step_min:
             self.over = 0
             return None
         ai = i if i > 0 else -i
-        if av > self.expected_ratio * r_exp * ai and av * self._factor(s.temperature_C, m) > (
-            self.expected_ratio * self.r_ref * ai
+        hs = m.detectors.get("hard_short")
+        noise = getattr(hs, "v_sigma", 0.0) if hs is not None else 0.0
+        if (
+            av > self.expected_ratio * r_exp * ai
+            and av * self._factor(s.temperature_C, m) > self.expected_ratio * self.r_ref * ai
+            and av - self.step_min > self.p["runaway_noise_sigmas"] * noise
         ):  # rare: only now is the temperature correction worth its exp()
             self.over += 1
         else:

@@ -134,3 +134,11 @@ class TrendResidual(Stateful):
 def arrhenius_factor(temp_C: float, ref_C: float, ea_eV: float) -> float:
     """Multiply a resistance measured at temp_C by this to refer it to ref_C (R ~ exp(Ea/kT))."""
     return math.exp(ea_eV / K_B_EV * (1.0 / (ref_C + 273.15) - 1.0 / (temp_C + 273.15)))
+
+
+def temperature_allowance(t_ref_C: float | None, t_now_C: float | None, ea_uncertainty_eV: float) -> float:
+    """ln-resistance change that an activation energy off by ``ea_uncertainty_eV`` makes
+    between two temperatures: a change of ASR this small is explained by the temperature."""
+    if t_ref_C is None or t_now_C is None:
+        return 0.0
+    return ea_uncertainty_eV / K_B_EV * abs(1.0 / (t_ref_C + 273.15) - 1.0 / (t_now_C + 273.15))
