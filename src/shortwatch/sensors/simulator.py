@@ -448,6 +448,8 @@ class _SymModel:
         self.p_nominal = (spec.nominal_pressure_MPa or 5.0) + p.p_offset
         if p.p_step_MPa < 0:  # a drop that stays in the window (above 1.5 MPa)
             self.p = p = replace(p, p_step_MPa=max(p.p_step_MPa, min(0.0, 1.5 - self.p_nominal)))
+        elif p.p_step_MPa > 0:  # an operator's raise stays in the window too (below 9 MPa, noise and creep on top)
+            self.p = p = replace(p, p_step_MPa=min(p.p_step_MPa, max(0.0, 9.0 - self.p_nominal)))
         onset = p.soft_h if p.soft_h is not None else p.void_on_h
         self.soft_s = onset * 3600.0 if onset is not None else None
         self.hard_s = p.hard_h * 3600.0 if p.hard_h is not None else None
