@@ -12,6 +12,7 @@ import logging
 import os
 import random
 import struct
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -434,3 +435,79 @@ def test_a_footer_ends_the_file_until_records_take_its_place(tmp_path: Path, who
     assert whole_reads == [str(live)]
     assert len(got) == 6710
     assert [key(s) for s in got] == [key(s) for s in whole(live)]
+
+
+def _poll_all(decoder: NewareDecoder, path: Path, final: bool = False, max_records: int = 5000) -> list[Any]:
+    """Every item, rejected ones too (a time in a DST gap or overlap is no time)."""
+    out: list[Any] = []
+    while batch := decoder.poll(path, max_records, final):
+        out.extend(batch)
+    return out
+
+
+def _key(i: Any) -> tuple:
+    return ("rejected", i.reason) if isinstance(i, Rejected) else (i.time, i.voltage_V, i.current_A, i.cycle, i.step)
+
+
+def test_a_run_starting_in_a_repeated_dst_hour_is_not_taken_for_another_run(
+    tmp_path: Path, whole_reads: list[str]
+) -> None:
+    """The first rows fall in Europe/Berlin's repeated hour, so their time is no time (NaN): the
+    checks of what was passed on must still recognise the run, or a restart re-sends every row."""
+    from datetime import datetime
+
+    data = bytearray((NDA / "new_nda_file.nda").read_bytes())
+    start, size = layout(bytes(data))
+    first = None
+    for p in range(start, len(data) - size + 1, size):
+        if data[p : p + 2] != b"\x55\x00":
+            continue
+        y, mo, d, h, mi, s = struct.unpack_from("<HBBBBB", data, p + 70)
+        first = first or datetime(y, mo, d, h, mi, s)
+        t = datetime(y, mo, d, h, mi, s) - first + datetime(2024, 10, 27, 2, 0)
+        struct.pack_into("<HBBBBB", data, p + 70, t.year, t.month, t.day, t.hour, t.minute, t.second)
+    complete = tmp_path / "complete.nda"
+    complete.write_bytes(data)
+    live = tmp_path / "live.nda"
+    live.write_bytes(data[: start + 100 * size])
+    decoder = NewareDecoder(str(live), "c", tz="Europe/Berlin")
+    got = decoder.poll(live, 90)  # 90 of the first read's 100 rows: 10 wait, so a restart reads whole
+    assert got and isinstance(got[0], Rejected) and got[0].reason == "missing_time"
+    restarted = NewareDecoder(str(live), "c", tz="Europe/Berlin")
+    restarted.load(json.loads(json.dumps(decoder.state())))
+    got += _poll_all(restarted, live)
+    with live.open("ab") as f:
+        f.write(data[start + 100 * size :])
+    got += _poll_all(restarted, live, final=True)
+    full = _poll_all(NewareDecoder(str(complete), "c", tz="Europe/Berlin"), complete, final=True)
+    assert [_key(i) for i in got] == [_key(i) for i in full]
+
+
+def test_a_file_newarenda_cannot_read_is_not_read_whole_on_every_poll(tmp_path: Path) -> None:
+    """A record NewareNDA cannot decode (a status it does not know): the follower falls back to a
+    whole read, which fails too; an unchanged file is then not read again at every poll."""
+    calls: list[str] = []
+    real = NewareNDA.read
+
+    def counted(path: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(path)
+        return real(path, *args, **kwargs)
+
+    data = (NDA / "TestFile.nda").read_bytes()
+    size = data.find(data[1024:1026], 1026) - 1024
+    live = tmp_path / "live.nda"
+    live.write_bytes(data[: 1024 + 300 * size])
+    decoder = NewareDecoder(str(live), "c")
+    assert len(drain(decoder, live)) > 0
+    record = bytearray(data[1024 + 300 * size : 1024 + 301 * size])
+    record[3] = 99  # a status code NewareNDA's table does not have
+    with live.open("ab") as f:
+        f.write(record)
+    NewareNDA.read = counted  # type: ignore[assignment]
+    try:
+        for _ in range(20):  # over a second: past the budget that spaces out whole reads
+            decoder.poll(live, 5000)
+            time.sleep(0.06)
+    finally:
+        NewareNDA.read = real  # type: ignore[assignment]
+    assert len(calls) <= 1

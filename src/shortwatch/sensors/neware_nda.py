@@ -469,6 +469,10 @@ class NewareDecoder:
                 self._report("bad_structure", f"NewareNDA cannot read the file: {type(exc).__name__}: {exc}")
             else:
                 log.debug("%s: not readable yet (%s); trying again when it changes", self.source, exc)
+            # not again until it changes, nor sooner than the budget: a file that cannot be read must
+            # not be read whole on every poll
+            self._seen = key
+            self._next_read = started + self.reread_factor * (time.monotonic() - started)
             return
         self._seen = key
         missing = _REQUIRED.difference(df.columns)
@@ -541,10 +545,11 @@ class NewareDecoder:
             self._pending, self._pending_times, self._pending_stamps, self._at = cols, times, stamps, skip
 
     def _same_run(self, index: list[int], times: list[float]) -> bool:
+        """NaN-equal keys: a stamp in a DST gap or overlap of the zone is no time (NaN)."""
         if len(index) < self.n_done or self.first_key is None or self.last_key is None:
-            return len(index) > 0 and [index[0], times[0]] == self.first_key
+            return len(index) > 0 and _same([index[0], times[0]], self.first_key or [])
         k = self.n_done - 1
-        return [index[0], times[0]] == self.first_key and [index[k], times[k]] == self.last_key
+        return _same([index[0], times[0]], self.first_key) and _same([index[k], times[k]], self.last_key)
 
     def _sub_second(self, steps: list[int], times: list[float], elapsed: list[float]) -> list[float]:
         """Older .nda files stamp records to the whole second while logging every 0.1-0.5 s, so
@@ -578,7 +583,9 @@ class NewareDecoder:
     def _times(self, ts: pd.Series) -> list[float]:
         import pandas as pd
 
-        if ts.dt.tz is None:
+        if ts.dtype == object:  # aware stamps with several offsets (BTS 9 across a DST change)
+            ts = pd.to_datetime(ts, utc=True)
+        elif ts.dt.tz is None:
             ts = ts.dt.tz_localize(self._zone, ambiguous="NaT", nonexistent="NaT")
         seconds = (ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
         return seconds.tolist()  # type: ignore[no-any-return]
