@@ -52,8 +52,14 @@ class Influxd:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
         self.auth: tuple[str, str] | None = None  # (user, password) for query() once auth is on
+        self.auth_enabled = auth
+        self.started = False
         root.mkdir(parents=True, exist_ok=True)
         self.conf = root / "influxd.conf"
+        self._configure()
+
+    def _configure(self) -> None:
+        root, auth = self.root, self.auth_enabled
         self.conf.write_text(
             f"""reporting-disabled = true
 bind-address = "127.0.0.1:{free_port()}"
@@ -77,10 +83,22 @@ bind-address = "127.0.0.1:{free_port()}"
         return shutil.which("influxd") is not None
 
     def start(self) -> Influxd:
-        log = open(self.root / "influxd.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(["influxd", "-config", str(self.conf)], stdout=log, stderr=log)
-        log.close()
-        _wait_http(f"{self.url}/ping", (204,), proc=self.proc)
+        for attempt in range(3):
+            log = open(self.root / "influxd.log", "ab")  # noqa: SIM115
+            self.proc = subprocess.Popen(["influxd", "-config", str(self.conf)], stdout=log, stderr=log)
+            log.close()
+            try:
+                _wait_http(f"{self.url}/ping", (204,), proc=self.proc)
+            except RuntimeError:
+                if self.started or attempt == 2:
+                    raise
+                # a free port was taken before influxd bound it (another test's server): choose again
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+                self._configure()
+                continue
+            self.started = True
+            break
         return self
 
     def stop(self) -> None:
@@ -123,6 +141,7 @@ class VictoriaMetrics:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
+        self.started = False
 
     @staticmethod
     def available() -> bool:
@@ -130,19 +149,29 @@ class VictoriaMetrics:
 
     def start(self) -> VictoriaMetrics:
         self.root.mkdir(parents=True, exist_ok=True)
-        log = open(self.root / "vm.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                "victoria-metrics",
-                f"-storageDataPath={self.root / 'data'}",
-                f"-httpListenAddr=127.0.0.1:{self.port}",
-                "-retentionPeriod=100y",
-            ],
-            stdout=log,
-            stderr=log,
-        )
-        log.close()
-        _wait_http(f"{self.url}/health", (200,), proc=self.proc)
+        for attempt in range(3):
+            log = open(self.root / "vm.log", "ab")  # noqa: SIM115
+            self.proc = subprocess.Popen(
+                [
+                    "victoria-metrics",
+                    f"-storageDataPath={self.root / 'data'}",
+                    f"-httpListenAddr=127.0.0.1:{self.port}",
+                    "-retentionPeriod=100y",
+                ],
+                stdout=log,
+                stderr=log,
+            )
+            log.close()
+            try:
+                _wait_http(f"{self.url}/health", (200,), proc=self.proc)
+            except RuntimeError:
+                if self.started or attempt == 2:
+                    raise
+                self.port = free_port()  # taken before it was bound (as for influxd)
+                self.url = f"http://127.0.0.1:{self.port}"
+                continue
+            self.started = True
+            break
         return self
 
     def stop(self) -> None:
