@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 
 def free_port() -> int:
@@ -42,23 +42,71 @@ def _wait_http(url: str, ok: tuple[int, ...], timeout: float = 30.0, proc: subpr
     raise TimeoutError(f"{url} did not answer in {timeout} s")
 
 
-class Influxd:
-    """influxd 1.6 on a free loopback port, its files in ``root``; stop() and start() again
-    keep the data (an outage, not a new server)."""
+class _LocalServer:
+    """A server process on a free loopback port, its files and log in ``root``; stop() and
+    start() again keep its data and its URL (an outage, not a new server)."""
 
-    def __init__(self, root: Path, auth: bool = False):
+    log_name = "server.log"
+    ready_path = "/"
+    ready_codes: tuple[int, ...] = (200,)
+
+    def __init__(self, root: Path):
         self.root = root
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
-        self.auth: tuple[str, str] | None = None  # (user, password) for query() once auth is on
-        self.auth_enabled = auth
         self.started = False
         root.mkdir(parents=True, exist_ok=True)
-        self.conf = root / "influxd.conf"
-        self._configure()
+        self._use_port(free_port())
 
-    def _configure(self) -> None:
+    def _use_port(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        for attempt in range(3):
+            log = open(self.root / self.log_name, "ab")  # noqa: SIM115
+            self.proc = subprocess.Popen(self._command(), stdout=log, stderr=log)
+            log.close()
+            try:
+                _wait_http(self.url + self.ready_path, self.ready_codes, proc=self.proc)
+            except RuntimeError:
+                if self.started or attempt == 2:
+                    raise
+                # a free port was taken before the server bound it (another test's server): choose again
+                self._use_port(free_port())
+                continue
+            self.started = True
+            break
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+class Influxd(_LocalServer):
+    """influxd 1.6 (its config written into ``root``)."""
+
+    log_name = "influxd.log"
+    ready_path = "/ping"
+    ready_codes = (204,)
+
+    def __init__(self, root: Path, auth: bool = False):
+        self.auth: tuple[str, str] | None = None  # (user, password) for query() once auth is on
+        self.auth_enabled = auth
+        self.conf = root / "influxd.conf"
+        super().__init__(root)
+
+    def _use_port(self, port: int) -> None:
+        super()._use_port(port)
         root, auth = self.root, self.auth_enabled
         self.conf.write_text(
             f"""reporting-disabled = true
@@ -78,38 +126,12 @@ bind-address = "127.0.0.1:{free_port()}"
 """
         )
 
+    def _command(self) -> list[str]:
+        return ["influxd", "-config", str(self.conf)]
+
     @staticmethod
     def available() -> bool:
         return shutil.which("influxd") is not None
-
-    def start(self) -> Influxd:
-        for attempt in range(3):
-            log = open(self.root / "influxd.log", "ab")  # noqa: SIM115
-            self.proc = subprocess.Popen(["influxd", "-config", str(self.conf)], stdout=log, stderr=log)
-            log.close()
-            try:
-                _wait_http(f"{self.url}/ping", (204,), proc=self.proc)
-            except RuntimeError:
-                if self.started or attempt == 2:
-                    raise
-                # a free port was taken before influxd bound it (another test's server): choose again
-                self.port = free_port()
-                self.url = f"http://127.0.0.1:{self.port}"
-                self._configure()
-                continue
-            self.started = True
-            break
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
 
     def query(self, q: str, db: str | None = None) -> list[dict[str, Any]]:
         """Run InfluxQL; the results' series (raises on an error)."""
@@ -133,52 +155,23 @@ bind-address = "127.0.0.1:{free_port()}"
         return int(series[0]["values"][0][1]) if series else 0
 
 
-class VictoriaMetrics:
+class VictoriaMetrics(_LocalServer):
     """victoria-metrics: a real server that accepts /api/v2/write (and /write)."""
 
-    def __init__(self, root: Path):
-        self.root = root
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-        self.started = False
+    log_name = "vm.log"
+    ready_path = "/health"
 
     @staticmethod
     def available() -> bool:
         return shutil.which("victoria-metrics") is not None
 
-    def start(self) -> VictoriaMetrics:
-        self.root.mkdir(parents=True, exist_ok=True)
-        for attempt in range(3):
-            log = open(self.root / "vm.log", "ab")  # noqa: SIM115
-            self.proc = subprocess.Popen(
-                [
-                    "victoria-metrics",
-                    f"-storageDataPath={self.root / 'data'}",
-                    f"-httpListenAddr=127.0.0.1:{self.port}",
-                    "-retentionPeriod=100y",
-                ],
-                stdout=log,
-                stderr=log,
-            )
-            log.close()
-            try:
-                _wait_http(f"{self.url}/health", (200,), proc=self.proc)
-            except RuntimeError:
-                if self.started or attempt == 2:
-                    raise
-                self.port = free_port()  # taken before it was bound (as for influxd)
-                self.url = f"http://127.0.0.1:{self.port}"
-                continue
-            self.started = True
-            break
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(15)
-        self.proc = None
+    def _command(self) -> list[str]:
+        return [
+            "victoria-metrics",
+            f"-storageDataPath={self.root / 'data'}",
+            f"-httpListenAddr=127.0.0.1:{self.port}",
+            "-retentionPeriod=100y",
+        ]
 
     def export(self, match: str) -> list[dict[str, Any]]:
         """Every series matching ``match`` (e.g. '{__name__=~"sample_.*"}'), as JSON lines."""
