@@ -157,8 +157,8 @@ def _variant(params: dict[str, Any], scenario: str) -> str:
     return ""
 
 
-def run_job(job: Job) -> CellRun:
-    """Simulate one cell and run the pipeline and the two baselines over it, in one pass."""
+def simulate(job: Job) -> tuple[SimulatedCell, Pipeline]:
+    """The job's simulated cell, and the daemon's pipeline core configured for it."""
     sim = SimulatedCell(
         job.cell,
         job.scenario,
@@ -174,7 +174,12 @@ def run_job(job: Job) -> CellRun:
     cell_cfg: dict[str, Any] = {"kind": sp.kind, "area_cm2": sp.area_cm2, "fixture": sp.fixture}
     if sp.cathode_mass_g:
         cell_cfg["cathode_mass_g"] = sp.cathode_mass_g
-    pipe = Pipeline(parse_settings({"daemon": {"station": "bench"}, "cells": {job.cell: cell_cfg}}))
+    return sim, Pipeline(parse_settings({"daemon": {"station": "bench"}, "cells": {job.cell: cell_cfg}}))
+
+
+def run_job(job: Job) -> CellRun:
+    """Simulate one cell and run the pipeline and the two baselines over it, in one pass."""
+    sim, pipe = simulate(job)
     tr = sim.truth
     run = CellRun(
         job,
@@ -187,7 +192,7 @@ def run_job(job: Job) -> CellRun:
         job.period_s,
     )
     run.alerts = {m: [] for m in METHODS}
-    static, ph = StaticThreshold(sp.kind), RawPageHinkley()
+    static, ph = StaticThreshold(sim.spec.kind), RawPageHinkley()
     batch: list[Sample] = []
     last_cycle = None
     first = last = None
@@ -232,22 +237,7 @@ def run_job(job: Job) -> CellRun:
 def trace(job: Job, detector: str) -> None:
     """Why a cell alarmed (or did not): every finished step with its features, the detector's
     statistic after it, and every alert, in data time (hours from the start)."""
-    sim = SimulatedCell(
-        job.cell,
-        job.scenario,
-        default_spec(job.scenario),
-        seed=job.seed,
-        start=START,
-        period_s=job.period_s,
-        duration_h=job.duration_h,
-        randomize=job.randomize,
-        log_change_V=job.log_change_V,
-    )
-    sp = sim.spec
-    cell_cfg: dict[str, Any] = {"kind": sp.kind, "area_cm2": sp.area_cm2, "fixture": sp.fixture}
-    if sp.cathode_mass_g:
-        cell_cfg["cathode_mass_g"] = sp.cathode_mass_g
-    pipe = Pipeline(parse_settings({"daemon": {"station": "bench"}, "cells": {job.cell: cell_cfg}}))
+    sim, pipe = simulate(job)
     tr = sim.truth
     log = f"dE {job.log_change_V} V" if job.log_change_V else f"{job.period_s:.0f} s"
     print(f"{job.cell} ({job.scenario}, {log}); onset {tr.soft_onset_time}, short {tr.hard_short_time}")
