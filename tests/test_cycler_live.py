@@ -191,7 +191,7 @@ async def test_the_file_source_follows_a_growing_mpr_from_an_empty_file(tmp_path
     async def emit(items: list, path: str) -> None:
         got.extend(items)
 
-    source = FileSource([str(tmp_path / "*.mpr")], poll_s=0.02, follow=True)
+    source = FileSource([str(tmp_path / "*.mpr")], poll_s=0.02, follow=True, state_dir=tmp_path / "state")
     task = asyncio.create_task(source.run(emit))
     written: list[float] = []
     try:

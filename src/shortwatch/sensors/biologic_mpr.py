@@ -226,14 +226,12 @@ class MprDecoder:
         source: str,
         default_cell: str,
         tz: str = "UTC",
-        following: bool = False,
         start_times: StartTimes | None = None,
     ):
         self.source = source
         self.cell = default_cell
         self._zone = ZoneInfo(tz)
-        self.following = following  # the daemon follows the file (not a replay): see _origin
-        self.start_times = start_times
+        self.start_times = start_times  # given when the daemon follows the file (not in a replay): see _origin
         self.n_done = 0  # records returned so far
         self.origin: float | None = None  # acquisition start (Unix s), decided with the first record
         self.prev_time: float | None = None  # time/s of the last record returned (for dq/dt)
@@ -355,9 +353,10 @@ class MprDecoder:
         followed while it grows has none yet: if it was written in the last LIVE_WRITE_S, its
         last record is taken to have been written at its modification time (the start is then
         known to a few seconds, and a load cell's samples line up with it); else (and in a
-        replay) the times are time/s counted from 1970. While following, the choice is kept."""
+        replay, which has no StartTimes to keep the choice in) the times are time/s counted
+        from 1970. While following, the choice is kept."""
         key = None
-        if self.following and self.start_times is not None:
+        if self.start_times is not None:
             f.seek(layout.records_at)
             first = zlib.crc32(f.read(layout.dtype.itemsize))
             key = f"{os.path.abspath(path)}|{layout.ids_crc}|{first}"
@@ -365,16 +364,16 @@ class MprDecoder:
             if known is not None:
                 return known
         origin = self._logged_start(f, layout, size)
-        if origin is None:
-            origin = self._estimated_start(f, layout, n_avail, path) if self.following else None
+        if origin is None and self.start_times is not None:
+            origin = self._estimated_start(f, layout, n_avail, path)
         if origin is None:
             log.warning(
                 "%s: no LOG module with the acquisition start; times are time/s counted from 1970-01-01 UTC",
                 self.source,
             )
             origin = 0.0
-        if key is not None:
-            self.start_times.put(key, origin)  # type: ignore[union-attr]
+        if self.start_times is not None and key is not None:
+            self.start_times.put(key, origin)
         return origin
 
     def _logged_start(self, f: Any, layout: _Layout, size: int) -> float | None:

@@ -71,7 +71,7 @@ def open_reader(
 
     With ``auto``, a file must have its first bytes (an empty file is read as text, whose
     format is decided when its first line arrives). ``idle_line_s`` is given when the file is
-    followed; ``start_times`` then keeps the start chosen for an .mpr without its LOG module."""
+    followed; so is ``start_times``, which keeps the start chosen for an .mpr without its LOG module."""
     _check_format(fmt)
     path = Path(path)
     name = fmt
@@ -80,7 +80,7 @@ def open_reader(
             found = detect(f.read(_HEAD), path)
         name = found.name if found is not None else "auto"
     if name != "auto" and FORMATS[name].binary:
-        return BinaryFileReader(path, name, cell, tz, following=idle_line_s is not None, start_times=start_times)
+        return BinaryFileReader(path, name, cell, tz, start_times=start_times)
     return FileReader(path, fmt, cell, tz, options, idle_line_s=idle_line_s)
 
 
@@ -437,7 +437,6 @@ class BinaryFileReader:
         fmt: str,
         cell: str | None = None,
         tz: str = "UTC",
-        following: bool = False,
         start_times: StartTimes | None = None,
     ):
         if fmt not in FORMATS or not FORMATS[fmt].binary:
@@ -445,9 +444,8 @@ class BinaryFileReader:
         self.path = Path(path)
         self.cell = cell or self.path.stem
         self.fmt = fmt
-        # following: the file is being written now (a decoder may then read the wall clock,
-        # e.g. an .mpr's start before EC-Lab writes it); replay never does
-        options = {"following": True, "start_times": start_times} if following and fmt == "biologic-mpr" else {}
+        # start_times, given only while following: an .mpr may then be dated from the clock
+        options = {"start_times": start_times} if start_times is not None else {}
         self._decoder: RecordDecoder = FORMATS[fmt].make(str(self.path), self.cell, tz, "", options)
 
     @property
