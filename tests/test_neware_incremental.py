@@ -60,11 +60,14 @@ def whole_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
-def drain(decoder: NewareDecoder, path: Path, max_records: int = 5000, final: bool = False) -> list[Sample]:
-    out: list[Sample] = []
+def drain(
+    decoder: NewareDecoder, path: Path, max_records: int = 5000, final: bool = False, rejects: bool = False
+) -> list[Any]:
+    """Every item a decoder has; Rejected ones only where ``rejects`` (e.g. a time in a DST gap)."""
+    out: list[Any] = []
     while batch := decoder.poll(path, max_records, final):
-        assert all(isinstance(i, Sample) for i in batch), [i for i in batch if isinstance(i, Rejected)]
-        out.extend(batch)  # type: ignore[arg-type]
+        assert rejects or all(isinstance(i, Sample) for i in batch), [i for i in batch if isinstance(i, Rejected)]
+        out.extend(batch)
     return out
 
 
@@ -437,14 +440,6 @@ def test_a_footer_ends_the_file_until_records_take_its_place(tmp_path: Path, who
     assert [key(s) for s in got] == [key(s) for s in whole(live)]
 
 
-def _poll_all(decoder: NewareDecoder, path: Path, final: bool = False, max_records: int = 5000) -> list[Any]:
-    """Every item, rejected ones too (a time in a DST gap or overlap is no time)."""
-    out: list[Any] = []
-    while batch := decoder.poll(path, max_records, final):
-        out.extend(batch)
-    return out
-
-
 def _key(i: Any) -> tuple:
     return ("rejected", i.reason) if isinstance(i, Rejected) else (i.time, i.voltage_V, i.current_A, i.cycle, i.step)
 
@@ -475,11 +470,11 @@ def test_a_run_starting_in_a_repeated_dst_hour_is_not_taken_for_another_run(
     assert got and isinstance(got[0], Rejected) and got[0].reason == "missing_time"
     restarted = NewareDecoder(str(live), "c", tz="Europe/Berlin")
     restarted.load(json.loads(json.dumps(decoder.state())))
-    got += _poll_all(restarted, live)
+    got += drain(restarted, live, rejects=True)
     with live.open("ab") as f:
         f.write(data[start + 100 * size :])
-    got += _poll_all(restarted, live, final=True)
-    full = _poll_all(NewareDecoder(str(complete), "c", tz="Europe/Berlin"), complete, final=True)
+    got += drain(restarted, live, final=True, rejects=True)
+    full = drain(NewareDecoder(str(complete), "c", tz="Europe/Berlin"), complete, final=True, rejects=True)
     assert [_key(i) for i in got] == [_key(i) for i in full]
 
 
