@@ -32,15 +32,21 @@ def symmetric_run(
     detectors: dict | None = None,
     pressure_of_cycle=lambda c: 5.0,
     end_rise_of_cycle=lambda c: 0.3,
+    period_s: float = 10.0,
+    noise_V: float = 0.0,
+    log_change_V: float | None = None,
 ) -> list[AlertEvent]:
-    """Plating/stripping half-cycles of 30 min (10-s samples) through the full pipeline.
-    ``ohmic_share`` fades the nucleation peak and end-of-strip rise (a flat, ohmic profile);
-    ``end_rise`` is the end-of-strip rise as a share of the plateau (stripping voids)."""
+    """Plating/stripping half-cycles of 30 min (10-s samples unless ``period_s``) through the full
+    pipeline. ``ohmic_share`` fades the nucleation peak and end-of-strip rise (a flat, ohmic
+    profile); ``end_rise`` is the end-of-strip rise as a share of the plateau (stripping voids);
+    ``noise_V`` is the sigma of Gaussian voltage noise (fixed seed); ``log_change_V`` keeps only
+    the samples EC-Lab would log (a change of that many volts, a new step, or 600 s since the last)."""
     settings = parse_settings({"cells": {"S": {"kind": "symmetric", "area_cm2": AREA}}, "detectors": detectors or {}})
     p = Pipeline(settings, live=live)
     out = RecordBatch()
+    rng = np.random.default_rng(7)
     t = T0
-    n = 180
+    n = round(1800.0 / period_s)
     for c in range(n_cycles):
         j, asr, temp = j_of_cycle(c), asr_of_cycle(c), temp_of_cycle(c)
         shape_scale, rise, pres = 1.0 - ohmic_share_of_cycle(c), end_rise_of_cycle(c), pressure_of_cycle(c)
@@ -52,8 +58,17 @@ def symmetric_run(
                 shape = 1.0 + shape_scale * (
                     0.2 * math.exp(-frac / 0.02) + (rise * (frac - 0.9) / 0.1 if frac > 0.9 else 0)
                 )
-                batch.append(Sample(t, "S", sign * eta * shape, sign * j / 1000.0 * AREA, pres, temp, mode="cc"))
-                t += 10.0
+                v = sign * eta * shape + (noise_V * float(rng.standard_normal()) if noise_V else 0.0)
+                last = batch[-1] if batch else None
+                if (
+                    log_change_V is None
+                    or last is None
+                    or k == 0
+                    or abs(v - last.voltage_V) >= log_change_V
+                    or t - last.time >= 600.0
+                ):
+                    batch.append(Sample(t, "S", v, sign * j / 1000.0 * AREA, pres, temp, mode="cc"))
+                t += period_s
         p.process(batch, "test", out)
     return out.alerts
 

@@ -71,8 +71,9 @@ class PolarizationRise(Detector):
         "activation_energy_eV": (0.4, "Arrhenius correction to 25 C (overpotential_drop's learned one when it runs)"),
         "activation_energy_uncertainty_eV": (0.15, "how far off it may be (overpotential_drop's when it runs)"),
         "min_half_cycle_s": (300.0, "shorter half-cycles are not judged"),
-        "min_samples": (40, "half-cycles logged more sparsely are not judged (the end of strip is a few points)"),
+        "min_samples": (4, "half-cycles logged more sparsely are not judged (the end of strip is a few points)"),
         "max_flatness": (0.25, "nor cells whose plateau usually spreads this share of itself (noise ~ the rise)"),
+        "min_plateau_sigmas": (15.0, "nor half-cycles whose plateau is under this many sigmas of the voltage noise"),
     }
 
     _transient = (*Detector._transient, "runaway_ratio", "expected_ratio")
@@ -125,7 +126,12 @@ class PolarizationRise(Detector):
         if f.flatness is not None and self.half_cycles <= 2 * self.p["warmup_cycles"]:
             self.flat_ref.add(f.flatness)
         flat0 = self.flat_ref.median()
-        if f.n_samples < self.p["min_samples"] or (flat0 is not None and flat0 > self.p["max_flatness"]):
+        # the end-of-strip rise is read as the tail's highest |V|: on a plateau of a few noise sigmas
+        # that maximum is mostly noise, and a plateau that shrinks (a warmer cell) makes it look like
+        # a growing end of strip
+        hs = m.detectors.get("hard_short")
+        too_noisy = f.eta_V < self.p["min_plateau_sigmas"] * getattr(hs, "v_sigma", 0.0)
+        if f.n_samples < self.p["min_samples"] or too_noisy or (flat0 is not None and flat0 > self.p["max_flatness"]):
             # too sparse (or noisy) to judge the end of strip, but enough to arm the within-step runaway check
             # with the level of the early, healthy half-cycles (a growing end of strip must not
             # raise what is expected of it)
