@@ -152,7 +152,7 @@ def _variant(params: dict[str, Any], scenario: str) -> str:
         return f"R_e {params['re_law']}, {params['noise_model']} noise"
     if scenario == "sym_void_short":
         return ("runaway" if params["void_end"] >= 3.0 else "gradual") + f", {params['noise_model']} noise"
-    if scenario in ("full_selfdischarge_short", "full_sudden_short"):
+    if scenario in ("full_selfdischarge_short", "full_sudden_short", "full_void_short"):
         return f"{params['ocv_kind'].upper()} OCV, short at {params['short_step']}"
     return ""
 

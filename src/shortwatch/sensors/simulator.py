@@ -244,6 +244,14 @@ SCENARIOS: dict[str, ScenarioInfo] = {
         "mid-discharge (NCM or LFP-like OCV)",
         ("first_cycle_loss",),
     ),
+    "full_void_short": ScenarioInfo(
+        "void_polarization",
+        "full",
+        True,
+        "stripping voids at the Li anode: the discharge polarization grows from cycle to cycle, most "
+        "towards the end of each discharge; then a short mid-discharge (NCM or LFP-like OCV)",
+        ("first_cycle_loss",),
+    ),
     "full_sudden_short": ScenarioInfo(
         "sudden_short",
         "full",
@@ -265,6 +273,7 @@ NEW_SCENARIOS = (
     "sym_void_short",
     "af_formation",
     "full_selfdischarge_short",
+    "full_void_short",
     "full_sudden_short",
 )
 
@@ -330,6 +339,8 @@ class _Step:
     bulk0: float = 0.0  # full: bulk Li thickness (um) at the start
     um_per_x: float = 0.0  # full: bulk Li thickness per unit SOC (um), already times (1 - f)
     r_ohm: float = 0.0  # full: cell resistance (ohm) at the reference temperature
+    voids: float = 0.0  # full, discharge: void growth at the Li anode being stripped
+    nominal_s: float = 3600.0  # full: the step's nominal duration (where the end-of-strip rise peaks)
     dip_rate_h: float = 0.0  # full: micro-short voltage dips per hour while charging
     t_short: float | None = None  # full: hard short inside this step
     v_short: float = 0.0  # full: model voltage at the short
@@ -927,6 +938,10 @@ class _FullParams:
     short_tau_s: float = 40.0  # ...with this time constant
     v_floor: float = 1.5
     ocv_kind: str = "ncm"  # ncm | lfp
+    void_on: int | None = None  # cycle where stripping voids start to grow at the Li anode...
+    void_growth: float = 0.3  # ...e-folding per cycle
+    void_plateau: float = 0.3  # discharge resistance growth per unit of void growth...
+    void_end: float = 2.0  # ...and towards the end of each discharge (the Li runs out where voids are)
     nuc_V: float = 0.0  # anode-free: nucleation spike at the start of each charge (V)...
     nuc_tau_s: float = 120.0  # ...decaying with this time constant
     loss_sd: float = 0.0  # cycle-to-cycle scatter of the irreversible loss (anode-free formation)
@@ -960,6 +975,12 @@ class _FullParams:
             return 0.0
         return min(self.leak0 * (math.exp((n - self.leak_on + 1) * self.leak_growth) - 1.0), 0.9)
 
+    def voids_at(self, n: int) -> float:
+        """Void growth at cycle n (0 before the onset): exponential, as a void concentrates the current."""
+        if self.void_on is None or n < self.void_on:
+            return 0.0
+        return math.expm1((n - self.void_on + 1) * self.void_growth)
+
     def dips_at(self, n: int) -> float:
         if self.leak_on is None or n < self.leak_on:
             return 0.0
@@ -991,7 +1012,10 @@ class _FullModel:
         ocv = _ocv(st.x0 + st.dxdt * tau, self.p.ocv_kind)
         if st.kind == "cc":
             arr = _arrhenius(self.temp(tr / 3600.0), self.t_base, self.p.ea_ev)
-            v = ocv + st.current_A * st.r_ohm * arr * (1.0 - self.p.pol * np.exp(-tau / self.p.tau_pol_s))
+            r = st.r_ohm
+            if st.voids:  # stripping the Li anode: the interface loses contact where voids open
+                r = r * (1.0 + st.voids * (self.p.void_plateau + self.p.void_end * (tau / st.nominal_s) ** 3))
+            v = ocv + st.current_A * r * arr * (1.0 - self.p.pol * np.exp(-tau / self.p.tau_pol_s))
             if self.p.nuc_V and st.current_A > 0:  # Li nucleates on the bare collector
                 v = v + self.p.nuc_V * np.exp(-tau / self.p.nuc_tau_s)
             return v
@@ -1030,7 +1054,7 @@ class _FullModel:
             loss = p.loss_at(n)
             leak = p.leak_at(n) * i_set
             um_per_x = q * 1000.0 / self.area * LI_UM_PER_MAH_CM2 * (1.0 - p.f_at(n))
-            if n in (p.pen_on, p.leak_on):
+            if n in (p.pen_on, p.leak_on, p.void_on):
                 self.soft_s = t
             common = {"um_per_x": um_per_x, "r_ohm": r_ohm}
             # CC charge
@@ -1067,7 +1091,16 @@ class _FullModel:
             for current in (0.0, -i_set, 0.0):
                 if current:
                     st = _Step(
-                        "cc", t, t + cap_s, n, current_A=current, x0=x, dxdt=-(i_set + leak) / q / 3600.0, **common
+                        "cc",
+                        t,
+                        t + cap_s,
+                        n,
+                        current_A=current,
+                        x0=x,
+                        dxdt=-(i_set + leak) / q / 3600.0,
+                        voids=p.voids_at(n),
+                        nominal_s=nominal_s,
+                        **common,
                     )
                     st.bulk0 = bulk
                     st.t1 = t + self._cc_duration(st, cap_s)
@@ -1142,6 +1175,11 @@ class _FullModel:
             rng.integers(0, n - 3, count), rng.integers(1, 4, count), rng.uniform(0.01, 0.05, count), strict=True
         ):
             v[at : at + length] -= depth
+
+
+def _collapse(rng: np.random.Generator) -> dict[str, float]:
+    """How a shorted full cell's voltage falls: a drop at once, then a sink with a time constant."""
+    return {"short_drop": _u(rng, 0.3, 0.8), "short_tau_s": _u(rng, 60, 900)}
 
 
 def _build_full(scenario: str, rng: np.random.Generator, protocol: np.random.Generator | None = None) -> _FullParams:
@@ -1222,8 +1260,21 @@ def _build_full(scenario: str, rng: np.random.Generator, protocol: np.random.Gen
             dip_rate0=0.0 if rng.integers(0, 2) else _u(rng, 0.1, 0.5),
             short_cycle=on + int(rng.integers(5, 9)),
             short_step=str(rng.choice(["rest", "discharge"])),
-            short_drop=_u(rng, 0.3, 0.8),
-            short_tau_s=_u(rng, 60, 900),
+            **_collapse(rng),
+            **ocv,
+            **end,
+        )
+    if scenario == "full_void_short":
+        on = int(rng.integers(10, 16))
+        return replace(
+            p,
+            void_on=on,
+            void_growth=_u(rng, 0.2, 0.4),
+            void_plateau=_u(rng, 0.1, 0.3),
+            void_end=_u(rng, 1.0, 3.0),
+            short_cycle=on + int(rng.integers(6, 10)),
+            short_step="discharge",
+            **_collapse(rng),
             **ocv,
             **end,
         )
@@ -1232,8 +1283,7 @@ def _build_full(scenario: str, rng: np.random.Generator, protocol: np.random.Gen
             p,
             short_cycle=int(rng.integers(6, 20)),
             short_step=str(rng.choice(["rest", "discharge"])),
-            short_drop=_u(rng, 0.3, 0.8),
-            short_tau_s=_u(rng, 60, 900),
+            **_collapse(rng),
             **ocv,
             **end,
         )
