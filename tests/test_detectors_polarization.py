@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 from tests.test_detectors import firing, symmetric_run
@@ -69,3 +70,50 @@ def test_a_shrinking_few_mV_plateau_read_through_noise_is_no_growing_end_of_stri
     assert [a.detector for a in bench_cell_alerts({"polarization_rise": {"min_plateau_sigmas": 0.0}})] == [
         "polarization_rise"
     ]
+
+
+# ------------------------------------------------------------------ full cells: the stripping side
+
+
+def full_cell_run(scenario: str, split_at: float | None = None) -> tuple[list, SimulatedCell]:
+    """A simulated full cell through the pipeline (10-s samples, 25 C + daily swing). With
+    ``split_at`` (a share of the samples), the pipeline is checkpointed there through JSON and a
+    fresh one resumes: what a restart does."""
+    sim = SimulatedCell("F", scenario, default_spec(scenario), seed=20261204, start=1_767_600_000.0)
+    spec = {"kind": "full", "area_cm2": sim.spec.area_cm2, "cathode_mass_g": sim.spec.cathode_mass_g}
+    settings = parse_settings({"cells": {"F": spec}})
+    samples = list(sim.samples())
+    cut = len(samples) if split_at is None else int(split_at * len(samples))
+    pipe, out = Pipeline(settings), RecordBatch()
+    pipe.process(samples[:cut], "test", out)
+    if cut < len(samples):
+        state = json.loads(json.dumps(pipe.state()))
+        pipe = Pipeline(settings)
+        pipe.load(state)
+        pipe.process(samples[cut:], "test", out)
+    return [a for a in out.alerts if a.kind == "cell" and a.state == "firing"], sim
+
+
+def test_stripping_voids_in_a_full_cell_are_warned_of_before_its_short() -> None:
+    alerts, sim = full_cell_run("full_void_short")
+    onset, short = sim.truth.soft_onset_time, sim.truth.hard_short_time
+    assert onset is not None and short is not None
+    pol = [a for a in alerts if a.detector == "polarization_rise"]
+    assert pol and onset < pol[0].time < short
+    assert "end of discharge" in pol[0].summary and "ohm cm2" in pol[0].summary
+    assert pol[0].evidence["rise_beyond_trend_pct"] > 15
+    # it comes well before the short: more than half of the way from the onset
+    assert (short - pol[0].time) / (short - onset) > 0.4
+
+
+def test_a_healthy_full_cell_and_its_slow_resistance_growth_is_quiet() -> None:
+    alerts, _ = full_cell_run("full_healthy")
+    assert not alerts
+
+
+def test_a_restart_mid_cycle_gives_the_same_alerts() -> None:
+    # the discharge waiting for its rest is checkpointed as plain values (JSON)
+    whole, _ = full_cell_run("full_void_short")
+    for split in (0.37, 0.61):
+        resumed, _ = full_cell_run("full_void_short", split_at=split)
+        assert [(a.detector, a.severity, a.time) for a in resumed] == [(a.detector, a.severity, a.time) for a in whole]

@@ -28,6 +28,7 @@ slope is kept): contact and kinetics change at a step, voids do not appear in on
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from shortwatch.detectors.base import Detector, Verdict
@@ -49,12 +50,12 @@ ADVICE = (
 class PolarizationRise(Detector):
     name = "polarization_rise"
     per_sample = True
-    cell_kinds = ("symmetric",)
+    cell_kinds = ("symmetric", "full", "anode-free")
     params = {
         "warmup_cycles": (6, "cycles learned, not judged"),
         "allowance_per_h": (0.004, "tolerated rise beyond the cell's own rate (ln units per hour; CUSUM k)"),
         "threshold": (0.15, "CUSUM h: rise beyond the healthy trend (ln units) that warns..."),
-        "confirm_half_cycles": (3, "...in this many consecutive half-cycles"),
+        "confirm_half_cycles": (3, "...in this many consecutive half-cycles (full cells: discharges, at most 2)"),
         "noise_sigmas": (7.0, "the threshold is at least this many sigmas of the smoothed series"),
         "smoothing": (0.3, "EWMA weight of the newest half-cycle"),
         "end_share_growth": (0.05, "the end-of-strip rise / plateau must have grown by this much (absolute)"),
@@ -66,7 +67,12 @@ class PolarizationRise(Detector):
         "relearn_half_cycles": (3, "after a J, temperature or pressure step or a pause, half-cycles re-anchored"),
         "j_step_ratio": (1.1, "a current-density change beyond this is a new regime"),
         "min_temperature_step_C": (2.0, "a temperature change this large is a new regime"),
+        "full_temperature_step_C": (
+            5.0,
+            "...between two discharges of a full cell (hours apart: beyond a daily swing)",
+        ),
         "pressure_step_MPa": (0.3, "a stack-pressure change beyond this (and 5 %) is a new regime"),
+        "min_rest_s": (600.0, "full cells: the rest after a discharge that shows its polarization relaxing"),
         "pause_h": (2.0, "a pause this long between half-cycles is a new regime"),
         "activation_energy_eV": (0.4, "Arrhenius correction to 25 C (overpotential_drop's learned one when it runs)"),
         "activation_energy_uncertainty_eV": (0.15, "how far off it may be (overpotential_drop's when it runs)"),
@@ -76,10 +82,11 @@ class PolarizationRise(Detector):
         "min_plateau_sigmas": (15.0, "nor half-cycles whose plateau is under this many sigmas of the voltage noise"),
     }
 
-    _transient = (*Detector._transient, "runaway_ratio", "expected_ratio")
+    _transient = (*Detector._transient, "runaway_ratio", "expected_ratio", "symmetric")
 
     def __init__(self, spec: CellSpec, overrides: dict[str, Any] | None = None):
         super().__init__(spec, overrides)
+        self.symmetric = spec.kind == "symmetric"
         self.runaway_ratio = self.p["runaway_ratio"]
         self.expected_ratio = self.p["runaway_expected_ratio"]
         self.rates = RobustWindow(15)  # ln-units per hour of healthy same-direction changes
@@ -105,6 +112,10 @@ class PolarizationRise(Detector):
         self.step_low = math.inf  # ...and its lowest
         self.step_n = 0
         self.over = 0
+        # full cells: the last rest's end (t, V), where the next discharge's IR step starts from,
+        # and the discharge waiting for the rest after it (features, start resistance, interval)
+        self.rest_end: tuple[float, float] | None = None
+        self.pending: tuple[dict[str, Any], float, float] | None = None  # plain values: checkpointed
 
     # ---------------------------------------------------------------- per half-cycle
     def _factor(self, temp: float | None, m: CellMonitor) -> float:
@@ -115,7 +126,11 @@ class PolarizationRise(Detector):
         return arrhenius_factor(temp, 25.0, ea)
 
     def on_step(self, f: StepFeatures, m: CellMonitor) -> Verdict | None:
-        if f.step_kind not in CC_KINDS or m.kind_mismatch or f.eta_V is None or f.eta_V <= 0:
+        if m.kind_mismatch:
+            return None
+        if not self.symmetric:
+            return self._full_discharge(f, m)
+        if f.step_kind not in CC_KINDS or f.eta_V is None or f.eta_V <= 0:
             return None
         j = f.current_density_mA_cm2
         if not j or f.duration_s < self.p["min_half_cycle_s"] or f.gap_s > 0:
@@ -140,17 +155,63 @@ class PolarizationRise(Detector):
                 self.r_expected = self.r_ref / factor
             self.half_cycles += 1
             return None
-        end_share = max(f.end_rise_V or 0.0, 0.0) / f.eta_V
+        return self._judge(f, m, y, max(f.end_rise_V or 0.0, 0.0) / f.eta_V, j, factor)
+
+    def _full_discharge(self, f: StepFeatures, m: CellMonitor) -> Verdict | None:
+        """Full and anode-free cells strip their Li anode while discharging. Their stripping
+        polarization is read where it is not mixed with the cathode's OCV: at the end of the
+        discharge, as the relaxation over the rest after it (from its first sample to its last: the
+        polarization the discharge ended with, whatever the cathode's OCV curve; the cut-off itself
+        lies on the knee, where a sparse log misses it by tens of mV), and at its start, as the
+        step from the rest before it to its first sample. Voids raise the end more than the start:
+        their ratio is the shape the symmetric cells' end-of-strip share is."""
+        if f.step_kind == "discharge":
+            self.pending = None
+            rest, self.rest_end = self.rest_end, None
+            i = abs(f.current_A or 0.0)
+            if rest is None or f.v_start is None or f.v_min is None or not i or f.gap_s > 0 or f.n_samples < 2:
+                return None
+            interval = f.duration_s / (f.n_samples - 1)
+            r_start = (rest[1] - f.v_start) / i
+            if f.duration_s >= self.p["min_half_cycle_s"] and f.t_start - rest[0] <= 2.5 * interval and r_start > 0:
+                self.pending = (f.to_dict(), r_start, interval)
+            return None
+        if f.step_kind != "rest" or f.v_end is None:
+            self.pending = self.rest_end = None
+            return None
+        self.rest_end = (f.t_end, f.v_end)
+        pending, self.pending = self.pending, None
+        if pending is None:
+            return None
+        fd, r_start, interval = pending
+        d = StepFeatures(**fd)
+        i, j = abs(d.current_A or 0.0), d.current_density_mA_cm2
+        if f.t_start - d.t_end > 2.5 * interval or f.duration_s < self.p["min_rest_s"] or f.gap_s > 0 or not j:
+            return None
+        r_end = (f.v_end - f.v_start) / i  # type: ignore[operator]
+        if r_end <= 0:
+            return None
+        factor = self._factor(d.temperature_C, m)
+        self.half_cycles += 1
+        y = math.log(r_end * self.spec.area_cm2 * factor)
+        return self._judge(replace(d, t_end=f.t_end), m, y, r_end / r_start - 1.0, j, factor)
+
+    def _judge(
+        self, f: StepFeatures, m: CellMonitor, y: float, end_share: float, j: float, factor: float
+    ) -> Verdict | None:
+        """One CUSUM over the stripping polarization y = ln(ohm cm2 at 25 C), gated by its shape."""
         share = self.share.update(end_share)
         t_h = f.t_end / 3600.0
-        self.half_cycles += 1
+        if self.symmetric:
+            self.half_cycles += 1
         self.since_regime += 1
         if self._regime_changed(f, j):
             # a step moves the level (contact, kinetics): the sum goes on from the new level
             self.relearn = self.p["relearn_half_cycles"]
             self.since_regime = 0
             self.prev_y.clear()
-        self.prev = [j, f.temperature_C, f.p_end, f.t_end]
+        # full cells breathe with every charge: their discharges are compared at their starts
+        self.prev = [j, f.temperature_C, f.p_end if self.symmetric else f.p_start, f.t_end]
         prev = self.prev_y.get(f.step_kind)
         if prev is None or t_h <= prev[0]:
             self.prev_y[f.step_kind] = [t_h, y, y]
@@ -160,7 +221,10 @@ class PolarizationRise(Detector):
         self.prev_y[f.step_kind] = [t_h, y_s, y]
         dy, dt, dy_raw = y_s - prev[1], t_h - prev[0], y - prev[2]
         r0 = max(self.rates.median() or 0.0, 0.0)  # a settling cell's falling trend counts as level
-        if self.half_cycles <= 2 * self.p["warmup_cycles"] or self.since_regime < self.relearn:
+        if (
+            self.half_cycles <= self.p["warmup_cycles"] * (2 if self.symmetric else 1)
+            or self.since_regime < self.relearn
+        ):
             self.rates.add(dy_raw / dt)
             self.scatter.update(abs(dy_raw - r0 * dt))
             self.share_ref.add(share)
@@ -186,10 +250,12 @@ class PolarizationRise(Detector):
         unc = od.ea_uncertainty if od is not None else self.p["activation_energy_uncertainty_eV"]  # type: ignore[attr-defined]
         k_temp = temperature_allowance(self.t_ref, f.temperature_C, unc)
         self.over_hc = self.over_hc + 1 if s - k_temp > h and reshaped else 0
-        if self.y_ref is not None:
+        if self.y_ref is not None and self.symmetric:
             self.r_ref = math.exp(self.y_ref) / self.spec.area_cm2  # ohm at 25 C
             self.r_expected = self.r_ref / factor  # ohm at this half-cycle's temperature
-        confirmed = self.over_hc >= self.p["confirm_half_cycles"]
+        # a full cell's discharges are a whole cycle apart: two in a row confirm
+        need = self.p["confirm_half_cycles"] if self.symmetric else min(self.p["confirm_half_cycles"], 2)
+        confirmed = self.over_hc >= need
         if confirmed and s >= math.log(1.0 + self.p["critical_rise"]):
             state = "critical"
         elif confirmed:
@@ -219,11 +285,18 @@ class PolarizationRise(Detector):
             "temperature_C": f.temperature_C,
             "pressure_MPa": f.p_end,
         }
-        if state in ("warning", "critical"):
+        if state in ("warning", "critical") and self.symmetric:
             summary = (
                 f"Stripping polarization rising in cycle {f.cycle}: end-of-strip |V|/J rose {rise_pct:.0f}% beyond "
                 f"its healthy trend ({100 * r0:.2f}%/h) since cycle {self.rise_start_cycle}, now {math.exp(y):.1f} "
                 f"ohm cm2 at 25 C; end-of-strip rise {100 * share:.0f}% of the plateau (usually {100 * share0:.0f}%)"
+            )
+        elif state in ("warning", "critical"):
+            summary = (
+                f"Stripping polarization rising in cycle {f.cycle}: the resistance at the end of discharge (Li "
+                f"stripped from the anode) rose {rise_pct:.0f}% beyond its healthy trend ({100 * r0:.2f}%/h) since "
+                f"cycle {self.rise_start_cycle}, now {math.exp(y):.1f} ohm cm2 at 25 C, {1 + share:.2f}x the IR "
+                f"step at the start of discharge (usually {1 + share0:.2f}x)"
             )
         elif state == "watch":
             summary = f"Polarization {rise_pct:.0f}% above its trend at cycle {f.cycle}; watching"
@@ -237,12 +310,16 @@ class PolarizationRise(Detector):
             return False
         if abs(math.log(j / j0)) > math.log(self.p["j_step_ratio"]):
             return True
-        if (
-            t0 is not None
-            and f.temperature_C is not None
-            and abs(f.temperature_C - t0) >= self.p["min_temperature_step_C"]
-        ):
+        # a full cell's discharges lie hours apart: a daily swing is not a step (the Arrhenius
+        # correction and the temperature allowance cover it)
+        t_step = self.p["min_temperature_step_C" if self.symmetric else "full_temperature_step_C"]
+        if t0 is not None and f.temperature_C is not None and abs(f.temperature_C - t0) >= t_step:
             return True
+        if not self.symmetric:
+            # the stack pressure swings within every cycle as Li plates and strips, and a charge and
+            # two rests lie between two discharges: only the pressure they start at is compared
+            step = max(self.p["pressure_step_MPa"], 0.05 * abs(p0 or 0.0))
+            return p0 is not None and f.p_start is not None and abs(f.p_start - p0) >= step
         if p0 is not None and f.p_end is not None:
             step = max(self.p["pressure_step_MPa"], 0.05 * abs(p0))
             if abs(f.p_end - p0) >= step or (f.p_start is not None and abs(f.p_end - f.p_start) >= step):
@@ -251,7 +328,7 @@ class PolarizationRise(Detector):
 
     # ---------------------------------------------------------------- per sample
     def on_sample(self, s: Sample, pressure: float | None, m: CellMonitor) -> Verdict | None:
-        """Runaway within one galvanostatic step: two comparisons per sample."""
+        """Runaway within one galvanostatic step: two comparisons per sample (symmetric cells)."""
         r_exp = self.r_expected
         v, i = s.voltage_V, s.current_A
         if r_exp is None or v is None or i is None or m.segmenter.kind not in CC_KINDS:
