@@ -168,21 +168,25 @@ def collapse_after_learning(
     detectors: dict | None = None,
     plateau_V: float = 0.0013,
     noise_V: float = 0.00028,
+    spikes: tuple[int, ...] = (),
 ) -> tuple[list[AlertEvent], float]:
     """A plateau read through noise (by default 1.3 mV through 0.28 mV: f-sym_soft_hard-1 of
     the bench), then these readings, charging (after a discharge: the current reverses at the
-    first of them); ``polarity`` -1: the lab exports V against the current."""
+    first of them); ``polarity`` -1: the lab exports V against the current; ``spikes``: the
+    learning samples that read a 12-sigma outlier down."""
     rng = np.random.default_rng(11)
     p = symmetric_pipeline(detectors)
     out = RecordBatch()
     t = T0
     i = 0.5e-3 * AREA
+    n = 0
     for _ in range(8):
         batch = []
         for sign in (1, -1):
             for _k in range(180):
-                v = sign * plateau_V + noise_V * float(rng.standard_normal())
+                v = sign * (plateau_V - (12 * noise_V if n in spikes else 0.0)) + noise_V * float(rng.standard_normal())
                 batch.append(Sample(t, "S", polarity * v, sign * i, mode="cc"))
+                n += 1
                 t += 10.0
         p.process(batch, "t", out)
     assert not cell_alerts(out.alerts)
@@ -244,6 +248,23 @@ def test_full_cell_collapse_over_two_charging_samples_is_critical_at_the_second(
     crit = cell_alerts(out.alerts, "hard_short")
     assert len(crit) == 1 and crit[0].time == t + 28
     assert crit[0].evidence["drop_V"] > 0.5
+
+
+def test_two_outliers_in_a_row_on_a_cell_that_has_shown_outliers_are_no_short() -> None:
+    # h-sym_long_settling-162 of seed 8824494: a 3-mV plateau, 0.39-mV noise with 0.2 % spikes
+    # of up to 15 sigmas, read -0.36, -1.58 mV charging, then 3.1 mV again: two spikes in a
+    # row, each below the limit once read with its sign. The cell had shown isolated spikes
+    # before: there a third reading confirms
+    kw = {"plateau_V": 0.003, "noise_V": 0.00039}
+    healthy = [-0.00036, -0.00158, 0.00313, 0.00309, 0.00336, 0.003]
+    crit, _ = collapse_after_learning(healthy, spikes=(700, 1500, 2300), **kw)
+    assert not crit
+    shorted = [-0.00036, -0.00058, 0.0001, 0.0002, -0.0001, 0.0]
+    crit, t = collapse_after_learning(shorted, spikes=(700, 1500, 2300), **kw)
+    assert len(crit) == 1 and crit[0].time - t <= 20.0 + 1e-6
+    # without outliers before, the second reading confirms
+    crit, t = collapse_after_learning(shorted, **kw)
+    assert len(crit) == 1 and crit[0].time - t <= 10.0 + 1e-6
 
 
 def test_full_cell_falling_over_two_charging_samples_to_below_its_floor_is_critical_at_the_second() -> None:
