@@ -229,7 +229,7 @@ def test_a_short_read_above_15_percent_of_a_noisy_plateau_is_confirmed_by_the_me
     crit, t = collapse_after_learning(readings, plateau_V=0.0027, noise_V=0.00046)
     assert len(crit) == 1 and crit[0].time - t <= 10.0 + 1e-6
     assert crit[0].evidence["low_readings"] == 2 and crit[0].evidence["low_mean_V"] == pytest.approx(0.00055)
-    assert "2 readings in a row below half of it, mean 0.55 mV" in crit[0].summary
+    assert "2 readings in a row below half of it, mean 0.55 mV (noise 0.4" in crit[0].summary
     # a healthy plateau that sags to 40 % of itself for a while is no hard short
     crit, _ = collapse_after_learning([0.0011] * 6 + [0.0027] * 4, plateau_V=0.0027, noise_V=0.00046)
     assert not crit

@@ -321,7 +321,10 @@ class HardShort(Detector):
             }
             if self.n_low >= 2:  # the run of low readings, by whose mean a noisy plateau is judged
                 mean = self.x_sum / self.n_low
-                what += f"; {self.n_low} readings in a row below half of it, mean {mean * 1e3:.2f} mV"
+                what += (
+                    f"; {self.n_low} readings in a row below half of it, mean {mean * 1e3:.2f} mV"
+                    f" (noise {self.v_sigma * 1e3:.2f} mV)"
+                )
                 evidence.update(low_readings=self.n_low, low_mean_V=round(mean, 7), noise_V=round(self.v_sigma, 7))
             return what, evidence
         if v < self.floor:
