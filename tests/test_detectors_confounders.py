@@ -265,6 +265,11 @@ def test_two_outliers_in_a_row_on_a_cell_that_has_shown_outliers_are_no_short() 
     # without outliers before, the second reading confirms
     crit, t = collapse_after_learning(shorted, **kw)
     assert len(crit) == 1 and crit[0].time - t <= 10.0 + 1e-6
+    # and so it does where the outliers could never reach half-way down the plateau: 12 sigmas
+    # of 0.1-mV noise on a 40-mV plateau (a first cut counted those, and CCD-ladder cells read
+    # through a tenth of a mV waited a third sample for their short)
+    crit, t = collapse_after_learning([0.0002, 0.0001, 0.0], plateau_V=0.04, noise_V=0.0001, spikes=(700, 1500))
+    assert len(crit) == 1 and crit[0].time - t <= 10.0 + 1e-6
 
 
 def test_full_cell_falling_over_two_charging_samples_to_below_its_floor_is_critical_at_the_second() -> None:

@@ -164,9 +164,11 @@ class HardShort(Detector):
                     # 0.4-mV noise with 0.2 % spikes of up to 15 sigmas read -0.4, -1.6 mV)
                     spiky = 1 if self.outliers else 0
                     self.need = self.p["confirm_samples"] + (self.p["low_snr_extra_samples"] if low_snr else spiky)
-                    sig6 = 6.0 * self.v_sigma
+                    # (an outlier that matters: one reaching half-way down the plateau, not a
+                    # wiggle of a plateau read through a tenth of a mV of noise)
+                    far = max(6.0 * self.v_sigma, 0.5 * expected)
                     x1, x2 = self.x1, self.x2
-                    if self.n_noise >= 30 and abs(x1 - x2) > sig6 and abs(x1 - x) > sig6 and abs(x - x2) < 0.5 * sig6:
+                    if self.n_noise >= 30 and abs(x1 - x2) > far and abs(x1 - x) > far and abs(x - x2) < 0.5 * far:
                         self.outliers += 1
                     self.x1, self.x2 = x, x1
                     noisy = self.noise_sigmas * self.v_sigma
