@@ -164,9 +164,10 @@ class HardShort(Detector):
                     # 0.4-mV noise with 0.2 % spikes of up to 15 sigmas read -0.4, -1.6 mV)
                     spiky = 1 if self.outliers else 0
                     self.need = self.p["confirm_samples"] + (self.p["low_snr_extra_samples"] if low_snr else spiky)
-                    # (an outlier that matters: one reaching half-way down the plateau, not a
-                    # wiggle of a plateau read through a tenth of a mV of noise)
-                    far = max(6.0 * self.v_sigma, 0.5 * expected)
+                    # (an outlier that matters: one reaching 70 % of the way down the plateau,
+                    # where two in a row can average below 30 % of it; not a wiggle of a plateau
+                    # read through a tenth of a mV of noise)
+                    far = max(6.0 * self.v_sigma, 0.7 * expected)
                     x1, x2 = self.x1, self.x2
                     if self.n_noise >= 30 and abs(x1 - x2) > far and abs(x1 - x) > far and abs(x - x2) < 0.5 * far:
                         self.outliers += 1
