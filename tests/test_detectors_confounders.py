@@ -7,6 +7,7 @@ import math
 from dataclasses import replace
 
 import numpy as np
+import pytest
 from tests.test_detectors import charge_step, cycle, dpq_cycles, states
 
 from shortwatch.daemon.pipeline import Pipeline
@@ -161,6 +162,79 @@ def test_hard_short_in_a_noisy_few_mV_plateau_is_seen_within_two_samples() -> No
     assert len(crit) == 1 and crit[0].time - t <= 30.0
 
 
+def collapse_after_learning(
+    readings_V: list[float],
+    polarity: float = 1.0,
+    detectors: dict | None = None,
+    plateau_V: float = 0.0013,
+    noise_V: float = 0.00028,
+    spikes: tuple[int, ...] = (),
+) -> tuple[list[AlertEvent], float]:
+    """A plateau read through noise (by default 1.3 mV through 0.28 mV: f-sym_soft_hard-1 of
+    the bench), then these readings, charging (after a discharge: the current reverses at the
+    first of them); ``polarity`` -1: the lab exports V against the current; ``spikes``: the
+    learning samples that read a 12-sigma outlier down."""
+    rng = np.random.default_rng(11)
+    p = symmetric_pipeline(detectors)
+    out = RecordBatch()
+    t = T0
+    i = 0.5e-3 * AREA
+    n = 0
+    for _ in range(8):
+        batch = []
+        for sign in (1, -1):
+            for _k in range(180):
+                v = sign * (plateau_V - (12 * noise_V if n in spikes else 0.0)) + noise_V * float(rng.standard_normal())
+                batch.append(Sample(t, "S", polarity * v, sign * i, mode="cc"))
+                n += 1
+                t += 10.0
+        p.process(batch, "t", out)
+    assert not cell_alerts(out.alerts)
+    p.process(
+        [Sample(t + 10.0 * k, "S", polarity * v, i, mode="cc") for k, v in enumerate(readings_V)],
+        "t",
+        out,
+    )
+    return cell_alerts(out.alerts, "hard_short"), t
+
+
+def test_a_collapsed_reading_of_the_wrong_sign_counts_as_collapsed() -> None:
+    # the short read 0.31, 0.40, 0.23, -0.53 mV charging: |V| folded a reading of the wrong
+    # sign above the limit (0.4 of the plateau), reset the count, and the critical came late
+    readings = [0.00031, -0.00070, 0.00023, 0.00040, 0.00015, 0.00031, -0.00013, -0.00037]
+    for polarity in (1.0, -1.0):  # also where the export gives V the other sign
+        # (the mean of the readings not asked: the sign alone confirms the 4th)
+        crit, t = collapse_after_learning(readings, polarity, {"hard_short": {"mean_sigmas": 99.0}})
+        assert len(crit) == 1 and crit[0].time - t <= 30.0 + 1e-6, polarity
+        assert crit[0].severity == "critical"
+        assert "wrong sign" not in crit[0].summary  # the 4th reading, +0.40 mV, has the right one
+
+
+def test_a_low_snr_collapse_is_confirmed_by_its_mean_before_the_fourth_reading() -> None:
+    # readings at 0 +- a fifth of the plateau: two of them are 6.6 of their sigmas below it
+    crit, t = collapse_after_learning([0.00005, -0.00005, 0.0, 0.0, 0.0, 0.0])
+    assert len(crit) == 1 and crit[0].time - t <= 10.0 + 1e-6
+    assert "|V| = 0.05 mV under 0.5 mA/cm2 (of the wrong sign for its current)" in crit[0].summary
+    # while two healthy readings at 2.8 sigmas below the plateau (each under the limit) are not
+    crit, _ = collapse_after_learning([0.0005, 0.0005, 0.0013, 0.0013, 0.0014, 0.0012])
+    assert not crit
+
+
+def test_a_short_read_above_15_percent_of_a_noisy_plateau_is_confirmed_by_the_mean_of_two() -> None:
+    # like f-sym_soft_hard-1 of seed 6931737: a 2.7-mV plateau, 0.46-mV noise, shorted as the
+    # current reversed; it read 0.79, 0.62, 0.35, 0.43 mV (the last of the wrong sign): each
+    # but the 3rd above 15 % of the plateau, so the count of single readings confirmed at the
+    # 4th. Here 0.60, 0.50 mV: each above 15 %, their mean 6.4 of its sigmas below the plateau
+    readings = [-0.00060, 0.00050, 0.00035, -0.00043, 0.00069, 0.0002]  # (reversed at the 1st)
+    crit, t = collapse_after_learning(readings, plateau_V=0.0027, noise_V=0.00046)
+    assert len(crit) == 1 and crit[0].time - t <= 10.0 + 1e-6
+    assert crit[0].evidence["low_readings"] == 2 and crit[0].evidence["low_mean_V"] == pytest.approx(0.00055)
+    assert "2 readings in a row below half of it, mean 0.55 mV (noise 0.4" in crit[0].summary
+    # a healthy plateau that sags to 40 % of itself for a while is no hard short
+    crit, _ = collapse_after_learning([0.0011] * 6 + [0.0027] * 4, plateau_V=0.0027, noise_V=0.00046)
+    assert not crit
+
+
 def test_full_cell_collapse_over_two_charging_samples_is_critical_at_the_second() -> None:
     p = Pipeline(parse_settings({"cells": {"F": {"kind": "full", "cathode_mass_g": 0.01}}}))
     out = RecordBatch()
@@ -174,6 +248,51 @@ def test_full_cell_collapse_over_two_charging_samples_is_critical_at_the_second(
     crit = cell_alerts(out.alerts, "hard_short")
     assert len(crit) == 1 and crit[0].time == t + 28
     assert crit[0].evidence["drop_V"] > 0.5
+
+
+def test_two_outliers_in_a_row_on_a_cell_that_has_shown_outliers_are_no_short() -> None:
+    # h-sym_long_settling-162 of seed 8824494: a 3-mV plateau, 0.39-mV noise with 0.2 % spikes
+    # of up to 15 sigmas, read -0.36, -1.58 mV charging, then 3.1 mV again: two spikes in a
+    # row, each below the limit once read with its sign. The cell had shown isolated spikes
+    # before: there a third reading confirms
+    kw = {"plateau_V": 0.003, "noise_V": 0.00039}
+    healthy = [-0.00036, -0.00158, 0.00313, 0.00309, 0.00336, 0.003]
+    crit, _ = collapse_after_learning(healthy, spikes=(700, 1500, 2300), **kw)
+    assert not crit
+    shorted = [-0.00036, -0.00058, 0.0001, 0.0002, -0.0001, 0.0]
+    crit, t = collapse_after_learning(shorted, spikes=(700, 1500, 2300), **kw)
+    assert len(crit) == 1 and crit[0].time - t <= 20.0 + 1e-6
+    # without outliers before, the second reading confirms
+    crit, t = collapse_after_learning(shorted, **kw)
+    assert len(crit) == 1 and crit[0].time - t <= 10.0 + 1e-6
+    # and so it does where the outliers could never reach half-way down the plateau: 12 sigmas
+    # of 0.1-mV noise on a 40-mV plateau (a first cut counted those, and CCD-ladder cells read
+    # through a tenth of a mV waited a third sample for their short)
+    crit, t = collapse_after_learning([0.0002, 0.0001, 0.0], plateau_V=0.04, noise_V=0.0001, spikes=(700, 1500))
+    assert len(crit) == 1 and crit[0].time - t <= 10.0 + 1e-6
+
+
+def test_full_cell_falling_over_two_charging_samples_to_below_its_floor_is_critical_at_the_second() -> None:
+    # f-full_dpq_short-2 of seed 6931737, logged every 47 s: charging at 4.0 V, the short took
+    # 0.21 V, then 1.36 V, to below the floor the cell holds after a discharge. Both falls are
+    # plain, so the second confirms; the floor check came first and waited for a third sample
+    p = Pipeline(parse_settings({"cells": {"F": {"kind": "full", "cathode_mass_g": 0.01}}}))
+    out = RecordBatch()
+    samples = []
+    t = T0
+    for _ in range(3):
+        samples += [Sample(t + 47 * k, "F", 3.3 + 0.002 * k, 1e-3, 5.0, mode="cc") for k in range(350)]
+        t = samples[-1].time + 47
+        samples += [Sample(t + 47 * k, "F", 4.0 - 0.002 * k, -1e-3, 5.0, mode="cc") for k in range(350)]
+        t = samples[-1].time + 47
+    samples += [Sample(t + 47 * k, "F", 3.3 + 0.002 * k, 1e-3, 5.0, mode="cc") for k in range(340)]
+    t, v = samples[-1].time, samples[-1].voltage_V
+    for k, drop in enumerate((0.21, 1.57, 1.98, 2.1), start=1):
+        samples.append(Sample(t + 47 * k, "F", v - drop, 1e-3, 5.0, mode="cc"))
+    p.process(samples, "t", out)
+    crit = cell_alerts(out.alerts, "hard_short")
+    assert len(crit) == 1 and crit[0].time == t + 94
+    assert crit[0].evidence["voltage_V"] < crit[0].evidence["threshold_V"]
 
 
 def test_end_of_discharge_knee_over_two_samples_is_still_no_short() -> None:

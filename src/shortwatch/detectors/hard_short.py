@@ -1,8 +1,10 @@
 """hard_short: the cell has shorted. Critical at once, within one or two samples.
 
-Symmetric cells: under current, |V| collapses toward 0 and stays there: judged against the
-overpotential the cell's recent half-cycles showed at this current density, so a healthy
-low-resistance cell is not taken for a short. Full cells: the voltage drops suddenly between
+Symmetric cells: under current, the overpotential collapses toward 0 and stays there: judged
+against the one the cell's recent half-cycles showed at this current density, so a healthy
+low-resistance cell is not taken for a short. Read with its sign (a shorted cell reads 0 +-
+noise), by single readings where the plateau stands well above the noise, and by the mean of
+the run of low readings where it is a few noise sigmas. Full cells: the voltage drops suddenly between
 two samples (or over two, from a steady voltage) at an unchanged current (charge, discharge or
 rest) and does not come back at the next sample, or it collapses below a floor. So a short
 is critical at the sample after the one that shows it: within 20-30 s at 10-s logging, at the
@@ -43,7 +45,9 @@ class HardShort(Detector):
         "min_asr_ohm_cm2": (1.0, "before any half-cycle is known: |V|/J below this (no real cell is)"),
         "min_current_density_mA_cm2": (0.02, "|I| / area at or above this counts as under current"),
         "confirm_samples": (2, "consecutive samples that confirm..."),
-        "low_snr_extra_samples": (2, "...and this many more where the plateau is under 5 noise sigmas"),
+        "low_snr_extra_samples": (2, "...and this many more where the plateau is under 5 noise sigmas..."),
+        "mean_fraction": (0.3, "symmetric: or 2+ readings below half the plateau, their mean below this share..."),
+        "mean_sigmas": (6.0, "...and this many of its own sigmas (noise / sqrt(n)) below the plateau"),
         "recover_samples": (6, "consecutive healthy samples that resolve"),
         "sweep_min_V": (0.005, "symmetric, during a sweep: |V|/|I| below collapse_fraction of the cell's ASR..."),
         "sweep_max_V": (0.1, "...judged for |V| in this range (above the noise, below strong curvature)"),
@@ -69,7 +73,11 @@ class HardShort(Detector):
         self.max_v = p["collapse_max_V"]
         self.noise_sigmas = p["collapse_noise_sigmas"]
         self.noise_cap = p["collapse_noise_cap"]
-        self.v_sigma = 0.0  # symmetric: voltage noise under constant current (V)
+        self.v_sigma = 0.0  # symmetric: voltage noise under constant current (V)...
+        self.n_noise = 0  # ...from this many steps between samples (counted up to 100)
+        # symmetric: the sign of V against I on healthy plateaus (+1 in most exports; -1 where
+        # the lab wired or exports the cell the other way round), as a running mean of +-1
+        self.polarity = 0.0
         self.r_floor = p["min_asr_ohm_cm2"] / spec.area_cm2  # ohm
         self.asr = Ewma(alpha=0.5)
         self.r_cell: float | None = None  # expected |V|/|I| (ohm) from recent half-cycles
@@ -87,7 +95,13 @@ class HardShort(Detector):
         self.v_drop = math.inf  # full cells: the voltage right after a suspicious drop
         self.drop_current: float | None = None  # the current when the drop came
         self.drop_samples = 1  # over how many samples it came
-        self.confirmed = False  # the drop needs no further sample to confirm it
+        self.confirmed = False  # the drop (full) or the collapse (symmetric) needs no further sample
+        self.n_low = 0  # symmetric: readings in a row below half the expected plateau...
+        self.x_sum = 0.0  # ...and the sum of them (signed)
+        # symmetric: the last two signed readings under current, and how many isolated outliers
+        # (one reading far off both its neighbours: contact bounce, EMI) the cell has shown
+        self.x1 = self.x2 = math.nan
+        self.outliers = 0
         self.need = self.p["confirm_samples"]  # consecutive samples that confirm a short now
         self.t_sample = -math.inf  # time of the previous sample
         self.was_charged = False
@@ -114,15 +128,29 @@ class HardShort(Detector):
             if m.kind_mismatch:
                 return None
             ai = i if i > 0 else -i
+            self.confirmed = False
+            if kind == "sweep" or ai < self.i_min:
+                self.n_low = 0
+                self.x1 = self.x2 = math.nan
             if kind == "sweep":
                 shorted, healthy = self._sweep(v, ai)
             elif ai < self.i_min:
                 shorted = healthy = False
             else:
                 av = v if v > 0 else -v
+                i_prev, v_prev = self.i_prev, self.v_prev
+                steady = i_prev is not None and -0.03 * ai <= i - i_prev <= 0.03 * ai
+                # the overpotential in the current's direction: a shorted cell reads 0 +- noise,
+                # and a reading of the wrong sign is as collapsed as one of 0 (|V| folded it up,
+                # so that a short read through noise of a third of the plateau took twice as
+                # many samples to confirm). Signed only at a steady current (not in the sample
+                # where the current reverses) and once the cell's polarity is plain (three in
+                # four healthy readings agree: a short's noise and outliers do not flip it).
+                pol = self.polarity
+                x = (v if i > 0 else -v) * (1.0 if pol > 0 else -1.0) if steady and (pol > 0.5 or pol < -0.5) else av
                 r = self.r_cell
                 if r is None:  # nothing learned yet: judged against the physical floor
-                    shorted, healthy = av < self.r_floor * ai, av > 3.0 * self.r_floor * ai
+                    shorted, healthy = x < self.r_floor * ai, av > 3.0 * self.r_floor * ai
                 else:
                     expected = r * ai
                     limit = self.collapse * expected
@@ -131,7 +159,19 @@ class HardShort(Detector):
                     # within a minute; a cell logged on a voltage change, every 600 s on a still
                     # plateau, has its noise sigma set by dE and is judged as before)
                     low_snr = expected < 5.0 * self.v_sigma and s.time - self.t_sample <= 60.0
-                    self.need = self.p["confirm_samples"] + (self.p["low_snr_extra_samples"] if low_snr else 0)
+                    # two outliers in a row look like a short for two readings: where the cell
+                    # has shown one, a third confirms (a healthy 3-mV plateau read through
+                    # 0.4-mV noise with 0.2 % spikes of up to 15 sigmas read -0.4, -1.6 mV)
+                    spiky = 1 if self.outliers else 0
+                    self.need = self.p["confirm_samples"] + (self.p["low_snr_extra_samples"] if low_snr else spiky)
+                    # (an outlier that matters: one reaching 70 % of the way down the plateau,
+                    # where two in a row can average below 30 % of it; not a wiggle of a plateau
+                    # read through a tenth of a mV of noise)
+                    far = max(6.0 * self.v_sigma, 0.7 * expected)
+                    x1, x2 = self.x1, self.x2
+                    if self.n_noise >= 30 and abs(x1 - x2) > far and abs(x1 - x) > far and abs(x - x2) < 0.5 * far:
+                        self.outliers += 1
+                    self.x1, self.x2 = x, x1
                     noisy = self.noise_sigmas * self.v_sigma
                     if low_snr and noisy > limit:
                         # a few-mV plateau read through mV noise: a short reads 0 +- noise. Where
@@ -141,18 +181,42 @@ class HardShort(Detector):
                         # read through 0.5-mV spiky noise dipped to 0.9 mV twice in a row)
                         margin = expected - 2.5 * self.v_sigma
                         limit = min(noisy, self.noise_cap * expected, max(limit, margin))
-                    shorted = av < (limit if limit < self.max_v else self.max_v)
-                    healthy = av > 0.5 * expected
-                    i_prev, v_prev = self.i_prev, self.v_prev
+                    shorted = x < (limit if limit < self.max_v else self.max_v)
+                    healthy = x > 0.5 * expected
+                    if healthy or self.n_noise < 30:  # (judged by the mean once the noise is known)
+                        self.n_low = 0
+                    else:
+                        # where the plateau is a few noise sigmas, a short's readings (0 +- noise)
+                        # straddle any limit low enough for single readings to be sure, and the
+                        # count restarts at each one above it; the mean of the run is surer: a
+                        # collapse confirms once it is well below the plateau and as many of its
+                        # own sigmas below it as two single readings below the limit would be (a
+                        # 2.7-mV plateau, 0.46-mV noise, read 0.79, 0.62 mV after its short: each
+                        # above 15 % of it, their mean 6.1 sigmas below it, confirmed at the 2nd)
+                        self.x_sum = x + (self.x_sum if self.n_low else 0.0)
+                        self.n_low += 1
+                        n = self.n_low
+                        self.confirmed = (
+                            n >= 2 + spiky
+                            and self.x_sum <= self.p["mean_fraction"] * expected * n
+                            and expected * n - self.x_sum >= self.p["mean_sigmas"] * self.v_sigma * math.sqrt(n)
+                        )
+                        shorted = shorted or self.confirmed
+                    if steady and av > 0.5 * expected:
+                        self.polarity += 0.01 * ((1.0 if (v > 0) == (i > 0) else -1.0) - self.polarity)
                     # the voltage noise, from sample-to-sample steps at constant current
                     # (the mean |dV| of two readings is 1.128 sigma)
-                    if healthy and i_prev is not None and v_prev is not None and -0.03 * ai <= i - i_prev <= 0.03 * ai:
+                    if healthy and steady and v_prev is not None:
                         # clipped at 3 sigmas: the nucleation peak and the end-of-strip rise
                         # are steps of the signal, not of the noise
                         d = 0.886 * abs(v - v_prev)
-                        if self.v_sigma > 0.0 and d > 3.0 * self.v_sigma:
+                        if self.n_noise >= 10 and d > 3.0 * self.v_sigma:
                             d = 3.0 * self.v_sigma
-                        self.v_sigma += 0.01 * (d - self.v_sigma)
+                        # a running mean over the first 100 steps, then a moving one (an EWMA
+                        # from 0 read the noise a quarter of its size after 30 steps)
+                        if self.n_noise < 100:
+                            self.n_noise += 1
+                        self.v_sigma += (d - self.v_sigma) / self.n_noise
         else:
             shorted, healthy = self._full(v, i)
         self.v_prev, self.i_prev, self.t_sample = v, i, s.time
@@ -202,8 +266,6 @@ class HardShort(Detector):
         working = self.p["full_working_V"]
         if v > working:
             self.was_charged = True
-        if self.was_charged and v < self.floor:
-            return True, False
         i_prev, v_prev = self.i_prev, self.v_prev
         self.confirmed = False
         # the current held still (any direction, or at rest): a voltage step is not an IR jump
@@ -229,12 +291,19 @@ class HardShort(Detector):
             single = fall > big and fall > self.p["full_knee_ratio"] * max(f1, 0.0)
             split = f1 > 0 and fall > 0 and fall + f1 > big and f0 < 0.1 * big  # not falling before (a knee)
             if single or split:
-                self.v_before = v_prev if single else v_prev + f1
+                # over two samples, each a plain fall (a single drop after a fall of noise
+                # still waits for the next sample: it may be a one-sample glitch)
+                two = split and (not single or f1 >= 0.2 * big)
+                self.v_before = v_prev + f1 if two else v_prev
                 self.v_drop = v
                 self.drop_current = i
-                self.drop_samples = 1 if single else 2
-                self.confirmed = split and not single and i > self.i_min
+                self.drop_samples = 2 if two else 1
+                self.confirmed = two and i > self.i_min
                 return True, False
+        # below the floor is checked after the drops, which it would otherwise hide: a charging
+        # cell that fell 0.21 V, then 1.36 V to below its floor, is confirmed by the two falls
+        if self.was_charged and v < self.floor:
+            return True, False
         return False, v > working
 
     def _explain(self, v: float, i: float) -> tuple[str, dict[str, Any]]:
@@ -242,14 +311,25 @@ class HardShort(Detector):
             j = abs(i) / self.spec.area_cm2 * 1000.0
             limit, expected = self._symmetric_limit(j)
             what = f"|V| = {abs(v) * 1e3:.2f} mV under {j:.3g} mA/cm2"
+            pol = self.polarity
+            if (pol > 0.5 or pol < -0.5) and v != 0.0 and ((v > 0) == (i > 0)) != (pol > 0):
+                what += " (of the wrong sign for its current)"
             if expected is not None:
                 what += f", expected about {expected * 1e3:.1f} mV"
-            return what, {
+            evidence: dict[str, Any] = {
                 "voltage_V": v,
                 "current_density_mA_cm2": round(j, 4),
                 "expected_overpotential_V": expected,
                 "threshold_V": limit,
             }
+            if self.n_low >= 2:  # the run of low readings, by whose mean a noisy plateau is judged
+                mean = self.x_sum / self.n_low
+                what += (
+                    f"; {self.n_low} readings in a row below half of it, mean {mean * 1e3:.2f} mV"
+                    f" (noise {self.v_sigma * 1e3:.2f} mV)"
+                )
+                evidence.update(low_readings=self.n_low, low_mean_V=round(mean, 7), noise_V=round(self.v_sigma, 7))
+            return what, evidence
         if v < self.floor:
             return f"cell voltage collapsed to {v:.3f} V, below what it holds after a discharge", {
                 "voltage_V": v,
