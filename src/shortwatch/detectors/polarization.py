@@ -108,8 +108,10 @@ class PolarizationRise(Detector):
         self.r_ref = 0.0
         self.r_expected: float | None = None
         self.step_id = -1
-        self.step_min = math.inf  # the step's plateau: its second-lowest |V| (one low outlier is no plateau)
-        self.step_low = math.inf  # ...and its lowest
+        # the step's plateau: its lowest |V| held over two readings in a row (a low spike is no
+        # plateau, however many the step has: a logger on a voltage change writes every spike)
+        self.step_min = math.inf
+        self.prev_av = math.inf  # ...the reading before
         self.step_n = 0
         self.over = 0
         # full cells: the last rest's end (t, V), where the next discharge's IR step starts from,
@@ -334,14 +336,13 @@ class PolarizationRise(Detector):
         if r_exp is None or v is None or i is None or m.segmenter.kind not in CC_KINDS:
             return None
         if m.step_index != self.step_id:
-            self.step_id, self.step_min, self.step_low, self.step_n, self.over = m.step_index, math.inf, math.inf, 0, 0
+            self.step_id, self.step_min, self.prev_av, self.step_n, self.over = m.step_index, math.inf, math.inf, 0, 0
         av = v if v > 0 else -v
         self.step_n += 1
-        if self.step_n > 3 and av < self.step_min:  # after the nucleation peak
-            if av < self.step_low:
-                self.step_min, self.step_low = self.step_low, av
-            else:
-                self.step_min = av
+        held = av if av > self.prev_av else self.prev_av
+        self.prev_av = av
+        if self.step_n > 3 and held < self.step_min:  # after the nucleation peak
+            self.step_min = held
         if av <= self.runaway_ratio * self.step_min:
             self.over = 0
             return None
