@@ -95,6 +95,7 @@ class PolarizationRise(Detector):
         self.share = Ewma(alpha=0.3)  # end-of-strip rise / plateau, smoothed
         self.share_ref = RobustWindow(15)  # ...of healthy half-cycles
         self.flat_ref = RobustWindow(15)  # plateau spread / plateau of the early half-cycles
+        self.noise_ref = RobustWindow(15)  # ...and the voltage noise it shows (V)
         self.y_ref: float | None = None  # the latest y judged healthy
         self.t_ref: float | None = None  # ...and its temperature
         self.over_hc = 0  # consecutive half-cycles over the threshold
@@ -142,12 +143,13 @@ class PolarizationRise(Detector):
         y = math.log(v_end * factor / (j / 1000.0))
         if f.flatness is not None and self.half_cycles <= 2 * self.p["warmup_cycles"]:
             self.flat_ref.add(f.flatness)
+            self.noise_ref.add(f.flatness * f.eta_V / 2.56)  # p90 - p10 of a normal is 2.56 sigma
         flat0 = self.flat_ref.median()
         # the end-of-strip rise is read as the tail's highest |V|: on a plateau of a few noise sigmas
         # that maximum is mostly noise, and a plateau that shrinks (a warmer cell) makes it look like
-        # a growing end of strip
-        hs = m.detectors.get("hard_short")
-        too_noisy = f.eta_V < self.p["min_plateau_sigmas"] * getattr(hs, "v_sigma", 0.0)
+        # a growing end of strip. The noise is the early plateaus' spread: the steps between logged
+        # samples would overstate it where a logger writes only changes of dE
+        too_noisy = f.eta_V < self.p["min_plateau_sigmas"] * (self.noise_ref.median() or 0.0)
         if f.n_samples < self.p["min_samples"] or too_noisy or (flat0 is not None and flat0 > self.p["max_flatness"]):
             # too sparse (or noisy) to judge the end of strip, but enough to arm the within-step runaway check
             # with the level of the early, healthy half-cycles (a growing end of strip must not
@@ -212,8 +214,7 @@ class PolarizationRise(Detector):
             self.relearn = self.p["relearn_half_cycles"]
             self.since_regime = 0
             self.prev_y.clear()
-        # full cells breathe with every charge: their discharges are compared at their starts
-        self.prev = [j, f.temperature_C, f.p_end if self.symmetric else f.p_start, f.t_end]
+        self.prev = [j, f.temperature_C, f.p_end, f.t_end]
         prev = self.prev_y.get(f.step_kind)
         if prev is None or t_h <= prev[0]:
             self.prev_y[f.step_kind] = [t_h, y, y]
@@ -318,10 +319,12 @@ class PolarizationRise(Detector):
         if t0 is not None and f.temperature_C is not None and abs(f.temperature_C - t0) >= t_step:
             return True
         if not self.symmetric:
-            # the stack pressure swings within every cycle as Li plates and strips, and a charge and
-            # two rests lie between two discharges: only the pressure they start at is compared
+            # the stack pressure swings within every cycle as Li plates and strips (by MPa, and by
+            # more or less with the charge passed), and a charge and two rests lie between two
+            # discharges: only the pressure they end at is compared, the Li stripped back, where
+            # the fixture's own preload shows (an operator's step moves it, breathing does not)
             step = max(self.p["pressure_step_MPa"], 0.05 * abs(p0 or 0.0))
-            return p0 is not None and f.p_start is not None and abs(f.p_start - p0) >= step
+            return p0 is not None and f.p_end is not None and abs(f.p_end - p0) >= step
         if p0 is not None and f.p_end is not None:
             step = max(self.p["pressure_step_MPa"], 0.05 * abs(p0))
             if abs(f.p_end - p0) >= step or (f.p_start is not None and abs(f.p_end - f.p_start) >= step):
