@@ -23,6 +23,10 @@ the opposite of soft breakdown (a rise, not a fall), so this detector watches wh
 
 Current, temperature and pressure steps and long pauses re-anchor the trend's level (its
 slope is kept): contact and kinetics change at a step, voids do not appear in one.
+
+Full and anode-free cells strip their Li anode while discharging: the same CUSUM runs once per
+discharge on the resistance it ends with (the relaxation over the rest after it, per |I|),
+and its shape gate is that resistance over the IR step at the discharge's start.
 """
 
 from __future__ import annotations
@@ -173,7 +177,7 @@ class PolarizationRise(Detector):
             self.pending = None
             rest, self.rest_end = self.rest_end, None
             i = abs(f.current_A or 0.0)
-            if rest is None or f.v_start is None or f.v_min is None or not i or f.gap_s > 0 or f.n_samples < 2:
+            if rest is None or f.v_start is None or not i or f.gap_s > 0 or f.n_samples < 2:
                 return None
             interval = f.duration_s / (f.n_samples - 1)
             r_start = (rest[1] - f.v_start) / i
@@ -318,18 +322,17 @@ class PolarizationRise(Detector):
         t_step = self.p["min_temperature_step_C" if self.symmetric else "full_temperature_step_C"]
         if t0 is not None and f.temperature_C is not None and abs(f.temperature_C - t0) >= t_step:
             return True
-        if not self.symmetric:
-            # the stack pressure swings within every cycle as Li plates and strips (by MPa, and by
-            # more or less with the charge passed), and a charge and two rests lie between two
-            # discharges: only the pressure they end at is compared, the Li stripped back, where
-            # the fixture's own preload shows (an operator's step moves it, breathing does not)
-            step = max(self.p["pressure_step_MPa"], 0.05 * abs(p0 or 0.0))
-            return p0 is not None and f.p_end is not None and abs(f.p_end - p0) >= step
+        # a full cell's stack pressure swings within every cycle as Li plates and strips (by MPa,
+        # more or less with the charge passed), and a charge and two rests lie between two
+        # discharges: only the pressure they end at is compared (the Li stripped back, where the
+        # fixture's preload shows: an operator's step moves it, breathing does not), and no pause
         if p0 is not None and f.p_end is not None:
             step = max(self.p["pressure_step_MPa"], 0.05 * abs(p0))
-            if abs(f.p_end - p0) >= step or (f.p_start is not None and abs(f.p_end - f.p_start) >= step):
+            if abs(f.p_end - p0) >= step:
                 return True
-        return end0 is not None and f.t_start - end0 >= 3600.0 * self.p["pause_h"]
+            if self.symmetric and f.p_start is not None and abs(f.p_end - f.p_start) >= step:
+                return True
+        return self.symmetric and end0 is not None and f.t_start - end0 >= 3600.0 * self.p["pause_h"]
 
     # ---------------------------------------------------------------- per sample
     def on_sample(self, s: Sample, pressure: float | None, m: CellMonitor) -> Verdict | None:
