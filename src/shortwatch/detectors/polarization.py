@@ -83,7 +83,7 @@ class PolarizationRise(Detector):
         "min_half_cycle_s": (300.0, "shorter half-cycles are not judged"),
         "min_samples": (4, "half-cycles logged more sparsely are not judged (the end of strip is a few points)"),
         "max_flatness": (0.25, "nor cells whose plateau usually spreads this share of itself (noise ~ the rise)"),
-        "min_plateau_sigmas": (15.0, "nor half-cycles whose plateau is under this many sigmas of the voltage noise"),
+        "min_plateau_sigmas": (25.0, "nor half-cycles whose plateau is under this many sigmas of the voltage noise"),
     }
 
     _transient = (*Detector._transient, "runaway_ratio", "expected_ratio", "symmetric")
