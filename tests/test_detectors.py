@@ -35,12 +35,14 @@ def symmetric_run(
     period_s: float = 10.0,
     noise_V: float = 0.0,
     log_change_V: float | None = None,
+    spikes: dict[tuple[int, int], float] | None = None,
 ) -> list[AlertEvent]:
     """Plating/stripping half-cycles of 30 min (10-s samples unless ``period_s``) through the full
     pipeline. ``ohmic_share`` fades the nucleation peak and end-of-strip rise (a flat, ohmic
     profile); ``end_rise`` is the end-of-strip rise as a share of the plateau (stripping voids);
     ``noise_V`` is the sigma of Gaussian voltage noise (fixed seed); ``log_change_V`` keeps only
-    the samples EC-Lab would log (a change of that many volts, a new step, or 600 s since the last)."""
+    the samples EC-Lab would log (a change of that many volts, a new step, or 600 s since the last);
+    ``spikes`` sets single readings of the plating half-cycles: {(cycle, sample): |V|}."""
     settings = parse_settings({"cells": {"S": {"kind": "symmetric", "area_cm2": AREA}}, "detectors": detectors or {}})
     p = Pipeline(settings, live=live)
     out = RecordBatch()
@@ -59,6 +61,8 @@ def symmetric_run(
                     0.2 * math.exp(-frac / 0.02) + (rise * (frac - 0.9) / 0.1 if frac > 0.9 else 0)
                 )
                 v = sign * eta * shape + (noise_V * float(rng.standard_normal()) if noise_V else 0.0)
+                if spikes and sign == 1 and (c, k) in spikes:
+                    v = spikes[(c, k)]
                 last = batch[-1] if batch else None
                 if (
                     log_change_V is None

@@ -120,9 +120,9 @@ class PolarizationRise(Detector):
         self.step_n = 0
         self.over = 0
         # full cells: the last rest's end (t, V), where the next discharge's IR step starts from,
-        # and the discharge waiting for the rest after it (features, start resistance, interval)
+        # and the discharge waiting for the rest after it (its features, its start resistance)
         self.rest_end: tuple[float, float] | None = None
-        self.pending: tuple[dict[str, Any], float, float] | None = None  # plain values: checkpointed
+        self.pending: tuple[dict[str, Any], float] | None = None  # plain values: checkpointed
 
     # ---------------------------------------------------------------- per half-cycle
     def _factor(self, temp: float | None, m: CellMonitor) -> float:
@@ -163,6 +163,7 @@ class PolarizationRise(Detector):
                 self.r_expected = self.r_ref / factor
             self.half_cycles += 1
             return None
+        self.half_cycles += 1
         return self._judge(f, m, y, max(f.end_rise_V or 0.0, 0.0) / f.eta_V, j, factor)
 
     def _full_discharge(self, f: StepFeatures, m: CellMonitor) -> Verdict | None:
@@ -179,10 +180,9 @@ class PolarizationRise(Detector):
             i = abs(f.current_A or 0.0)
             if rest is None or f.v_start is None or not i or f.gap_s > 0 or f.n_samples < 2:
                 return None
-            interval = f.duration_s / (f.n_samples - 1)
             r_start = (rest[1] - f.v_start) / i
-            if f.duration_s >= self.p["min_half_cycle_s"] and f.t_start - rest[0] <= 2.5 * interval and r_start > 0:
-                self.pending = (f.to_dict(), r_start, interval)
+            if f.duration_s >= self.p["min_half_cycle_s"] and f.t_start - rest[0] <= 2.5 * _interval(f) and r_start > 0:
+                self.pending = (f.to_dict(), r_start)
             return None
         if f.step_kind != "rest" or f.v_end is None:
             self.pending = self.rest_end = None
@@ -191,10 +191,10 @@ class PolarizationRise(Detector):
         pending, self.pending = self.pending, None
         if pending is None:
             return None
-        fd, r_start, interval = pending
+        fd, r_start = pending
         d = StepFeatures(**fd)
         i, j = abs(d.current_A or 0.0), d.current_density_mA_cm2
-        if f.t_start - d.t_end > 2.5 * interval or f.duration_s < self.p["min_rest_s"] or f.gap_s > 0 or not j:
+        if f.t_start - d.t_end > 2.5 * _interval(d) or f.duration_s < self.p["min_rest_s"] or f.gap_s > 0 or not j:
             return None
         r_end = (f.v_end - f.v_start) / i  # type: ignore[operator]
         if r_end <= 0:
@@ -210,8 +210,6 @@ class PolarizationRise(Detector):
         """One CUSUM over the stripping polarization y = ln(ohm cm2 at 25 C), gated by its shape."""
         share = self.share.update(end_share)
         t_h = f.t_end / 3600.0
-        if self.symmetric:
-            self.half_cycles += 1
         self.since_regime += 1
         if self._regime_changed(f, j):
             # a step moves the level (contact, kinetics): the sum goes on from the new level
@@ -380,3 +378,8 @@ class PolarizationRise(Detector):
             }
             return self.verdict(s.time, "critical", av / self.step_min, self.runaway_ratio, summary, evidence, ADVICE)
         return None
+
+
+def _interval(f: StepFeatures) -> float:
+    """A step's mean sampling interval (s): a gap of more than ~2 at its ends means a reading missed."""
+    return f.duration_s / (f.n_samples - 1)
