@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -38,18 +39,13 @@ def test_a_healthy_sparse_cell_is_quiet() -> None:
     assert not [a for a in alerts if a.kind == "cell"]
 
 
-def bench_cell_alerts(detectors: dict | None = None) -> list:
-    """The healthy sym_temperature cell of the detection bench (seed 9893662) that cried wolf:
-    a 1-h half-cycle at 0.06 mA/cm2 logged every 14 s, warmed in two 10-C steps, so its plateau
-    shrank from about 3 mV to 1.3 mV while the voltage noise stayed at 0.3 mV."""
+def bench_cell(
+    cell: str, scenario: str, seed: int, period_s: float, detectors: dict | None = None
+) -> tuple[list, RecordBatch, SimulatedCell]:
+    """One cell of the detection bench, rebuilt from its seed and sampling interval, through the
+    pipeline: (its firing cell alerts, everything the pipeline wrote, the simulated cell)."""
     sim = SimulatedCell(
-        "h-sym_temperature-72",
-        "sym_temperature",
-        default_spec("sym_temperature"),
-        seed=9893662137,
-        start=1_767_600_000.0,
-        period_s=13.694219840663393,
-        randomize=True,
+        cell, scenario, default_spec(scenario), seed=seed, start=1_767_600_000.0, period_s=period_s, randomize=True
     )
     pipe = Pipeline(
         parse_settings(
@@ -58,7 +54,14 @@ def bench_cell_alerts(detectors: dict | None = None) -> list:
     )
     out = RecordBatch()
     pipe.process(list(sim.samples()), "test", out)
-    return [a for a in out.alerts if a.kind == "cell" and a.state == "firing"]
+    return [a for a in out.alerts if a.kind == "cell" and a.state == "firing"], out, sim
+
+
+def bench_cell_alerts(detectors: dict | None = None) -> list:
+    """The healthy sym_temperature cell of the detection bench (seed 9893662) that cried wolf:
+    a 1-h half-cycle at 0.06 mA/cm2 logged every 14 s, warmed in two 10-C steps, so its plateau
+    shrank from about 3 mV to 1.3 mV while the voltage noise stayed at 0.3 mV."""
+    return bench_cell("h-sym_temperature-72", "sym_temperature", 9893662137, 13.694219840663393, detectors)[0]
 
 
 def test_a_shrinking_few_mV_plateau_read_through_noise_is_no_growing_end_of_strip() -> None:
@@ -70,6 +73,24 @@ def test_a_shrinking_few_mV_plateau_read_through_noise_is_no_growing_end_of_stri
     assert [a.detector for a in bench_cell_alerts({"polarization_rise": {"min_plateau_sigmas": 0.0}})] == [
         "polarization_rise"
     ]
+
+
+def test_voids_are_warned_of_where_the_sampling_phase_drifts_through_the_end_of_strip() -> None:
+    # the bench cell it missed (seed 3875558): 16-min half-cycles logged every 26 s. The last
+    # reading of a half-cycle falls 0-26 s before its end, where the end of strip rises steeply,
+    # so the end-of-strip rise it reads is a sawtooth that halves every few cycles. The median of
+    # recent changes, mostly the sawtooth's small rises, made a healthy rate of 3-13 %/h, which
+    # followed the voids' accelerating rise until the short
+    alerts, out, sim = bench_cell("f-sym_void_short-5", "sym_void_short", 3875558336, 25.955977006572503)
+    onset, short = sim.truth.soft_onset_time, sim.truth.hard_short_time
+    assert onset is not None and short is not None
+    ends = [f.end_rise_V for f in out.steps if f.step_kind == "charge" and f.end_rise_V and f.t_end < onset]
+    assert sum(b < 0.7 * a for a, b in itertools.pairwise(ends)) >= 5  # the sawtooth is there
+    pol = [a for a in alerts if a.detector == "polarization_rise"]
+    assert pol and onset < pol[0].time < short
+    assert (short - pol[0].time) / (short - onset) > 0.5
+    # the trend is the cell's own slow growth (0.14 %/h) read through the sawtooth
+    assert pol[0].evidence["healthy_rate_pct_per_h"] < 1.0
 
 
 # ------------------------------------------------------------------ full cells: the stripping side

@@ -8,8 +8,9 @@ the opposite of soft breakdown (a rise, not a fall), so this detector watches wh
 
 - per half-cycle, the end-of-strip polarization normalised by J and referred to 25 C,
   y = ln((plateau |V| + end-of-strip rise) / J). Healthy interphase growth is a slow, linear
-  rise: its rate (per hour, the median of the cell's own recent same-direction changes) is
-  the baseline. A one-sided CUSUM adds up the rise beyond that rate plus an allowance:
+  rise: its rate (per hour: the smoothed series' rise over all the time since the first
+  half-cycle, at most ``max_rate_per_h``) is the baseline. A one-sided CUSUM adds up the
+  rise beyond that rate plus an allowance:
   S = max(0, S + dy - (r0 + k) dt). The sum telescopes, so the noise of single half-cycles
   does not add up, and a linear rise never alarms while an accelerating one does. y is
   smoothed per direction (EWMA) and the threshold is at least ``noise_sigmas`` times the
@@ -57,6 +58,7 @@ class PolarizationRise(Detector):
     cell_kinds = ("symmetric", "full", "anode-free")
     params = {
         "warmup_cycles": (6, "cycles learned, not judged"),
+        "max_rate_per_h": (0.01, "the healthy trend's rate is at most this (ln units per hour: 27 % a day)"),
         "allowance_per_h": (0.004, "tolerated rise beyond the cell's own rate (ln units per hour; CUSUM k)"),
         "threshold": (0.15, "CUSUM h: rise beyond the healthy trend (ln units) that warns..."),
         "confirm_half_cycles": (3, "...in this many consecutive half-cycles (full cells: discharges, at most 2)"),
@@ -93,7 +95,12 @@ class PolarizationRise(Detector):
         self.symmetric = spec.kind == "symmetric"
         self.runaway_ratio = self.p["runaway_ratio"]
         self.expected_ratio = self.p["runaway_expected_ratio"]
-        self.rates = RobustWindow(15)  # ln-units per hour of healthy same-direction changes
+        # the healthy rate (ln units per hour): the smoothed series' rise over all the time since the
+        # first half-cycle (regime steps left out). Not the median of recent changes: where the
+        # sampling phase drifts through the end of strip, y is a sawtooth whose many small rises
+        # made that median several times the true rate, and a window of recent changes followed an
+        # accelerating rise closely enough that the CUSUM never gathered it
+        self.rise = [0.0, 0.0]  # [sum of dy, sum of dt (h)]
         self.prev_y: dict[str, list[float]] = {}  # direction -> [t_h, smoothed y, raw y]
         self.scatter = Ewma(alpha=0.1)  # mean |raw dy - r0 dt| of healthy half-cycles
         self.share = Ewma(alpha=0.3)  # end-of-strip rise / plateau, smoothed
@@ -105,6 +112,7 @@ class PolarizationRise(Detector):
         self.over_hc = 0  # consecutive half-cycles over the threshold
         self.cusum = Cusum(k=0.0)
         self.half_cycles = 0
+        self.judged = 0  # ...of them judged (a cell whose plateau rises out of the noise late learns then)
         self.since_regime = 0
         self.relearn = 0
         self.prev: list[float | None] = [None, None, None, None]  # J, T, P, t_end of the last half-cycle
@@ -200,7 +208,6 @@ class PolarizationRise(Detector):
         if r_end <= 0:
             return None
         factor = self._factor(d.temperature_C, m)
-        self.half_cycles += 1
         y = math.log(r_end * self.spec.area_cm2 * factor)
         return self._judge(replace(d, t_end=f.t_end), m, y, r_end / r_start - 1.0, j, factor)
 
@@ -211,6 +218,7 @@ class PolarizationRise(Detector):
         share = self.share.update(end_share)
         t_h = f.t_end / 3600.0
         self.since_regime += 1
+        self.judged += 1
         if self._regime_changed(f, j):
             # a step moves the level (contact, kinetics): the sum goes on from the new level
             self.relearn = self.p["relearn_half_cycles"]
@@ -225,19 +233,18 @@ class PolarizationRise(Detector):
         y_s = prev[1] + a * (y - prev[1])
         self.prev_y[f.step_kind] = [t_h, y_s, y]
         dy, dt, dy_raw = y_s - prev[1], t_h - prev[0], y - prev[2]
-        r0 = max(self.rates.median() or 0.0, 0.0)  # a settling cell's falling trend counts as level
-        if (
-            self.half_cycles <= self.p["warmup_cycles"] * (2 if self.symmetric else 1)
-            or self.since_regime < self.relearn
-        ):
-            self.rates.add(dy_raw / dt)
+        # a settling cell's fall counts as level, and no faster rise is healthy interphase growth (a
+        # cell judged only once voids had raised its plateau above the noise had learned them as its trend)
+        r0 = min(max(self.rise[0] / self.rise[1], 0.0), self.p["max_rate_per_h"]) if self.rise[1] else 0.0
+        self.rise[0] += dy
+        self.rise[1] += dt
+        if self.judged <= self.p["warmup_cycles"] * (2 if self.symmetric else 1) or self.since_regime < self.relearn:
             self.scatter.update(abs(dy_raw - r0 * dt))
             self.share_ref.add(share)
             self.y_ref, self.t_ref = y, f.temperature_C
             return None
         s = self.cusum.update(dy - (r0 + self.p["allowance_per_h"]) * dt)
         if s == 0.0:
-            self.rates.add(dy_raw / dt)
             self.scatter.update(abs(dy_raw - r0 * dt))
             self.share_ref.add(share)
             self.y_ref, self.t_ref = y, f.temperature_C
