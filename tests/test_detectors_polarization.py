@@ -39,21 +39,33 @@ def test_a_healthy_sparse_cell_is_quiet() -> None:
     assert not [a for a in alerts if a.kind == "cell"]
 
 
-def bench_cell(
-    cell: str, scenario: str, seed: int, period_s: float, detectors: dict | None = None
+def sim_run(
+    cell: str,
+    scenario: str,
+    seed: int,
+    period_s: float = 10.0,
+    detectors: dict | None = None,
+    split_at: float | None = None,
+    randomize: bool = False,
 ) -> tuple[list, RecordBatch, SimulatedCell]:
-    """One cell of the detection bench, rebuilt from its seed and sampling interval, through the
-    pipeline: (its firing cell alerts, everything the pipeline wrote, the simulated cell)."""
+    """A simulated cell through the pipeline: (its firing cell alerts, everything the pipeline
+    wrote, the simulated cell). ``randomize`` draws the protocol a bench cell of that name and
+    seed had. With ``split_at`` (a share of the samples), the pipeline is checkpointed there
+    through JSON and a fresh one resumes: what a restart does."""
     sim = SimulatedCell(
-        cell, scenario, default_spec(scenario), seed=seed, start=1_767_600_000.0, period_s=period_s, randomize=True
+        cell, scenario, default_spec(scenario), seed=seed, start=1_767_600_000.0, period_s=period_s, randomize=randomize
     )
-    pipe = Pipeline(
-        parse_settings(
-            {"cells": {sim.cell: {"kind": "symmetric", "area_cm2": sim.spec.area_cm2}}, "detectors": detectors or {}}
-        )
-    )
-    out = RecordBatch()
-    pipe.process(list(sim.samples()), "test", out)
+    spec = {"kind": sim.spec.kind, "area_cm2": sim.spec.area_cm2, "cathode_mass_g": sim.spec.cathode_mass_g}
+    settings = parse_settings({"cells": {cell: spec}, "detectors": detectors or {}})
+    samples = list(sim.samples())
+    cut = len(samples) if split_at is None else int(split_at * len(samples))
+    pipe, out = Pipeline(settings), RecordBatch()
+    pipe.process(samples[:cut], "test", out)
+    if cut < len(samples):
+        state = json.loads(json.dumps(pipe.state()))
+        pipe = Pipeline(settings)
+        pipe.load(state)
+        pipe.process(samples[cut:], "test", out)
     return [a for a in out.alerts if a.kind == "cell" and a.state == "firing"], out, sim
 
 
@@ -61,7 +73,9 @@ def bench_cell_alerts(detectors: dict | None = None) -> list:
     """The healthy sym_temperature cell of the detection bench (seed 9893662) that cried wolf:
     a 1-h half-cycle at 0.06 mA/cm2 logged every 14 s, warmed in two 10-C steps, so its plateau
     shrank from about 3 mV to 1.3 mV while the voltage noise stayed at 0.3 mV."""
-    return bench_cell("h-sym_temperature-72", "sym_temperature", 9893662137, 13.694219840663393, detectors)[0]
+    return sim_run(
+        "h-sym_temperature-72", "sym_temperature", 9893662137, 13.694219840663393, detectors, randomize=True
+    )[0]
 
 
 def test_a_shrinking_few_mV_plateau_read_through_noise_is_no_growing_end_of_strip() -> None:
@@ -81,7 +95,7 @@ def test_voids_are_warned_of_where_the_sampling_phase_drifts_through_the_end_of_
     # so the end-of-strip rise it reads is a sawtooth that halves every few cycles. The median of
     # recent changes, mostly the sawtooth's small rises, made a healthy rate of 3-13 %/h, which
     # followed the voids' accelerating rise until the short
-    alerts, out, sim = bench_cell("f-sym_void_short-5", "sym_void_short", 3875558336, 25.955977006572503)
+    alerts, out, sim = sim_run("f-sym_void_short-5", "sym_void_short", 3875558336, 25.955977006572503, randomize=True)
     onset, short = sim.truth.soft_onset_time, sim.truth.hard_short_time
     assert onset is not None and short is not None
     ends = [f.end_rise_V for f in out.steps if f.step_kind == "charge" and f.end_rise_V and f.t_end < onset]
@@ -97,22 +111,9 @@ def test_voids_are_warned_of_where_the_sampling_phase_drifts_through_the_end_of_
 
 
 def full_cell_run(scenario: str, split_at: float | None = None) -> tuple[list, SimulatedCell]:
-    """A simulated full cell through the pipeline (10-s samples, 25 C + daily swing). With
-    ``split_at`` (a share of the samples), the pipeline is checkpointed there through JSON and a
-    fresh one resumes: what a restart does."""
-    sim = SimulatedCell("F", scenario, default_spec(scenario), seed=20261204, start=1_767_600_000.0)
-    spec = {"kind": "full", "area_cm2": sim.spec.area_cm2, "cathode_mass_g": sim.spec.cathode_mass_g}
-    settings = parse_settings({"cells": {"F": spec}})
-    samples = list(sim.samples())
-    cut = len(samples) if split_at is None else int(split_at * len(samples))
-    pipe, out = Pipeline(settings), RecordBatch()
-    pipe.process(samples[:cut], "test", out)
-    if cut < len(samples):
-        state = json.loads(json.dumps(pipe.state()))
-        pipe = Pipeline(settings)
-        pipe.load(state)
-        pipe.process(samples[cut:], "test", out)
-    return [a for a in out.alerts if a.kind == "cell" and a.state == "firing"], sim
+    """A simulated full cell through the pipeline (10-s samples, 25 C + daily swing)."""
+    alerts, _, sim = sim_run("F", scenario, 20261204, split_at=split_at)
+    return alerts, sim
 
 
 def test_stripping_voids_in_a_full_cell_are_warned_of_before_its_short() -> None:
@@ -125,6 +126,25 @@ def test_stripping_voids_in_a_full_cell_are_warned_of_before_its_short() -> None
     assert pol[0].evidence["rise_beyond_trend_pct"] > 15
     # it comes well before the short: more than half of the way from the onset
     assert (short - pol[0].time) / (short - onset) > 0.4
+
+
+def test_voids_that_bring_a_full_cells_cut_off_forward_are_warned_of_though_its_shape_stays() -> None:
+    # the bench cell it missed (seed 3875558, LFP, 31-s samples): as the resistance grew the
+    # discharge hit its cut-off earlier (0.5 h, then 0.2 h), before the end of discharge where
+    # voids weigh most, so the end-to-start resistance ratio stayed at 0.6x while it doubled
+    bench = ("f-full_void_short-6", "full_void_short", 3875558353, 31.367113640587366)
+    alerts, _, sim = sim_run(*bench, randomize=True)
+    onset, short = sim.truth.soft_onset_time, sim.truth.hard_short_time
+    assert onset is not None and short is not None
+    pol = [a for a in alerts if a.detector == "polarization_rise"]
+    assert pol and onset < pol[0].time < short
+    ev = pol[0].evidence
+    assert abs(ev["end_of_strip_share"] - ev["usual_end_of_strip_share"]) < 0.05  # the shape stayed
+    assert "cut-off comes earlier" in pol[0].summary and "unchanged over the rise" in pol[0].summary
+    assert ev["pressure_before"] is not None and ev["temperature_after"] is not None
+    # with the shape demanded whatever the rise, it is missed: the test tests the rule
+    strict = {"polarization_rise": {"full_unshaped_factor": 1e9}}
+    assert not [a for a in sim_run(*bench, detectors=strict, randomize=True)[0] if a.time < short]
 
 
 def test_a_healthy_full_cell_and_its_slow_resistance_growth_is_quiet() -> None:

@@ -75,3 +75,30 @@ class Detector(Stateful):
 
     def on_cycle(self, c: CycleFeatures, m: CellMonitor) -> Verdict | None:
         return None
+
+
+_COVARIATES = (
+    ("pressure", "MPa", 0.3, "{:.2f}"),
+    ("temperature", "C", 2.0, "{:.1f}"),
+    ("J", "mA/cm2", 0.1, "{:.3g}"),
+)
+
+
+def covariates(before: list[float | None], now: list[float | None], over: str) -> dict[str, Any]:
+    """Pressure, temperature and J ([MPa, C, mA/cm2]) at the reference and now, for the evidence:
+    what explains a change in ASR was checked, and the researcher sees with which values."""
+    out: dict[str, Any] = {}
+    words, changed = [], []
+    for (name, unit, tol, fmt), b, n in zip(_COVARIATES, before, now, strict=True):
+        key = name.lower() if name != "J" else "current_density"
+        out[f"{key}_before"] = None if b is None else round(b, 4)
+        out[f"{key}_after"] = None if n is None else round(n, 4)
+        if b is None or n is None:
+            words.append(f"{name} not logged")
+            continue
+        words.append(f"{name} {fmt.format(b)} -> {fmt.format(n)} {unit}")
+        if (abs(n - b) / abs(b) if name == "J" and b else abs(n - b)) > tol:
+            changed.append(name)
+    tail = f"unchanged over {over}" if not changed else f"{', '.join(changed)} changed (corrected for)"
+    out["covariates"] = ", ".join(words) + ": " + tail
+    return out

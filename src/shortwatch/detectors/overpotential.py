@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from shortwatch.detectors.base import Detector, Verdict
+from shortwatch.detectors.base import Detector, Verdict, covariates
 from shortwatch.detectors.stats import (
     K_B_EV,
     Cusum,
@@ -363,7 +363,7 @@ class OverpotentialDrop(Detector):
             "noise_sigma": round(sigma, 4),
             "temperature_allowance": round(k_temp, 4),
             "regime": self.regime_kind,
-            **self._covariates(cov),
+            **covariates(self.ref_cov, cov, "the fall"),
         }
         if self.eta_unscaled:
             evidence.update(self.eta_unscaled)
@@ -448,27 +448,3 @@ class OverpotentialDrop(Detector):
         if rate > now:
             self.settle_rate, self.t_settle = rate, float(late[-1, 0])
         return x_end
-
-    def _covariates(self, cov: list[float | None]) -> dict[str, Any]:
-        """Pressure, temperature and J at the reference level and now, for the evidence."""
-        names = (
-            ("pressure", "MPa", 0.3, "{:.2f}"),
-            ("temperature", "C", 2.0, "{:.1f}"),
-            ("J", "mA/cm2", 0.1, "{:.3g}"),
-        )
-        out: dict[str, Any] = {}
-        words, changed = [], []
-        for (name, unit, tol, fmt), before, now in zip(names, self.ref_cov, cov, strict=True):
-            key = name.lower() if name != "J" else "current_density"
-            out[f"{key}_before"] = None if before is None else round(before, 4)
-            out[f"{key}_after"] = None if now is None else round(now, 4)
-            if before is None or now is None:
-                words.append(f"{name} not logged")
-                continue
-            words.append(f"{name} {fmt.format(before)} -> {fmt.format(now)} {unit}")
-            rel = abs(now - before) / abs(before) if name == "J" and before else abs(now - before)
-            if rel > tol:
-                changed.append(name)
-        tail = "unchanged over the fall" if not changed else f"{', '.join(changed)} changed (corrected for)"
-        out["covariates"] = ", ".join(words) + ": " + tail
-        return out

@@ -36,7 +36,7 @@ import math
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from shortwatch.detectors.base import Detector, Verdict
+from shortwatch.detectors.base import Detector, Verdict, covariates
 from shortwatch.detectors.segmentation import CC_KINDS
 from shortwatch.detectors.stats import Cusum, Ewma, RobustWindow, arrhenius_factor, temperature_allowance
 from shortwatch.model import Sample, StepFeatures
@@ -65,6 +65,7 @@ class PolarizationRise(Detector):
         "noise_sigmas": (7.0, "the threshold is at least this many sigmas of the smoothed series"),
         "smoothing": (0.3, "EWMA weight of the newest half-cycle"),
         "end_share_growth": (0.05, "the end-of-strip rise / plateau must have grown by this much (absolute)"),
+        "full_unshaped_factor": (1.5, "full cells: a rise this many thresholds beyond the trend needs no new shape"),
         "critical_rise": (0.5, "a rise of this share beyond the trend is critical"),
         "runaway_ratio": (2.0, "within a step: |V| this many times the step's own plateau..."),
         "runaway_expected_ratio": (1.5, "...and this many times the end-of-strip |V| the trend expects"),
@@ -96,11 +97,13 @@ class PolarizationRise(Detector):
         self.runaway_ratio = self.p["runaway_ratio"]
         self.expected_ratio = self.p["runaway_expected_ratio"]
         # the healthy rate (ln units per hour): the smoothed series' rise over all the time since the
-        # first half-cycle (regime steps left out). Not the median of recent changes: where the
-        # sampling phase drifts through the end of strip, y is a sawtooth whose many small rises
-        # made that median several times the true rate, and a window of recent changes followed an
-        # accelerating rise closely enough that the CUSUM never gathered it
+        # first half-cycle (regime steps left out; a rise of the CUSUM counted once it is back at 0,
+        # so a rise under way does not raise the trend it is judged against). Not the median of
+        # recent changes: where the sampling phase drifts through the end of strip, y is a sawtooth
+        # whose many small rises made that median several times the true rate, and a window of
+        # recent changes followed an accelerating rise closely enough that the CUSUM never gathered it
         self.rise = [0.0, 0.0]  # [sum of dy, sum of dt (h)]
+        self.excursion = [0.0, 0.0]  # ...of the half-cycles since the CUSUM was last at 0: counted once it is back
         self.prev_y: dict[str, list[float]] = {}  # direction -> [t_h, smoothed y, raw y]
         self.scatter = Ewma(alpha=0.1)  # mean |raw dy - r0 dt| of healthy half-cycles
         self.share = Ewma(alpha=0.3)  # end-of-strip rise / plateau, smoothed
@@ -109,6 +112,7 @@ class PolarizationRise(Detector):
         self.noise_ref = RobustWindow(15)  # ...and the voltage noise it shows (V)
         self.y_ref: float | None = None  # the latest y judged healthy
         self.t_ref: float | None = None  # ...and its temperature
+        self.ref_cov: list[float | None] = [None, None, None]  # ...its pressure, temperature and J
         self.over_hc = 0  # consecutive half-cycles over the threshold
         self.cusum = Cusum(k=0.0)
         self.half_cycles = 0
@@ -236,18 +240,20 @@ class PolarizationRise(Detector):
         # a settling cell's fall counts as level, and no faster rise is healthy interphase growth (a
         # cell judged only once voids had raised its plateau above the noise had learned them as its trend)
         r0 = min(max(self.rise[0] / self.rise[1], 0.0), self.p["max_rate_per_h"]) if self.rise[1] else 0.0
-        self.rise[0] += dy
-        self.rise[1] += dt
-        if self.judged <= self.p["warmup_cycles"] * (2 if self.symmetric else 1) or self.since_regime < self.relearn:
+        self.excursion[0] += dy
+        self.excursion[1] += dt
+        warmup = self.p["warmup_cycles"] * (2 if self.symmetric else 1)
+        learning = self.judged <= warmup or self.since_regime < self.relearn
+        s = 0.0 if learning else self.cusum.update(dy - (r0 + self.p["allowance_per_h"]) * dt)
+        if s == 0.0:  # healthy: the reference, and the rise since the sum was last at 0 was the cell's own
+            self.rise = [self.rise[0] + self.excursion[0], self.rise[1] + self.excursion[1]]
+            self.excursion = [0.0, 0.0]
             self.scatter.update(abs(dy_raw - r0 * dt))
             self.share_ref.add(share)
             self.y_ref, self.t_ref = y, f.temperature_C
-            return None
-        s = self.cusum.update(dy - (r0 + self.p["allowance_per_h"]) * dt)
-        if s == 0.0:
-            self.scatter.update(abs(dy_raw - r0 * dt))
-            self.share_ref.add(share)
-            self.y_ref, self.t_ref = y, f.temperature_C
+            self.ref_cov = [f.p_end, f.temperature_C, j]
+            if learning:
+                return None
             self.rise_start_cycle = None
         elif self.rise_start_cycle is None:
             self.rise_start_cycle = f.cycle
@@ -261,6 +267,11 @@ class PolarizationRise(Detector):
         od = m.detectors.get("overpotential_drop")
         unc = od.ea_uncertainty if od is not None else self.p["activation_energy_uncertainty_eV"]  # type: ignore[attr-defined]
         k_temp = temperature_allowance(self.t_ref, f.temperature_C, unc)
+        # a full cell's discharge ends at its cut-off: as its resistance grows the cut-off comes
+        # earlier, before the end of discharge where voids weigh most, and the shape stays; a rise
+        # of twice the threshold at an unchanged pressure and temperature (regime steps re-anchor)
+        # is no slow interphase growth whatever its shape
+        reshaped = reshaped or (not self.symmetric and s - k_temp > self.p["full_unshaped_factor"] * h)
         self.over_hc = self.over_hc + 1 if s - k_temp > h and reshaped else 0
         if self.y_ref is not None and self.symmetric:
             self.r_ref = math.exp(self.y_ref) / self.spec.area_cm2  # ohm at 25 C
@@ -310,6 +321,11 @@ class PolarizationRise(Detector):
                 f"cycle {self.rise_start_cycle}, now {math.exp(y):.1f} ohm cm2 at 25 C, {1 + share:.2f}x the IR "
                 f"step at the start of discharge (usually {1 + share0:.2f}x)"
             )
+            if share < share0 + self.p["end_share_growth"]:
+                summary += "; the whole discharge's resistance rose, and the cut-off comes earlier"
+        if state in ("warning", "critical"):
+            evidence.update(covariates(self.ref_cov, [f.p_end, f.temperature_C, j], "the rise"))
+            summary += f" ({evidence['covariates']})"
         elif state == "watch":
             summary = f"Polarization {rise_pct:.0f}% above its trend at cycle {f.cycle}; watching"
         else:
