@@ -69,24 +69,25 @@ def sim_run(
     return [a for a in out.alerts if a.kind == "cell" and a.state == "firing"], out, sim
 
 
-def bench_cell_alerts(detectors: dict | None = None) -> list:
+def bench_cell(detectors: dict | None = None) -> tuple[list, RecordBatch, SimulatedCell]:
     """The healthy sym_temperature cell of the detection bench (seed 9893662) that cried wolf:
     a 1-h half-cycle at 0.06 mA/cm2 logged every 14 s, warmed in two 10-C steps, so its plateau
     shrank from about 3 mV to 1.3 mV while the voltage noise stayed at 0.3 mV."""
-    return sim_run(
-        "h-sym_temperature-72", "sym_temperature", 9893662137, 13.694219840663393, detectors, randomize=True
-    )[0]
+    return sim_run("h-sym_temperature-72", "sym_temperature", 9893662137, 13.694219840663393, detectors, randomize=True)
 
 
 def test_a_shrinking_few_mV_plateau_read_through_noise_is_no_growing_end_of_strip() -> None:
     # the end-of-strip rise is read as the tail's highest |V|: on a plateau of a few noise sigmas
     # that maximum is mostly noise, and it grows as a share of a plateau that shrinks
-    assert not bench_cell_alerts()
-    # the same cell judged whatever its noise (the gate off): the false alarm is reproduced, so
-    # the test above still tests the gate
-    assert [a.detector for a in bench_cell_alerts({"polarization_rise": {"min_plateau_sigmas": 0.0}})] == [
-        "polarization_rise"
-    ]
+    alerts, out, _ = bench_cell()
+    assert not alerts
+    assert not [d for d in out.detector_states if d.detector == "polarization_rise"]  # not judged at all
+    # the same cell judged whatever its noise (the gate off) climbs to three quarters of the
+    # threshold: it cried wolf until the sum also started again at each oven step (the steps
+    # that shrank its plateau), so the gate is now one of two guards
+    _, out, _ = bench_cell({"polarization_rise": {"min_plateau_sigmas": 0.0}})
+    judged = [d for d in out.detector_states if d.detector == "polarization_rise"]
+    assert max(d.statistic / d.threshold for d in judged) > 0.5
 
 
 def test_voids_are_warned_of_where_the_sampling_phase_drifts_through_the_end_of_strip() -> None:
@@ -105,6 +106,31 @@ def test_voids_are_warned_of_where_the_sampling_phase_drifts_through_the_end_of_
     assert (short - pol[0].time) / (short - onset) > 0.5
     # the trend is the cell's own slow growth (0.14 %/h) read through the sawtooth
     assert pol[0].evidence["healthy_rate_pct_per_h"] < 1.0
+
+
+def test_a_sampling_phase_slip_that_quadruples_the_end_of_strip_is_no_void() -> None:
+    # h-sym_pressure_drop-682 of seed 8824494 (healthy sweep): 15-min half-cycles logged every
+    # 48 s, an end-of-strip rise two samples wide. As the sampling phase slid by a sample, the
+    # last reading fell on the top of the rise: 0.3 mV became 1.2 mV on a 6.8-mV plateau from one
+    # half-cycle to the next and stayed, a warning twice. The last interval's rise beyond the
+    # healthy half-cycles' is what the sampling phase decides, and counts as unknown
+    cell = ("h-sym_pressure_drop-682", "sym_pressure_drop", 8824494683, 47.96711105095795)
+    alerts, out, _ = sim_run(*cell, randomize=True)
+    assert not alerts
+    ends = [f.end_rise_V for f in out.steps if f.step_kind == "discharge" and f.end_rise_V is not None]
+    assert any(b > 3 * a > 0 for a, b in itertools.pairwise(ends))  # the slip is there
+    # judged with no allowance for the sampling phase, it warns
+    strict = {"polarization_rise": {"sampling_allowance": 0.0}}
+    alerts, _, _ = sim_run(*cell, strict, randomize=True)
+    assert {a.detector for a in alerts} == {"polarization_rise"}
+
+
+def test_a_current_ladder_does_not_add_up_its_steps_into_a_rise() -> None:
+    # h-sym_ccd-437 of seed 8824494: a CCD ladder, a current step every 7 cycles; what was left of
+    # each step's settling when judging resumed added up over 60 cycles into a warning. A step
+    # now starts the sum again, and the series re-anchors on its raw values
+    alerts, _, _ = sim_run("h-sym_ccd-437", "sym_ccd", 8824494438, 46.757066190597094, randomize=True)
+    assert not alerts  # (it warned at cycle 559 before)
 
 
 # ------------------------------------------------------------------ full cells: the stripping side

@@ -61,6 +61,7 @@ def test_symmetric_square_wave_asr_and_capacity(with_mode: bool) -> None:
         assert s.asr_ohm_cm2 == pytest.approx(80.0, rel=1e-3)
         assert s.nucleation_V == pytest.approx(0.2 * 0.04, rel=0.05)
         assert s.end_rise_V == pytest.approx(0.3 * 0.04, rel=0.05)
+        assert s.end_last_rise_V == pytest.approx(0.3 * 0.04 / 36, rel=1e-6)  # the linear rise's last step of 36
         assert s.flatness == pytest.approx(0.0, abs=1e-6)
     cycles = out.cycles
     assert [c.cycle for c in cycles] == [0, 1, 2, 3, 4]

@@ -131,6 +131,9 @@ class StepFeatures:
     sweep_linearity: float | None  # sweeps: R^2 of I vs V (1 = a resistor)
     sweep_rate_V_s: float | None  # sweeps: mean |dV/dt|
     rest_fall_V_per_h: float | None = None  # rests: fall of |V| over the rest's second half (self-discharge)
+    # symmetric cells: the rise of |V| over the step's last logged interval (>= 0). Where the end of
+    # strip rises within a few samples, this much of end_rise_V depends on where the last sample fell
+    end_last_rise_V: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -53,6 +53,7 @@ class StepAccumulator(Stateful):
         self.i_sum = 0.0
         self.v0: float | None = None
         self.v_last: float | None = None
+        self.v_before_last: float | None = None
         self.v_min = float("inf")
         self.v_max = float("-inf")
         self.p0: float | None = None
@@ -97,7 +98,7 @@ class StepAccumulator(Stateful):
         self.t_last = t
         self.i_prev = i
         self.i_sum += i
-        self.v_last = v
+        self.v_before_last, self.v_last = self.v_last, v
         if v < self.v_min:
             self.v_min = v
         if v > self.v_max:
@@ -155,11 +156,13 @@ class StepAccumulator(Stateful):
         area = spec.area_cm2
         mean_i = self.i_sum / n if n else None
         j = abs(mean_i) / area * 1000.0 if mean_i is not None else None
-        eta = asr = nucleation = end_rise = flatness = None
+        eta = asr = nucleation = end_rise = flatness = end_last_rise = None
         if kind in ("charge", "discharge") and spec.kind == "symmetric":
             eta, nucleation, end_rise, flatness = self._shape()
             if eta is not None and j:
                 asr = eta / (j / 1000.0)
+            if eta is not None and self.v_last is not None and self.v_before_last is not None:
+                end_last_rise = max(abs(self.v_last) - abs(self.v_before_last), 0.0)
         rest_decay = rest_fall = None
         if kind == "rest" and duration > 0 and self.v0 is not None and self.v_last is not None:
             rest_decay = (abs(self.v0) - abs(self.v_last)) / (duration / 3600.0)
@@ -209,6 +212,7 @@ class StepAccumulator(Stateful):
             sweep_linearity=sweep_lin,
             sweep_rate_V_s=sweep_rate,
             rest_fall_V_per_h=rest_fall,
+            end_last_rise_V=end_last_rise,
         )
 
     def _late_slope(self, from_frac: float) -> float | None:
@@ -246,8 +250,8 @@ class StepAccumulator(Stateful):
             return None, None, None, None
         head = v[frac <= 0.1]
         tail = v[frac >= 0.9]
-        nucleation = float(head.max()) - eta if head.size else 0.0
         end_last = abs(self.v_last) if self.v_last is not None else eta
+        nucleation = float(head.max()) - eta if head.size else 0.0
         end_rise = max(float(tail.max()) if tail.size else eta, end_last) - eta
         lo, hi = np.percentile(mid, [10, 90])
         return eta, nucleation, end_rise, float(hi - lo) / eta

@@ -22,8 +22,10 @@ the opposite of soft breakdown (a rise, not a fall), so this detector watches wh
   step's own plateau and beyond what the trend expects at this J and temperature is
   critical at once (voids can build up in minutes before the voltage collapses).
 
-Current, temperature and pressure steps and long pauses re-anchor the trend's level (its
-slope is kept): contact and kinetics change at a step, voids do not appear in one.
+Current, temperature and pressure steps and long pauses re-anchor the trend's level and start
+the sum again (the slope is kept): contact and kinetics change at a step, voids do not appear
+in one. The end-of-strip rise over the last logged interval, beyond the healthy half-cycles',
+is the sampling phase's to decide: so much of y is allowed for.
 
 Full and anode-free cells strip their Li anode while discharging: the same CUSUM runs once per
 discharge on the resistance it ends with (the relaxation over the rest after it, per |I|),
@@ -66,12 +68,21 @@ class PolarizationRise(Detector):
         "smoothing": (0.3, "EWMA weight of the newest half-cycle"),
         "end_share_growth": (0.05, "the end-of-strip rise / plateau must have grown by this much (absolute)"),
         "full_unshaped_factor": (1.5, "full cells: a rise this many thresholds beyond the trend needs no new shape"),
+        "sampling_allowance": (
+            1.0,
+            "share of the end-of-strip rise over the last logged interval, beyond the healthy half-cycles', that "
+            "counts as unknown (the sampling phase decides it)",
+        ),
         "critical_rise": (0.5, "a rise of this share beyond the trend is critical"),
         "runaway_ratio": (2.0, "within a step: |V| this many times the step's own plateau..."),
         "runaway_expected_ratio": (1.5, "...and this many times the end-of-strip |V| the trend expects"),
         "runaway_samples": (3, "consecutive samples that confirm a runaway..."),
         "runaway_noise_sigmas": (6.0, "...rising this many sigmas of the voltage noise above the plateau"),
-        "relearn_half_cycles": (3, "after a J, temperature or pressure step or a pause, half-cycles re-anchored"),
+        "relearn_half_cycles": (
+            6,
+            "after a J, temperature or pressure step or a pause, half-cycles re-anchored (contact settles in 1-2 "
+            "cycles)",
+        ),
         "j_step_ratio": (1.1, "a current-density change beyond this is a new regime"),
         "min_temperature_step_C": (2.0, "a temperature change this large is a new regime"),
         "full_temperature_step_C": (
@@ -110,6 +121,7 @@ class PolarizationRise(Detector):
         self.share_ref = RobustWindow(15)  # ...of healthy half-cycles
         self.flat_ref = RobustWindow(15)  # plateau spread / plateau of the early half-cycles
         self.noise_ref = RobustWindow(15)  # ...and the voltage noise it shows (V)
+        self.last_rise_ref = RobustWindow(15)  # |V| rise over the last logged interval of healthy half-cycles (V)
         self.y_ref: float | None = None  # the latest y judged healthy
         self.t_ref: float | None = None  # ...and its temperature
         self.ref_cov: list[float | None] = [None, None, None]  # ...its pressure, temperature and J
@@ -176,7 +188,17 @@ class PolarizationRise(Detector):
             self.half_cycles += 1
             return None
         self.half_cycles += 1
-        return self._judge(f, m, y, max(f.end_rise_V or 0.0, 0.0) / f.eta_V, j, factor)
+        # where the end of strip rises within a few samples, the last interval's rise is how much
+        # of it the sampling phase decides (on a healthy cell logged every 48 s, the end-of-strip
+        # rise quadrupled as the phase slid by one sample): its excess over the healthy
+        # half-cycles' counts as unknown (a logger on a voltage change writes steps of dE anyway)
+        last = f.end_last_rise_V or 0.0
+        excess = max(last - (self.last_rise_ref.median() or last), 0.0)
+        aliased = math.log(v_end / max(v_end - self.p["sampling_allowance"] * excess, 0.5 * v_end))
+        verdict = self._judge(f, m, y, max(f.end_rise_V or 0.0, 0.0) / f.eta_V, j, factor, aliased)
+        if self.cusum.s == 0.0:
+            self.last_rise_ref.add(last)
+        return verdict
 
     def _full_discharge(self, f: StepFeatures, m: CellMonitor) -> Verdict | None:
         """Full and anode-free cells strip their Li anode while discharging. Their stripping
@@ -216,7 +238,7 @@ class PolarizationRise(Detector):
         return self._judge(replace(d, t_end=f.t_end), m, y, r_end / r_start - 1.0, j, factor)
 
     def _judge(
-        self, f: StepFeatures, m: CellMonitor, y: float, end_share: float, j: float, factor: float
+        self, f: StepFeatures, m: CellMonitor, y: float, end_share: float, j: float, factor: float, aliased: float = 0.0
     ) -> Verdict | None:
         """One CUSUM over the stripping polarization y = ln(ohm cm2 at 25 C), gated by its shape."""
         share = self.share.update(end_share)
@@ -224,8 +246,11 @@ class PolarizationRise(Detector):
         self.since_regime += 1
         self.judged += 1
         if self._regime_changed(f, j):
-            # a step moves the level (contact, kinetics): the sum goes on from the new level
-            self.relearn = self.p["relearn_half_cycles"]
+            # a step moves the level (contact, kinetics), and the sum starts again from the new level
+            # (carried over, what was left of each step's settling added up over a current ladder)
+            self.cusum.reset()
+            self.excursion = [0.0, 0.0]
+            self.relearn = self.p["relearn_half_cycles"] // (1 if self.symmetric else 2)  # (full: discharges)
             self.since_regime = 0
             self.prev_y.clear()
         self.prev = [j, f.temperature_C, f.p_end, f.t_end]
@@ -233,7 +258,12 @@ class PolarizationRise(Detector):
         if prev is None or t_h <= prev[0]:
             self.prev_y[f.step_kind] = [t_h, y, y]
             return None
-        a = self.p["smoothing"]
+        warmup = self.p["warmup_cycles"] * (2 if self.symmetric else 1)
+        learning = self.judged <= warmup or self.since_regime < self.relearn
+        # while it learns (re-anchors after a step) the series follows the raw values: smoothed,
+        # it would still be catching up with the step when judging resumes, and the CUSUM would
+        # take the rest of the step for a rise (a current ladder's steps added up to a warning)
+        a = 1.0 if learning else self.p["smoothing"]
         y_s = prev[1] + a * (y - prev[1])
         self.prev_y[f.step_kind] = [t_h, y_s, y]
         dy, dt, dy_raw = y_s - prev[1], t_h - prev[0], y - prev[2]
@@ -242,8 +272,6 @@ class PolarizationRise(Detector):
         r0 = min(max(self.rise[0] / self.rise[1], 0.0), self.p["max_rate_per_h"]) if self.rise[1] else 0.0
         self.excursion[0] += dy
         self.excursion[1] += dt
-        warmup = self.p["warmup_cycles"] * (2 if self.symmetric else 1)
-        learning = self.judged <= warmup or self.since_regime < self.relearn
         s = 0.0 if learning else self.cusum.update(dy - (r0 + self.p["allowance_per_h"]) * dt)
         if s == 0.0:  # healthy: the reference, and the rise since the sum was last at 0 was the cell's own
             self.rise = [self.rise[0] + self.excursion[0], self.rise[1] + self.excursion[1]]
@@ -269,10 +297,10 @@ class PolarizationRise(Detector):
         k_temp = temperature_allowance(self.t_ref, f.temperature_C, unc)
         # a full cell's discharge ends at its cut-off: as its resistance grows the cut-off comes
         # earlier, before the end of discharge where voids weigh most, and the shape stays; a rise
-        # of twice the threshold at an unchanged pressure and temperature (regime steps re-anchor)
+        # of ``full_unshaped_factor`` thresholds at an unchanged pressure and temperature (steps re-anchor)
         # is no slow interphase growth whatever its shape
         reshaped = reshaped or (not self.symmetric and s - k_temp > self.p["full_unshaped_factor"] * h)
-        self.over_hc = self.over_hc + 1 if s - k_temp > h and reshaped else 0
+        self.over_hc = self.over_hc + 1 if s - k_temp - aliased > h and reshaped else 0
         if self.y_ref is not None and self.symmetric:
             self.r_ref = math.exp(self.y_ref) / self.spec.area_cm2  # ohm at 25 C
             self.r_expected = self.r_ref / factor  # ohm at this half-cycle's temperature
@@ -303,6 +331,7 @@ class PolarizationRise(Detector):
             "statistic": round(s, 4),
             "threshold": round(h, 4),
             "temperature_allowance": round(k_temp, 4),
+            "sampling_allowance": round(aliased, 4),
             "rising_since_cycle": self.rise_start_cycle,
             "current_density_mA_cm2": round(j, 4),
             "temperature_C": f.temperature_C,
