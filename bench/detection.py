@@ -234,7 +234,7 @@ def run_job(job: Job) -> CellRun:
         if s.time < short:
             if v is not None and i is not None:
                 v_last = v
-                if symmetric and i:
+                if symmetric and i and s.mode == "cc":  # (a CV sweep's readings are no plateau)
                     before.append(v if i > 0 else -v)
         elif run.confirm_by is None and v is not None and i is not None:
             if run.shows_at is not None:

@@ -187,10 +187,11 @@ def test_replay_auto_on_every_real_export_stores_samples_and_raises_no_cell_aler
         # This file really holds a collapse: at rest, 4.166 V falls to 1.72 V within 40 ms
         # (records 6617-6622, the same in NewareNDA's own reference table), then nothing is
         # logged for 4.7 h and the cell comes back at 4.158 V. A lost contact or a short looks
-        # the same from the data; it is called once, and resolved when the voltage is back.
+        # the same until then; it is called once, and resolved at the first reading back: no
+        # cell charges itself at rest, so the low reading was not the cell's
         assert cell_alerts == [
             ("hard_short", "firing", "2024-05-28T04:05:58"),
-            ("hard_short", "resolved", "2024-05-28T08:49:37"),
+            ("hard_short", "resolved", "2024-05-28T08:48:47"),
         ]
     else:
         assert cell_alerts == []

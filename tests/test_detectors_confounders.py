@@ -169,29 +169,33 @@ def collapse_after_learning(
     plateau_V: float = 0.0013,
     noise_V: float = 0.00028,
     spikes: tuple[int, ...] = (),
+    later_j_factor: float = 1.0,
 ) -> tuple[list[AlertEvent], float]:
     """A plateau read through noise (by default 1.3 mV through 0.28 mV: f-sym_soft_hard-1 of
     the bench), then these readings, charging (after a discharge: the current reverses at the
     first of them); ``polarity`` -1: the lab exports V against the current; ``spikes``: the
-    learning samples that read a 12-sigma outlier down."""
+    learning samples that read a 12-sigma outlier down; ``later_j_factor``: the current (and
+    the plateau) of the last four of the eight learning cycles and of the readings."""
     rng = np.random.default_rng(11)
     p = symmetric_pipeline(detectors)
     out = RecordBatch()
     t = T0
     i = 0.5e-3 * AREA
     n = 0
-    for _ in range(8):
+    for c in range(8):
         batch = []
+        f = later_j_factor if c >= 4 else 1.0
         for sign in (1, -1):
             for _k in range(180):
-                v = sign * (plateau_V - (12 * noise_V if n in spikes else 0.0)) + noise_V * float(rng.standard_normal())
-                batch.append(Sample(t, "S", polarity * v, sign * i, mode="cc"))
+                spike = 12 * noise_V if n in spikes else 0.0
+                v = sign * (f * plateau_V - spike) + noise_V * float(rng.standard_normal())
+                batch.append(Sample(t, "S", polarity * v, sign * i * f, mode="cc"))
                 n += 1
                 t += 10.0
         p.process(batch, "t", out)
     assert not cell_alerts(out.alerts)
     p.process(
-        [Sample(t + 10.0 * k, "S", polarity * v, i, mode="cc") for k, v in enumerate(readings_V)],
+        [Sample(t + 10.0 * k, "S", polarity * v, i * later_j_factor, mode="cc") for k, v in enumerate(readings_V)],
         "t",
         out,
     )
@@ -269,6 +273,11 @@ def test_two_outliers_in_a_row_on_a_cell_that_has_shown_outliers_are_no_short() 
     # of 0.1-mV noise on a 40-mV plateau (a first cut counted those, and CCD-ladder cells read
     # through a tenth of a mV waited a third sample for their short)
     crit, t = collapse_after_learning([0.0002, 0.0001, 0.0], plateau_V=0.04, noise_V=0.0001, spikes=(700, 1500))
+    assert len(crit) == 1 and crit[0].time - t <= 10.0 + 1e-6
+    # nor where the spikes came at a 3-mV plateau and the current has since risen five-fold: on
+    # a 15-mV plateau they reach a third of the way down (CCD-ladder cells read through spiky
+    # noise waited a third sample for their short, a minute late at 40-s logging)
+    crit, t = collapse_after_learning(shorted, spikes=(700, 1500, 2300), later_j_factor=5.0, **kw)
     assert len(crit) == 1 and crit[0].time - t <= 10.0 + 1e-6
 
 

@@ -10,7 +10,8 @@ rest) and does not come back at the next sample, or it collapses below a floor. 
 is critical at the sample after the one that shows it: within 20-30 s at 10-s logging, at the
 next sample where logged less often. The end-of-discharge knee is no short: there the voltage
 was already falling faster and faster (and relaxes up once the cut-off stops the current),
-while a short strikes a voltage that was steady and holds it down.
+while a short strikes a voltage that was steady and holds it down. A full cell is back to health
+only when it holds its voltage at rest: a charger drives any voltage up.
 """
 
 from __future__ import annotations
@@ -48,14 +49,16 @@ class HardShort(Detector):
         "low_snr_extra_samples": (2, "...and this many more where the plateau is under 5 noise sigmas..."),
         "mean_fraction": (0.3, "symmetric: or 2+ readings below half the plateau, their mean below this share..."),
         "mean_sigmas": (6.0, "...and this many of its own sigmas (noise / sqrt(n)) below the plateau"),
-        "recover_samples": (6, "consecutive healthy samples that resolve"),
+        "recover_samples": (6, "symmetric: consecutive healthy samples that resolve"),
         "sweep_min_V": (0.005, "symmetric, during a sweep: |V|/|I| below collapse_fraction of the cell's ASR..."),
         "sweep_max_V": (0.1, "...judged for |V| in this range (above the noise, below strong curvature)"),
         "full_drop_V": (0.25, "full cells: a sudden drop this large between two samples at unchanged current..."),
         "full_knee_ratio": (4.0, "...and this many times the previous sample's fall (not the end-of-discharge knee)"),
         "full_floor_V": (1.0, "...or a voltage below this after the cell was charged..."),
         "full_below_cutoff_V": (0.5, "...or this far below the cell's own end-of-discharge voltage (it cannot hold)"),
-        "full_working_V": (3.0, "a full cell is back to health only above this voltage"),
+        "full_working_V": (3.0, "a full cell counts as charged above this voltage"),
+        "full_recover_rest_s": (600.0, "a full cell is back to health once it holds its voltage at rest this long..."),
+        "full_hold_V": (0.005, "...falling less than this over that time (a leaking cell sinks faster)"),
     }
 
     _transient = (
@@ -98,15 +101,16 @@ class HardShort(Detector):
         self.confirmed = False  # the drop (full) or the collapse (symmetric) needs no further sample
         self.n_low = 0  # symmetric: readings in a row below half the expected plateau...
         self.x_sum = 0.0  # ...and the sum of them (signed)
-        # symmetric: the last two signed readings under current, and how many isolated outliers
-        # (one reading far off both its neighbours: contact bounce, EMI) the cell has shown
+        # symmetric: the last two signed readings under current, and the largest isolated outlier
+        # (one reading far off both its neighbours: contact bounce, EMI) the cell has shown (V)
         self.x1 = self.x2 = math.nan
-        self.outliers = 0
+        self.max_outlier = 0.0
         self.need = self.p["confirm_samples"]  # consecutive samples that confirm a short now
         self.t_sample = -math.inf  # time of the previous sample
         self.was_charged = False
         self.cutoff = RobustWindow(5)  # full cells: lowest voltage of recent discharges
         self.floor = self.p["full_floor_V"]  # full cells: below this a charged cell has collapsed
+        self.hold_from: tuple[float, float] | None = None  # full cells, critical: (t, V) a rest holds from
 
     def on_step(self, f: StepFeatures, m: CellMonitor) -> Verdict | None:
         if f.step_kind in ("charge", "discharge") and f.asr_ohm_cm2 and f.duration_s > 300 and self.state_name == "ok":
@@ -160,18 +164,19 @@ class HardShort(Detector):
                     # plateau, has its noise sigma set by dE and is judged as before)
                     low_snr = expected < 5.0 * self.v_sigma and s.time - self.t_sample <= 60.0
                     # two outliers in a row look like a short for two readings: where the cell
-                    # has shown one, a third confirms (a healthy 3-mV plateau read through
-                    # 0.4-mV noise with 0.2 % spikes of up to 15 sigmas read -0.4, -1.6 mV)
-                    spiky = 1 if self.outliers else 0
+                    # has shown one that reaches 70 % of the way down this plateau (where two in a
+                    # row can average below 30 % of it), a third confirms (a healthy 3-mV plateau
+                    # read through 0.4-mV noise with 0.2 % spikes of up to 15 sigmas read -0.4,
+                    # -1.6 mV); the same spikes on a 15-mV plateau are no such risk
+                    spiky = 1 if self.max_outlier > 0.7 * expected else 0
                     self.need = self.p["confirm_samples"] + (self.p["low_snr_extra_samples"] if low_snr else spiky)
-                    # (an outlier that matters: one reaching 70 % of the way down the plateau,
-                    # where two in a row can average below 30 % of it; not a wiggle of a plateau
-                    # read through a tenth of a mV of noise)
-                    far = max(6.0 * self.v_sigma, 0.7 * expected)
                     x1, x2 = self.x1, self.x2
-                    if self.n_noise >= 30 and abs(x1 - x2) > far and abs(x1 - x) > far and abs(x - x2) < 0.5 * far:
-                        self.outliers += 1
-                    self.x1, self.x2 = x, x1
+                    off = min(abs(x1 - x2), abs(x1 - x))  # (NaN before two readings: no outlier)
+                    if self.n_noise >= 30 and off > 6.0 * self.v_sigma and abs(x - x2) < 0.5 * off:
+                        self.max_outlier = max(self.max_outlier, off)
+                    # (a reading as the current reverses is none: its nucleation peak, read at a high
+                    # rung of a current ladder, is no spike of the noise)
+                    self.x1, self.x2 = (x if steady else math.nan), x1
                     noisy = self.noise_sigmas * self.v_sigma
                     if low_snr and noisy > limit:
                         # a few-mV plateau read through mV noise: a short reads 0 +- noise. Where
@@ -219,6 +224,13 @@ class HardShort(Detector):
                         self.v_sigma += (d - self.v_sigma) / self.n_noise
         else:
             shorted, healthy = self._full(v, i)
+            if self.state_name == "critical" and self._back_at_rest(v, i):
+                summary = (
+                    f"The voltage came back at rest, without current ({self.v_prev:.3f} -> {v:.3f} V): "
+                    "the low reading was not the cell's (a lost contact?)"
+                )
+                self.v_prev, self.i_prev, self.t_sample = v, i, s.time
+                return self.verdict(s.time, "ok", v, self.floor, summary)
         self.v_prev, self.i_prev, self.t_sample = v, i, s.time
         if shorted:
             # a fall at constant charging current seen in two samples in a row is its own
@@ -231,15 +243,50 @@ class HardShort(Detector):
         else:
             self.bad = 0
         if self.state_name != "critical" and self.bad >= self.need:
+            self.hold_from = None
             # the hot path above only compares numbers; the explanation is built once, here
             what, evidence = self._explain(v, i)
             cycle = m.segmenter.cycle
             evidence["cycle"] = cycle
             summary = f"Hard short in cycle {cycle}: {what}"
             return self.verdict(s.time, "critical", abs(v), evidence.get("threshold_V"), summary, evidence, ADVICE)
-        if self.state_name == "critical" and self.good >= self.p["recover_samples"]:
+        if self.state_name == "critical" and self.symmetric and self.good >= self.p["recover_samples"]:
             return self.verdict(s.time, "ok", abs(v), None, f"Voltage recovered ({v:.4f} V under {i * 1e3:.4g} mA)")
+        if self.state_name == "critical" and not self.symmetric:
+            v0 = self._held_from(s.time, v, i)
+            if v0 is not None:
+                minutes = self.p["full_recover_rest_s"] / 60.0
+                summary = f"The cell holds its voltage at rest: {v0:.4f} -> {v:.4f} V over {minutes:.0f} min"
+                return self.verdict(s.time, "ok", v, self.floor, summary)
         return None
+
+    def _back_at_rest(self, v: float, i: float) -> bool:
+        """A full cell's voltage jumped back up into its working range at rest: no cell charges
+        itself, so the low reading before was the connection, not the cell (a real Neware export
+        read 4.166 V, 1.72 V, then after 4.7 h without data 4.158 V, all at rest)."""
+        v_prev, i_prev = self.v_prev, self.i_prev
+        if v_prev is None or i_prev is None:
+            return False
+        at_rest = (i if i > 0 else -i) < self.i_min and (i_prev if i_prev > 0 else -i_prev) < self.i_min
+        return at_rest and v > self.p["full_working_V"] and v - v_prev > self.p["full_drop_V"]
+
+    def _held_from(self, t: float, v: float, i: float) -> float | None:
+        """The voltage a critical full cell has held at rest, above its floor, for
+        ``full_recover_rest_s`` (None: not yet). Under current a charger drives any voltage up (a
+        leaking cell "recovered" at each charge and collapsed again at the next rest: three
+        criticals in one afternoon), and at rest a leaking cell sinks (12 mV in 10 min at 4.1 V,
+        where a healthy one settles to a tenth of that)."""
+        if (i if i > 0 else -i) >= self.i_min or v <= self.floor:
+            self.hold_from = None
+            return None
+        if self.hold_from is None:
+            self.hold_from = (t, v)
+            return None
+        t0, v0 = self.hold_from
+        if t - t0 < self.p["full_recover_rest_s"]:
+            return None
+        self.hold_from = None if v0 - v <= self.p["full_hold_V"] else (t, v)  # else: judged again from here
+        return v0 if self.hold_from is None else None
 
     def _sweep(self, v: float, ai: float) -> tuple[bool, bool]:
         """(shorted, healthy) of a symmetric cell during a voltammetry sweep, which imposes
@@ -261,8 +308,8 @@ class HardShort(Detector):
         return min(self.p["collapse_fraction"] * expected, self.p["collapse_max_V"]), expected
 
     def _full(self, v: float, i: float) -> tuple[bool, bool]:
-        """(shorted, healthy) for a full cell. Healthy means back in the working range: a
-        cell that sank to 1 V and creeps back to 1.1 V has not recovered."""
+        """(shorted, healthy) for a full cell. Healthy means back in the working range (it
+        ends a run of suspicious samples; a critical resolves only at a rest held after a discharge)."""
         working = self.p["full_working_V"]
         if v > working:
             self.was_charged = True
