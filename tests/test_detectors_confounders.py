@@ -3,6 +3,7 @@ randomised detection bench (issue 10): each test is one of those cells, reduced 
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 
@@ -14,6 +15,7 @@ from shortwatch.daemon.pipeline import Pipeline
 from shortwatch.detectors.charge_anomaly import ChargeAnomaly
 from shortwatch.detectors.dpq import DpqDecline
 from shortwatch.detectors.features import StepAccumulator
+from shortwatch.detectors.hard_short import HardShort
 from shortwatch.detectors.monitor import CellMonitor
 from shortwatch.detectors.stats import arrhenius_factor, temperature_allowance
 from shortwatch.model import AlertEvent, RecordBatch, Sample
@@ -274,9 +276,10 @@ def test_two_outliers_in_a_row_on_a_cell_that_has_shown_outliers_are_no_short() 
     # through a tenth of a mV waited a third sample for their short)
     crit, t = collapse_after_learning([0.0002, 0.0001, 0.0], plateau_V=0.04, noise_V=0.0001, spikes=(700, 1500))
     assert len(crit) == 1 and crit[0].time - t <= 10.0 + 1e-6
-    # nor where the spikes came at a 3-mV plateau and the current has since risen five-fold: on
-    # a 15-mV plateau they reach a third of the way down (CCD-ladder cells read through spiky
-    # noise waited a third sample for their short, a minute late at 40-s logging)
+    # nor where a spike came at a 3-mV plateau (sample 700; the others at 15 mV) and the current
+    # has since risen five-fold: on a 15-mV plateau such spikes reach a third of the way down
+    # (CCD-ladder cells read through spiky noise waited a third sample for their short, a
+    # minute late at 40-s logging)
     crit, t = collapse_after_learning(shorted, spikes=(700, 1500, 2300), later_j_factor=5.0, **kw)
     assert len(crit) == 1 and crit[0].time - t <= 10.0 + 1e-6
 
@@ -372,3 +375,16 @@ def test_a_coulombic_efficiency_read_in_whole_samples_does_not_warn_on_its_steps
         verdict = det.on_cycle(cycle(k, ce=ce), m)
         got.append(verdict.state if verdict else det.state_name)
     assert got[-2] == "warning", got
+
+
+def test_a_checkpoint_that_counted_outliers_keeps_the_cell_spiky() -> None:
+    spec = CellSpec(kind="symmetric", area_cm2=1.0)
+    old = HardShort(spec).state()
+    old.pop("max_outlier")
+    old["outliers"] = 2
+    resumed = HardShort(spec)
+    resumed.load(json.loads(json.dumps(old)))
+    assert resumed.max_outlier == math.inf  # a third reading still confirms, as before the upgrade
+    fresh = HardShort(spec)
+    fresh.load(json.loads(json.dumps(HardShort(spec).state())))
+    assert fresh.max_outlier == 0.0

@@ -10,9 +10,10 @@ import math
 from tests.test_detectors import firing, symmetric_run
 
 from shortwatch.daemon.pipeline import Pipeline
+from shortwatch.detectors.polarization import PolarizationRise
 from shortwatch.model import RecordBatch
 from shortwatch.sensors.simulator import SimulatedCell, default_spec
-from shortwatch.settings import parse_settings
+from shortwatch.settings import CellSpec, parse_settings
 
 
 def voids(c: int) -> float:
@@ -105,7 +106,7 @@ def test_voids_are_warned_of_where_the_sampling_phase_drifts_through_the_end_of_
     assert pol and onset < pol[0].time < short
     assert (short - pol[0].time) / (short - onset) > 0.5
     # the trend is the cell's own slow growth (0.14 %/h) read through the sawtooth
-    assert pol[0].evidence["healthy_rate_pct_per_h"] < 1.0
+    assert pol[0].evidence["healthy_rate_pct_per_h"] < 0.7  # (the cap is 1 %/h)
 
 
 def test_a_sampling_phase_slip_that_quadruples_the_end_of_strip_is_no_void() -> None:
@@ -197,3 +198,23 @@ def test_low_spikes_in_a_step_are_not_its_plateau() -> None:
     )
     # (the level step itself is no void: its shape, the end-of-strip share, is unchanged)
     assert not [a for a in alerts if a.kind == "cell"]
+
+
+def test_a_checkpoint_from_before_the_average_rate_resumes_judging() -> None:
+    # a daemon upgraded over a checkpoint that had a window of rates and no count of judged
+    # half-cycles: it goes on judging, from the old window's rate, not from a new warm-up
+    spec = CellSpec(kind="symmetric", area_cm2=1.0)
+    old = PolarizationRise(spec).state()
+    for key in ("judged", "rise", "excursion"):
+        old.pop(key)
+    old.update(half_cycles=40, rates={"values": [0.001, 0.003, 0.002]})
+    resumed = PolarizationRise(spec)
+    resumed.load(json.loads(json.dumps(old)))
+    assert resumed.judged == 40
+    assert resumed.rise == [0.02, 10.0]
+    # and one from this version keeps what it has
+    now = PolarizationRise(spec)
+    now.judged, now.rise = 7, [0.5, 100.0]
+    again = PolarizationRise(spec)
+    again.load(json.loads(json.dumps(now.state())))
+    assert (again.judged, again.rise) == (7, [0.5, 100.0])

@@ -11,7 +11,8 @@ is critical at the sample after the one that shows it: within 20-30 s at 10-s lo
 next sample where logged less often. The end-of-discharge knee is no short: there the voltage
 was already falling faster and faster (and relaxes up once the cut-off stops the current),
 while a short strikes a voltage that was steady and holds it down. A full cell is back to health
-only when it holds its voltage at rest: a charger drives any voltage up.
+only when it holds its voltage at rest (a charger drives any voltage up), or when its voltage
+comes back up at rest (no cell charges itself: the low reading was a lost contact).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class HardShort(Detector):
         "full_knee_ratio": (4.0, "...and this many times the previous sample's fall (not the end-of-discharge knee)"),
         "full_floor_V": (1.0, "...or a voltage below this after the cell was charged..."),
         "full_below_cutoff_V": (0.5, "...or this far below the cell's own end-of-discharge voltage (it cannot hold)"),
-        "full_working_V": (3.0, "a full cell counts as charged above this voltage"),
+        "full_working_V": (3.0, "a full cell above this voltage is charged, in its working range"),
         "full_recover_rest_s": (600.0, "a full cell is back to health once it holds its voltage at rest this long..."),
         "full_hold_V": (0.005, "...falling less than this over that time (a leaking cell sinks faster)"),
     }
@@ -111,6 +112,11 @@ class HardShort(Detector):
         self.cutoff = RobustWindow(5)  # full cells: lowest voltage of recent discharges
         self.floor = self.p["full_floor_V"]  # full cells: below this a charged cell has collapsed
         self.hold_from: tuple[float, float] | None = None  # full cells, critical: (t, V) a rest holds from
+
+    def load(self, state: dict[str, Any]) -> None:
+        super().load(state)
+        if state.get("outliers"):  # a checkpoint from before max_outlier: the cell had shown outliers
+            self.max_outlier = math.inf
 
     def on_step(self, f: StepFeatures, m: CellMonitor) -> Verdict | None:
         if f.step_kind in ("charge", "discharge") and f.asr_ohm_cm2 and f.duration_s > 300 and self.state_name == "ok":
@@ -171,7 +177,9 @@ class HardShort(Detector):
                     spiky = 1 if self.max_outlier > 0.7 * expected else 0
                     self.need = self.p["confirm_samples"] + (self.p["low_snr_extra_samples"] if low_snr else spiky)
                     x1, x2 = self.x1, self.x2
-                    off = min(abs(x1 - x2), abs(x1 - x))  # (NaN before two readings: no outlier)
+                    # how far one reading fell below both its neighbours (NaN before two: none);
+                    # a spike up cannot pull readings below the limit
+                    off = min(x2 - x1, x - x1)
                     if self.n_noise >= 30 and off > 6.0 * self.v_sigma and abs(x - x2) < 0.5 * off:
                         self.max_outlier = max(self.max_outlier, off)
                     # (a reading as the current reverses is none: its nucleation peak, read at a high
@@ -230,6 +238,8 @@ class HardShort(Detector):
                     "the low reading was not the cell's (a lost contact?)"
                 )
                 self.v_prev, self.i_prev, self.t_sample = v, i, s.time
+                self.bad = self.good = 0
+                self.hold_from = None
                 return self.verdict(s.time, "ok", v, self.floor, summary)
         self.v_prev, self.i_prev, self.t_sample = v, i, s.time
         if shorted:
@@ -271,11 +281,11 @@ class HardShort(Detector):
         return at_rest and v > self.p["full_working_V"] and v - v_prev > self.p["full_drop_V"]
 
     def _held_from(self, t: float, v: float, i: float) -> float | None:
-        """The voltage a critical full cell has held at rest, above its floor, for
-        ``full_recover_rest_s`` (None: not yet). Under current a charger drives any voltage up (a
-        leaking cell "recovered" at each charge and collapsed again at the next rest: three
-        criticals in one afternoon), and at rest a leaking cell sinks (12 mV in 10 min at 4.1 V,
-        where a healthy one settles to a tenth of that)."""
+        """The voltage a critical full cell has held at rest, above its floor and within
+        ``full_hold_V``, for ``full_recover_rest_s`` (None: not yet). Under current a charger
+        drives any voltage up (a leaking cell "recovered" at each charge and collapsed again at
+        the next rest: three criticals in one afternoon), and at rest a leaking cell sinks (12 mV
+        in 10 min at 4.1 V, where a healthy one settles to a tenth of that)."""
         if (i if i > 0 else -i) >= self.i_min or v <= self.floor:
             self.hold_from = None
             return None
@@ -283,10 +293,14 @@ class HardShort(Detector):
             self.hold_from = (t, v)
             return None
         t0, v0 = self.hold_from
+        # two-sided: a rest after a discharge relaxes up, and that rise can hide a leak's first minutes
+        if abs(v0 - v) > self.p["full_hold_V"]:
+            self.hold_from = (t, v)  # still settling or sinking: judged again from here
+            return None
         if t - t0 < self.p["full_recover_rest_s"]:
             return None
-        self.hold_from = None if v0 - v <= self.p["full_hold_V"] else (t, v)  # else: judged again from here
-        return v0 if self.hold_from is None else None
+        self.hold_from = None
+        return v0
 
     def _sweep(self, v: float, ai: float) -> tuple[bool, bool]:
         """(shorted, healthy) of a symmetric cell during a voltammetry sweep, which imposes
@@ -309,7 +323,8 @@ class HardShort(Detector):
 
     def _full(self, v: float, i: float) -> tuple[bool, bool]:
         """(shorted, healthy) for a full cell. Healthy means back in the working range (it
-        ends a run of suspicious samples; a critical resolves only at a rest held after a discharge)."""
+        ends a run of suspicious samples; a critical resolves only as ``_held_from`` and
+        ``_back_at_rest`` say)."""
         working = self.p["full_working_V"]
         if v > working:
             self.was_charged = True

@@ -81,7 +81,7 @@ class PolarizationRise(Detector):
         "relearn_half_cycles": (
             6,
             "after a J, temperature or pressure step or a pause, half-cycles re-anchored (contact settles in 1-2 "
-            "cycles)",
+            "cycles; full cells: half as many discharges)",
         ),
         "j_step_ratio": (1.1, "a current-density change beyond this is a new regime"),
         "min_temperature_step_C": (2.0, "a temperature change this large is a new regime"),
@@ -121,14 +121,15 @@ class PolarizationRise(Detector):
         self.share_ref = RobustWindow(15)  # ...of healthy half-cycles
         self.flat_ref = RobustWindow(15)  # plateau spread / plateau of the early half-cycles
         self.noise_ref = RobustWindow(15)  # ...and the voltage noise it shows (V)
-        self.last_rise_ref = RobustWindow(15)  # |V| rise over the last logged interval of healthy half-cycles (V)
+        self.last_rise_ref = RobustWindow(15)  # rise over the last logged interval / end |V|, healthy half-cycles
         self.y_ref: float | None = None  # the latest y judged healthy
         self.t_ref: float | None = None  # ...and its temperature
         self.ref_cov: list[float | None] = [None, None, None]  # ...its pressure, temperature and J
         self.over_hc = 0  # consecutive half-cycles over the threshold
         self.cusum = Cusum(k=0.0)
-        self.half_cycles = 0
-        self.judged = 0  # ...of them judged (a cell whose plateau rises out of the noise late learns then)
+        self.half_cycles = 0  # symmetric: CC half-cycles seen
+        # half-cycles (full: discharges) judged: a cell whose plateau rises out of the noise late learns then
+        self.judged = 0
         self.since_regime = 0
         self.relearn = 0
         self.prev: list[float | None] = [None, None, None, None]  # J, T, P, t_end of the last half-cycle
@@ -147,6 +148,15 @@ class PolarizationRise(Detector):
         # and the discharge waiting for the rest after it (its features, its start resistance)
         self.rest_end: tuple[float, float] | None = None
         self.pending: tuple[dict[str, Any], float] | None = None  # plain values: checkpointed
+
+    def load(self, state: dict[str, Any]) -> None:
+        super().load(state)
+        if "judged" not in state:  # a checkpoint from before the healthy rate was an average
+            self.judged = self.half_cycles
+            rates = (state.get("rates") or {}).get("values") or []
+            if rates:  # the old window's median rate, weighted as ten hours of it
+                r0 = max(sorted(rates)[len(rates) // 2], 0.0)
+                self.rise = [10.0 * r0, 10.0]
 
     # ---------------------------------------------------------------- per half-cycle
     def _factor(self, temp: float | None, m: CellMonitor) -> float:
@@ -192,9 +202,10 @@ class PolarizationRise(Detector):
         # of it the sampling phase decides (on a healthy cell logged every 48 s, the end-of-strip
         # rise quadrupled as the phase slid by one sample): its excess over the healthy
         # half-cycles' counts as unknown (a logger on a voltage change writes steps of dE anyway)
-        last = f.end_last_rise_V or 0.0
-        excess = max(last - (self.last_rise_ref.median() or last), 0.0)
-        aliased = math.log(v_end / max(v_end - self.p["sampling_allowance"] * excess, 0.5 * v_end))
+        last = (f.end_last_rise_V or 0.0) / v_end  # (a share of the end-of-strip |V|: J steps move both)
+        ref = self.last_rise_ref.median()
+        excess = max(last - (last if ref is None else ref), 0.0)
+        aliased = -math.log(max(1.0 - self.p["sampling_allowance"] * excess, 0.5))
         verdict = self._judge(f, m, y, max(f.end_rise_V or 0.0, 0.0) / f.eta_V, j, factor, aliased)
         if self.cusum.s == 0.0:
             self.last_rise_ref.add(last)
@@ -250,6 +261,8 @@ class PolarizationRise(Detector):
             # (carried over, what was left of each step's settling added up over a current ladder)
             self.cusum.reset()
             self.excursion = [0.0, 0.0]
+            self.over_hc = 0
+            self.rise_start_cycle = None
             self.relearn = self.p["relearn_half_cycles"] // (1 if self.symmetric else 2)  # (full: discharges)
             self.since_regime = 0
             self.prev_y.clear()
