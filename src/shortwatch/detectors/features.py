@@ -250,8 +250,8 @@ class StepAccumulator(Stateful):
             return None, None, None, None
         head = v[frac <= 0.1]
         tail = v[frac >= 0.9]
-        end_last = abs(self.v_last) if self.v_last is not None else eta
         nucleation = float(head.max()) - eta if head.size else 0.0
+        end_last = abs(self.v_last) if self.v_last is not None else eta
         end_rise = max(float(tail.max()) if tail.size else eta, end_last) - eta
         lo, hi = np.percentile(mid, [10, 90])
         return eta, nucleation, end_rise, float(hi - lo) / eta

@@ -350,22 +350,23 @@ class PolarizationRise(Detector):
             "temperature_C": f.temperature_C,
             "pressure_MPa": f.p_end,
         }
-        if state in ("warning", "critical") and self.symmetric:
-            summary = (
-                f"Stripping polarization rising in cycle {f.cycle}: end-of-strip |V|/J rose {rise_pct:.0f}% beyond "
-                f"its healthy trend ({100 * r0:.2f}%/h) since cycle {self.rise_start_cycle}, now {math.exp(y):.1f} "
-                f"ohm cm2 at 25 C; end-of-strip rise {100 * share:.0f}% of the plateau (usually {100 * share0:.0f}%)"
-            )
-        elif state in ("warning", "critical"):
-            summary = (
-                f"Stripping polarization rising in cycle {f.cycle}: the resistance at the end of discharge (Li "
-                f"stripped from the anode) rose {rise_pct:.0f}% beyond its healthy trend ({100 * r0:.2f}%/h) since "
-                f"cycle {self.rise_start_cycle}, now {math.exp(y):.1f} ohm cm2 at 25 C, {1 + share:.2f}x the IR "
-                f"step at the start of discharge (usually {1 + share0:.2f}x)"
-            )
-            if share < share0 + self.p["end_share_growth"]:
-                summary += "; the whole discharge's resistance rose, and the cut-off comes earlier"
         if state in ("warning", "critical"):
+            if self.symmetric:
+                summary = (
+                    f"Stripping polarization rising in cycle {f.cycle}: end-of-strip |V|/J rose {rise_pct:.0f}% "
+                    f"beyond its healthy trend ({100 * r0:.2f}%/h) since cycle {self.rise_start_cycle}, now "
+                    f"{math.exp(y):.1f} ohm cm2 at 25 C; end-of-strip rise {100 * share:.0f}% of the plateau "
+                    f"(usually {100 * share0:.0f}%)"
+                )
+            else:
+                summary = (
+                    f"Stripping polarization rising in cycle {f.cycle}: the resistance at the end of discharge (Li "
+                    f"stripped from the anode) rose {rise_pct:.0f}% beyond its healthy trend ({100 * r0:.2f}%/h) "
+                    f"since cycle {self.rise_start_cycle}, now {math.exp(y):.1f} ohm cm2 at 25 C, {1 + share:.2f}x "
+                    f"the IR step at the start of discharge (usually {1 + share0:.2f}x)"
+                )
+                if share < share0 + self.p["end_share_growth"]:
+                    summary += "; the whole discharge's resistance rose, and the cut-off comes earlier"
             evidence.update(covariates(self.ref_cov, [f.p_end, f.temperature_C, j], "the rise"))
             summary += f" ({evidence['covariates']})"
         elif state == "watch":
