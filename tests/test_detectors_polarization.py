@@ -48,13 +48,21 @@ def sim_run(
     detectors: dict | None = None,
     split_at: float | None = None,
     randomize: bool = False,
+    log_change_V: float | None = None,
 ) -> tuple[list, RecordBatch, SimulatedCell]:
     """A simulated cell through the pipeline: (its firing cell alerts, everything the pipeline
     wrote, the simulated cell). ``randomize`` draws the protocol a bench cell of that name and
     seed had. With ``split_at`` (a share of the samples), the pipeline is checkpointed there
-    through JSON and a fresh one resumes: what a restart does."""
+    through JSON and a fresh one resumes: what a restart does. ``log_change_V`` logs like EC-Lab."""
     sim = SimulatedCell(
-        cell, scenario, default_spec(scenario), seed=seed, start=1_767_600_000.0, period_s=period_s, randomize=randomize
+        cell,
+        scenario,
+        default_spec(scenario),
+        seed=seed,
+        start=1_767_600_000.0,
+        period_s=period_s,
+        randomize=randomize,
+        log_change_V=log_change_V,
     )
     spec = {"kind": sim.spec.kind, "area_cm2": sim.spec.area_cm2, "cathode_mass_g": sim.spec.cathode_mass_g}
     settings = parse_settings({"cells": {cell: spec}, "detectors": detectors or {}})
@@ -124,6 +132,23 @@ def test_a_sampling_phase_slip_that_quadruples_the_end_of_strip_is_no_void() -> 
     strict = {"polarization_rise": {"sampling_allowance": 0.0}}
     alerts, _, _ = sim_run(*cell, strict, randomize=True)
     assert {a.detector for a in alerts} == {"polarization_rise"}
+
+
+def test_a_steep_rise_is_confirmed_a_half_cycle_sooner() -> None:
+    # f-sym_void_short-0 of seed 7902572: a 4.3-mV plateau logged on 5-mV changes. Its voids
+    # raised the end-of-strip |V|/J by 70 % in seven half-cycles, and it shorted at the second
+    # half-cycle over the threshold, when the sum stood at 2.5 thresholds: three to confirm came
+    # too late. A rise of twice the threshold confirms at the second
+    cell = ("f-sym_void_short-0", "sym_void_short", 7902572331, 5.0)
+    alerts, _, sim = sim_run(*cell, randomize=True, log_change_V=0.005)
+    short = sim.truth.hard_short_time
+    assert short is not None
+    pol = [a for a in alerts if a.detector == "polarization_rise"]
+    assert pol and pol[0].time < short and pol[0].evidence["statistic"] > 2 * pol[0].evidence["threshold"]
+    # three half-cycles to confirm whatever the rise: the short comes first
+    slow = {"polarization_rise": {"fast_confirm_factor": 1e9}}
+    alerts, _, _ = sim_run(*cell, slow, randomize=True, log_change_V=0.005)
+    assert not [a for a in alerts if a.detector == "polarization_rise" and a.time < short]
 
 
 def test_a_current_ladder_does_not_add_up_its_steps_into_a_rise() -> None:

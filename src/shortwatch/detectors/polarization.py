@@ -17,7 +17,8 @@ the opposite of soft breakdown (a rise, not a fall), so this detector watches wh
   smoothed series' own scatter (a 5-mV plateau read to 0.3 mV is noisy). Voids change the
   shape, not only the level: the end-of-strip rise must also have grown as a share of the
   plateau (a pressure drop, a pause or a colder day scale the whole trace and leave the shape
-  alone). Three consecutive half-cycles over the threshold warn; ``critical_rise`` escalates;
+  alone). Three consecutive half-cycles over the threshold warn, two where the rise is twice
+  the threshold (voids that run away give no third); ``critical_rise`` escalates;
 - per sample, within one galvanostatic step: |V| running away to ``runaway_ratio`` times the
   step's own plateau and beyond what the trend expects at this J and temperature is
   critical at once (voids can build up in minutes before the voltage collapses).
@@ -64,6 +65,7 @@ class PolarizationRise(Detector):
         "allowance_per_h": (0.004, "tolerated rise beyond the cell's own rate (ln units per hour; CUSUM k)"),
         "threshold": (0.15, "CUSUM h: rise beyond the healthy trend (ln units) that warns..."),
         "confirm_half_cycles": (3, "...in this many consecutive half-cycles (full cells: discharges, at most 2)"),
+        "fast_confirm_factor": (2.0, "a rise of this many thresholds confirms a half-cycle sooner (not below 2)"),
         "noise_sigmas": (7.0, "the threshold is at least this many sigmas of the smoothed series"),
         "smoothing": (0.3, "EWMA weight of the newest half-cycle"),
         "end_share_growth": (0.05, "the end-of-strip rise / plateau must have grown by this much (absolute)"),
@@ -313,12 +315,15 @@ class PolarizationRise(Detector):
         # of ``full_unshaped_factor`` thresholds at an unchanged pressure and temperature (steps re-anchor)
         # is no slow interphase growth whatever its shape
         reshaped = reshaped or (not self.symmetric and s - k_temp > self.p["full_unshaped_factor"] * h)
-        self.over_hc = self.over_hc + 1 if s - k_temp - aliased > h and reshaped else 0
+        beyond = s - k_temp - aliased
+        self.over_hc = self.over_hc + 1 if beyond > h and reshaped else 0
         if self.y_ref is not None and self.symmetric:
             self.r_ref = math.exp(self.y_ref) / self.spec.area_cm2  # ohm at 25 C
             self.r_expected = self.r_ref / factor  # ohm at this half-cycle's temperature
         # a full cell's discharges are a whole cycle apart: two in a row confirm
         need = self.p["confirm_half_cycles"] if self.symmetric else min(self.p["confirm_half_cycles"], 2)
+        if beyond > self.p["fast_confirm_factor"] * h and need > 2:  # (voids that run away give no third)
+            need -= 1
         confirmed = self.over_hc >= need
         if confirmed and s >= math.log(1.0 + self.p["critical_rise"]):
             state = "critical"
