@@ -151,6 +151,22 @@ def test_a_steep_rise_is_confirmed_a_half_cycle_sooner() -> None:
     assert not [a for a in alerts if a.detector == "polarization_rise" and a.time < short]
 
 
+def test_a_plateau_that_rises_out_of_the_noise_late_learns_as_briefly_as_after_a_step() -> None:
+    # f-sym_void_short-0 of seed 2618376: logged every 45 s with spiky noise, its plateau rose
+    # above 25 noise sigmas (and so was judged) only as its voids grew, at cycle 131, 9 h before
+    # the short. A cell that has cycled a warm-up's worth unjudged has settled: it learns for 6
+    # half-cycles, as after a step, not for a fresh cell's 12, which left the sum too little time
+    cell = ("f-sym_void_short-0", "sym_void_short", 2618376331, 44.74030442540589)
+    alerts, _, sim = sim_run(*cell, randomize=True)
+    short = sim.truth.hard_short_time
+    assert short is not None
+    pol = [a for a in alerts if a.detector == "polarization_rise"]
+    assert pol and pol[0].time < short and pol[0].evidence["cycle"] > 130
+    # learning for a fresh cell's warm-up, the short comes first
+    alerts, _, _ = sim_run(*cell, {"polarization_rise": {"relearn_half_cycles": 12}}, randomize=True)
+    assert not [a for a in alerts if a.detector == "polarization_rise" and a.time < short]
+
+
 def test_a_current_ladder_does_not_add_up_its_steps_into_a_rise() -> None:
     # h-sym_ccd-437 of seed 8824494: a CCD ladder, a current step every 7 cycles; what was left of
     # each step's settling when judging resumed added up over 60 cycles into a warning. A step

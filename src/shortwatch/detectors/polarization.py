@@ -60,7 +60,7 @@ class PolarizationRise(Detector):
     per_sample = True
     cell_kinds = ("symmetric", "full", "anode-free")
     params = {
-        "warmup_cycles": (6, "cycles learned, not judged"),
+        "warmup_cycles": (6, "cycles learned, not judged (after as many unjudged: relearn_half_cycles)"),
         "max_rate_per_h": (0.01, "the healthy trend's rate is at most this (ln units per hour: 27 % a day)"),
         "allowance_per_h": (0.004, "tolerated rise beyond the cell's own rate (ln units per hour; CUSUM k)"),
         "threshold": (0.15, "CUSUM h: rise beyond the healthy trend (ln units) that warns..."),
@@ -274,6 +274,8 @@ class PolarizationRise(Detector):
             self.prev_y[f.step_kind] = [t_h, y, y]
             return None
         warmup = self.p["warmup_cycles"] * (2 if self.symmetric else 1)
+        if self.half_cycles - self.judged > warmup:  # it cycled a warm-up unjudged (a plateau in the noise): settled
+            warmup = self.p["relearn_half_cycles"]
         learning = self.judged <= warmup or self.since_regime < self.relearn
         # while it learns (re-anchors after a step) the series follows the raw values: smoothed,
         # it would still be catching up with the step when judging resumes, and the CUSUM would
