@@ -149,9 +149,11 @@ class Pump:
             self.recorded = self.position
 
     async def caught_up(self, target: int, timeout: float) -> bool:
-        """Wait until the consumer has delivered everything up to ``target`` (bounded)."""
+        """Wait until the consumer has delivered everything up to ``target``, and its position
+        is stored (bounded): a position whose recording failed would be delivered again by the
+        next run, an alert notified twice."""
         deadline = time.monotonic() + timeout
-        while self.position < target:
+        while self.position < target or (self.persistent and self.recorded < self.position):
             if time.monotonic() > deadline:
                 return False
             self.wake.set()
