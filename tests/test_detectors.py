@@ -36,19 +36,22 @@ def symmetric_run(
     noise_V: float = 0.0,
     log_change_V: float | None = None,
     spikes: dict[tuple[int, int], float] | None = None,
+    half_cycle_s: float = 1800.0,
+    swing_C: float = 0.0,
 ) -> list[AlertEvent]:
     """Plating/stripping half-cycles of 30 min (10-s samples unless ``period_s``) through the full
     pipeline. ``ohmic_share`` fades the nucleation peak and end-of-strip rise (a flat, ohmic
     profile); ``end_rise`` is the end-of-strip rise as a share of the plateau (stripping voids);
     ``noise_V`` is the sigma of Gaussian voltage noise (fixed seed); ``log_change_V`` keeps only
     the samples EC-Lab would log (a change of that many volts, a new step, or 600 s since the last);
-    ``spikes`` sets single readings of the plating half-cycles: {(cycle, sample): |V|}."""
+    ``spikes`` sets single readings of the plating half-cycles: {(cycle, sample): |V|};
+    ``swing_C``: a daily temperature swing of this amplitude, which the ASR follows (0.4 eV)."""
     settings = parse_settings({"cells": {"S": {"kind": "symmetric", "area_cm2": AREA}}, "detectors": detectors or {}})
     p = Pipeline(settings, live=live)
     out = RecordBatch()
     rng = np.random.default_rng(7)
     t = T0
-    n = round(1800.0 / period_s)
+    n = round(half_cycle_s / period_s)
     for c in range(n_cycles):
         j, asr, temp = j_of_cycle(c), asr_of_cycle(c), temp_of_cycle(c)
         shape_scale, rise, pres = 1.0 - ohmic_share_of_cycle(c), end_rise_of_cycle(c), pressure_of_cycle(c)
@@ -60,7 +63,9 @@ def symmetric_run(
                 shape = 1.0 + shape_scale * (
                     0.2 * math.exp(-frac / 0.02) + (rise * (frac - 0.9) / 0.1 if frac > 0.9 else 0)
                 )
-                v = sign * eta * shape + (noise_V * float(rng.standard_normal()) if noise_V else 0.0)
+                t_now = temp + swing_C * math.sin(2.0 * math.pi * (t - T0) / 86400.0) if swing_C else temp
+                warm = 1.0 / arrhenius_factor(t_now, temp, 0.4) if swing_C else 1.0
+                v = sign * eta * warm * shape + (noise_V * float(rng.standard_normal()) if noise_V else 0.0)
                 if spikes and sign == 1 and (c, k) in spikes:
                     v = spikes[(c, k)]
                 last = batch[-1] if batch else None
@@ -71,7 +76,7 @@ def symmetric_run(
                     or abs(v - last.voltage_V) >= log_change_V
                     or t - last.time >= 600.0
                 ):
-                    batch.append(Sample(t, "S", v, sign * j / 1000.0 * AREA, pres, temp, mode="cc"))
+                    batch.append(Sample(t, "S", v, sign * j / 1000.0 * AREA, pres, t_now, mode="cc"))
                 t += period_s
         p.process(batch, "test", out)
     return out.alerts

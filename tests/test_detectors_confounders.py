@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from tests.test_detectors import charge_step, cycle, dpq_cycles, states
+from tests.test_detectors import charge_step, cycle, dpq_cycles, states, symmetric_run
 
 from shortwatch.daemon.pipeline import Pipeline
 from shortwatch.detectors.charge_anomaly import ChargeAnomaly
@@ -108,6 +108,40 @@ def test_a_daily_swing_read_with_a_wrong_activation_energy_is_no_fall() -> None:
         batch, t = half_cycles(t, asr, temp, rng, j=0.1)
         p.process(batch, "t", out)
     assert not cell_alerts(out.alerts)
+
+
+def test_soft_breakdown_under_a_daily_swing_over_long_half_cycles_is_warned_of() -> None:
+    # from an independent scenario set: 3-h half-cycles under a +-3 C daily swing. Two half-cycles
+    # differed by more than 2 C every few hours, each an "oven step" that re-learned the level,
+    # and a leak that halved the plateau went unwarned until the hard short. A step is now also
+    # beyond what a daily swing (4 C) moves the temperature between two half-cycles
+    def asr(c: int) -> float:
+        r_ion = 60.0 * (1 + 0.003 * c)
+        if c < 12:
+            return r_ion
+        r_e = 3000.0 * math.exp(-(c - 12) / 4.0)  # the leak
+        return r_ion * r_e / (r_ion + r_e)
+
+    def run(asr_of_cycle, detectors: dict | None = None) -> list[AlertEvent]:
+        flat = lambda c: 0.0 if c < 12 else min(0.9, (c - 12) / 8)  # noqa: E731 (the leak's ohmic profile)
+        alerts = symmetric_run(
+            asr_of_cycle,
+            30,
+            temp_of_cycle=lambda c: 40.0,
+            ohmic_share_of_cycle=flat if asr_of_cycle is asr else lambda c: 0.0,
+            period_s=60.0,
+            half_cycle_s=10800.0,
+            swing_C=3.0,
+            detectors=detectors,
+        )
+        return cell_alerts(alerts)
+
+    warned = run(asr)
+    assert [a.detector for a in warned] == ["overpotential_drop"] and 12 < warned[0].evidence["cycle"] < 22
+    # the healthy cell under the same swing is quiet
+    assert not run(lambda c: 60.0 * (1 + 0.003 * c))
+    # every change of 2 C a step: re-learned all the time, the leak is missed
+    assert not run(asr, {"overpotential_drop": {"daily_swing_C": 0.0}})
 
 
 # ------------------------------------------------------------------ hard_short
@@ -239,6 +273,42 @@ def test_a_short_read_above_15_percent_of_a_noisy_plateau_is_confirmed_by_the_me
     # a healthy plateau that sags to 40 % of itself for a while is no hard short
     crit, _ = collapse_after_learning([0.0011] * 6 + [0.0027] * 4, plateau_V=0.0027, noise_V=0.00046)
     assert not crit
+
+
+def test_an_oven_step_that_shrinks_the_plateau_is_no_short_and_a_short_after_it_still_is() -> None:
+    # from an independent scenario set: an oven step (30 -> 58 C) within a half-cycle shrank a
+    # healthy 224-mV plateau to 55 mV, and the mean of the low run confirmed a "short". Here a
+    # 60-mV plateau at 25 C (0.45 eV) is 4 mV at 80 C: under 15 % of what the half-cycles before
+    # showed, and under 20 mV, so single readings called it a short too
+    def asr(c: int, shorted_from: int = 99) -> float:
+        return 0.05 if c >= shorted_from else 120.0 / arrhenius_factor(oven(c), 25.0, 0.45)
+
+    def oven(c: int) -> float:
+        return 25.0 if c < 6 else 80.0
+
+    assert asr(7) * 0.5e-3 < 0.15 * asr(5) * 0.5e-3  # (the collapse the oven makes)
+    assert not [a for a in symmetric_run(asr, 12, temp_of_cycle=oven) if a.kind == "cell"]
+    # ...which a cell expecting its plateau to stay what it was takes for a short
+    stiff = {"hard_short": {"max_activation_energy_eV": 0.0}}
+    assert cell_alerts(symmetric_run(asr, 12, temp_of_cycle=oven, detectors=stiff), "hard_short")
+    # a real short as the oven warms the cell is still seen, against the lowered plateau
+    crit = cell_alerts(symmetric_run(lambda c: asr(c, 6), 12, temp_of_cycle=oven), "hard_short")
+    assert len(crit) == 1 and crit[0].evidence["cycle"] == 6
+    assert "lowered to" in crit[0].summary and "80.0 C" in crit[0].summary
+
+
+def test_a_plateau_that_falls_fourfold_unexplained_is_no_short_while_it_reads_tens_of_mV() -> None:
+    # the same cell without a temperature channel: its 224-mV plateau falls to 55 mV. Single
+    # readings count as a short under 20 mV at most; the mean of a run of low readings now does
+    # too (it fired at a mean of 67 mV: 30 % of the plateau, 190 noise sigmas above 0)
+    def asr(c: int) -> float:
+        return 448.0 if c < 6 else 110.0
+
+    no_temperature = lambda c: None  # noqa: E731
+    assert not cell_alerts(symmetric_run(asr, 10, temp_of_cycle=no_temperature), "hard_short")
+    loose = {"hard_short": {"collapse_max_V": 1.0}}
+    crit = cell_alerts(symmetric_run(asr, 10, temp_of_cycle=no_temperature, detectors=loose), "hard_short")
+    assert crit and crit[0].evidence["low_mean_V"] > 0.05
 
 
 def test_full_cell_collapse_over_two_charging_samples_is_critical_at_the_second() -> None:

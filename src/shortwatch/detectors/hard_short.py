@@ -21,7 +21,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from shortwatch.detectors.base import Detector, Verdict
-from shortwatch.detectors.stats import Ewma, RobustWindow
+from shortwatch.detectors.stats import Ewma, RobustWindow, arrhenius_factor
 from shortwatch.model import Sample, StepFeatures
 from shortwatch.settings import CellSpec
 
@@ -51,6 +51,8 @@ class HardShort(Detector):
         "mean_fraction": (0.3, "symmetric: or 2+ readings below half the plateau, their mean below this share..."),
         "mean_sigmas": (6.0, "...and this many of its own sigmas (noise / sqrt(n)) below the plateau"),
         "recover_samples": (6, "symmetric: consecutive healthy samples that resolve"),
+        "warming_deadband_C": (2.0, "symmetric: a cell this much warmer than its recent half-cycles (a swing)..."),
+        "max_activation_energy_eV": (0.7, "...and beyond: expects a plateau lowered at this (high) activation energy"),
         "sweep_min_V": (0.005, "symmetric, during a sweep: |V|/|I| below collapse_fraction of the cell's ASR..."),
         "sweep_max_V": (0.1, "...judged for |V| in this range (above the noise, below strong curvature)"),
         "full_drop_V": (0.25, "full cells: a sudden drop this large between two samples at unchanged current..."),
@@ -84,7 +86,9 @@ class HardShort(Detector):
         self.polarity = 0.0
         self.r_floor = p["min_asr_ohm_cm2"] / spec.area_cm2  # ohm
         self.asr = Ewma(alpha=0.5)
-        self.r_cell: float | None = None  # expected |V|/|I| (ohm) from recent half-cycles
+        self.r_cell: float | None = None  # expected |V|/|I| (ohm) from recent half-cycles...
+        self.t_cell = Ewma(alpha=0.5)  # ...at their temperature (C)
+        self.t_warm, self.warm = math.nan, 1.0  # the last temperature read, and its _warming factor
         self.bad = 0
         self.good = 0
         self.v_prev: float | None = None
@@ -121,6 +125,9 @@ class HardShort(Detector):
     def on_step(self, f: StepFeatures, m: CellMonitor) -> Verdict | None:
         if f.step_kind in ("charge", "discharge") and f.asr_ohm_cm2 and f.duration_s > 300 and self.state_name == "ok":
             self.r_cell = self.asr.update(f.asr_ohm_cm2) / self.spec.area_cm2
+            if f.temperature_C is not None:
+                self.t_cell.update(f.temperature_C)
+                self.t_warm = math.nan
         if not self.symmetric and f.step_kind == "discharge" and f.v_min is not None and self.state_name == "ok":
             # the cell's own discharge cut-off: a charged cell far below it cannot hold its voltage
             self.cutoff.add(f.v_min)
@@ -159,6 +166,8 @@ class HardShort(Detector):
                 pol = self.polarity
                 x = (v if i > 0 else -v) * (1.0 if pol > 0 else -1.0) if steady and (pol > 0.5 or pol < -0.5) else av
                 r = self.r_cell
+                if r is not None:
+                    r *= self._warming(s.temperature_C)
                 if r is None:  # nothing learned yet: judged against the physical floor
                     shorted, healthy = x < self.r_floor * ai, av > 3.0 * self.r_floor * ai
                 else:
@@ -209,9 +218,11 @@ class HardShort(Detector):
                         self.x_sum = x + (self.x_sum if self.n_low else 0.0)
                         self.n_low += 1
                         n = self.n_low
+                        # (and under the absolute limit that single readings have: a mean of 55 mV
+                        # is no short, whatever the cell's plateau was)
                         self.confirmed = (
                             n >= 2 + spiky
-                            and self.x_sum <= self.p["mean_fraction"] * expected * n
+                            and self.x_sum <= min(self.p["mean_fraction"] * expected, self.max_v) * n
                             and expected * n - self.x_sum >= self.p["mean_sigmas"] * self.v_sigma * math.sqrt(n)
                         )
                         shorted = shorted or self.confirmed
@@ -270,6 +281,19 @@ class HardShort(Detector):
                 return self.verdict(s.time, "ok", v, self.floor, summary)
         return None
 
+    def _warming(self, temp: float | None) -> float:
+        """The share (<= 1) of its recent half-cycles' resistance that a symmetric cell warmer
+        than they were may have now, at the highest plausible activation energy: an oven step
+        within a half-cycle (30 -> 58 C) shrank a healthy 224-mV plateau to 55 mV, which is no
+        short. A daily swing (``warming_deadband_C``) is left alone."""
+        if temp != self.t_warm:  # (one exponential per new temperature reading, not per sample)
+            self.t_warm, t0, dead = temp, self.t_cell.value, self.p["warming_deadband_C"]
+            if temp is None or t0 is None or temp <= t0 + dead:
+                self.warm = 1.0
+            else:
+                self.warm = arrhenius_factor(t0 + dead, temp, self.p["max_activation_energy_eV"])
+        return self.warm
+
     def _back_at_rest(self, v: float, i: float) -> bool:
         """A full cell's voltage jumped back up into its working range at rest: no cell charges
         itself, so the low reading before was the connection, not the cell (a real Neware export
@@ -318,7 +342,7 @@ class HardShort(Detector):
         asr = self.asr.value
         if asr is None:
             return self.p["min_asr_ohm_cm2"] * j / 1000.0, None
-        expected = asr * j / 1000.0
+        expected = asr * j / 1000.0 * self.warm
         return min(self.p["collapse_fraction"] * expected, self.p["collapse_max_V"]), expected
 
     def _full(self, v: float, i: float) -> tuple[bool, bool]:
@@ -378,6 +402,8 @@ class HardShort(Detector):
                 what += " (of the wrong sign for its current)"
             if expected is not None:
                 what += f", expected about {expected * 1e3:.1f} mV"
+                if self.warm < 0.95:
+                    what += f" (lowered to {100 * self.warm:.0f} % for a cell at {self.t_warm:.1f} C)"
             evidence: dict[str, Any] = {
                 "voltage_V": v,
                 "current_density_mA_cm2": round(j, 4),

@@ -40,6 +40,7 @@ from shortwatch.detectors.stats import (
     Ewma,
     RobustWindow,
     arrhenius_factor,
+    swing_bound_C,
     temperature_allowance,
 )
 from shortwatch.model import StepFeatures
@@ -77,7 +78,8 @@ class OverpotentialDrop(Detector):
         "default_activation_energy_eV": (0.4, "used until one is learned"),
         "activation_energy_uncertainty_eV": (0.15, "how far off the default may be (a third of it once learned)"),
         "reference_temperature_C": (25.0, "ASR is referred to this temperature"),
-        "min_temperature_step_C": (2.0, "a change this large teaches the activation energy"),
+        "min_temperature_step_C": (2.0, "a change this large teaches the activation energy..."),
+        "daily_swing_C": (4.0, "...and is a new regime, if beyond what a daily swing of this amplitude moves"),
         "rest_tau_fade": (0.5, "rests relax 'faster' when their time constant falls below this share"),
         "current_relearn_half_cycles": (2, "after a current-density step, half-cycles re-learned, not judged"),
         "temperature_relearn_half_cycles": (4, "after a temperature step (the cell warms slowly), the same"),
@@ -149,6 +151,16 @@ class OverpotentialDrop(Detector):
             unc /= 3.0
         return unc
 
+    def _temperature_stepped(self, temp: float | None, f: StepFeatures) -> bool:
+        """An oven step since the half-cycle before: beyond ``min_temperature_step_C`` and beyond
+        what a daily swing of ``daily_swing_C`` moves the temperature in the time between them (a
+        +-3 C day read over 3-h half-cycles made a step of every third one, and a leaking cell
+        was re-learned all the time)."""
+        if temp is None or self.t_regime is None or self.t_cc_end is None:
+            return False
+        swing = swing_bound_C(self.p["daily_swing_C"], f.t_end - self.t_cc_end)
+        return abs(temp - self.t_regime) >= max(self.p["min_temperature_step_C"], swing)
+
     def _learn_activation_energy(self, f: StepFeatures, j: float) -> None:
         t, asr = f.temperature_C, f.asr_ohm_cm2
         prev = self.prev_by_dir.get(f.step_kind)
@@ -183,12 +195,9 @@ class OverpotentialDrop(Detector):
         j = f.current_density_mA_cm2
         temp = f.temperature_C
         abrupt = (
-            temp is not None
-            and self.t_regime is not None
-            and abs(temp - self.t_regime) >= self.p["min_temperature_step_C"]
+            self._temperature_stepped(temp, f)
             # ...from one half-cycle to the very next: across a pause the ASR moved for other reasons
-            and self.t_cc_end is not None
-            and f.t_start - self.t_cc_end < 3600.0 * self.p["pause_h"]
+            and f.t_start - self.t_cc_end < 3600.0 * self.p["pause_h"]  # type: ignore[operator]
         )
         if abrupt:  # only an oven step teaches Ea: a daily swing mixes it up with growth and noise
             self._learn_activation_energy(f, j)
@@ -223,11 +232,7 @@ class OverpotentialDrop(Detector):
             # moved too, but the cell may also recover from the pause for hours: only a pause
             # regime learns that settling
             self._new_regime(self.p["pressure_relearn_half_cycles"], "pause")
-        elif (
-            temp is not None
-            and self.t_regime is not None
-            and abs(temp - self.t_regime) >= self.p["min_temperature_step_C"]
-        ):
+        elif self._temperature_stepped(temp, f):
             # an abrupt oven step (from one half-cycle to the next, not a slow daily swing):
             # the Arrhenius correction is only as good as the activation energy (0.05 eV off is
             # 13 % over 20 K), so the level is re-learned at the new temperature

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from shortwatch.detectors.base import Detector, Verdict, covariates
 from shortwatch.detectors.segmentation import CC_KINDS
-from shortwatch.detectors.stats import Cusum, Ewma, RobustWindow, arrhenius_factor, temperature_allowance
+from shortwatch.detectors.stats import Cusum, Ewma, RobustWindow, arrhenius_factor, swing_bound_C, temperature_allowance
 from shortwatch.model import Sample, StepFeatures
 from shortwatch.settings import CellSpec
 
@@ -86,7 +86,8 @@ class PolarizationRise(Detector):
             "cycles; full cells: half as many discharges)",
         ),
         "j_step_ratio": (1.1, "a current-density change beyond this is a new regime"),
-        "min_temperature_step_C": (2.0, "a temperature change this large is a new regime"),
+        "min_temperature_step_C": (2.0, "a temperature change this large is a new regime..."),
+        "daily_swing_C": (4.0, "...if beyond what a daily swing of this amplitude moves (symmetric cells)"),
         "full_temperature_step_C": (
             5.0,
             "...between two discharges of a full cell (hours apart: beyond a daily swing)",
@@ -391,6 +392,8 @@ class PolarizationRise(Detector):
         # a full cell's discharges lie hours apart: a daily swing is not a step (the Arrhenius
         # correction and the temperature allowance cover it)
         t_step = self.p["min_temperature_step_C" if self.symmetric else "full_temperature_step_C"]
+        if self.symmetric and end0 is not None:
+            t_step = max(t_step, swing_bound_C(self.p["daily_swing_C"], f.t_end - end0))
         if t0 is not None and f.temperature_C is not None and abs(f.temperature_C - t0) >= t_step:
             return True
         # a full cell's stack pressure swings within every cycle as Li plates and strips (by MPa,
