@@ -224,6 +224,19 @@ def test_quiet_on_contact_settling_long_past_the_warm_up() -> None:
     assert not [a for a in alerts if a.kind == "cell"]
 
 
+def test_quiet_on_contact_settling_with_a_time_constant_of_tens_of_hours() -> None:
+    # an independent scenario set's healthy cell settled with tau 26 h (ASR 2.4x its final level
+    # at the start): its settling outlasted an allowance decaying over 25 h, a warning at cycle
+    # 22. The allowance now decays over 40 h; tau 35 h is quiet, and warned with the old 25 h
+    def asr(c: int) -> float:
+        return 60.0 * (1 + 1.4 * math.exp(-c / 35.0)) * (1 + 0.001 * c)
+
+    assert not [a for a in symmetric_run(asr, 120) if a.kind == "cell"]
+    assert firing(
+        symmetric_run(asr, 120, detectors={"overpotential_drop": {"settling_tau_max_h": 25.0}}), "overpotential_drop"
+    )
+
+
 def test_soft_breakdown_after_a_long_settling_is_still_caught() -> None:
     def asr(c: int) -> float:
         r_ion = 100.0 * (0.6 + 0.4 * math.exp(-c / 8.0)) * (1 + 0.002 * c)

@@ -7,7 +7,7 @@ the area-specific resistance ASR = eta / J of each constant-current half-cycle:
   with an Arrhenius factor whose activation energy is learned from the cell's own
   temperature changes (or set in config);
 - judged after a warm-up of a few cycles; contact settling that goes on longer (an
-  exponential with a time constant of up to ~25 h) is told from breakdown by its shape: the
+  exponential with a time constant of up to ~40 h) is told from breakdown by its shape: the
   reference level the fall is measured from may sink at the rate the cell settled at during
   its learning window, and that allowance decays with ``settling_tau_max_h``. Settling
   decelerates and stays inside it; soft breakdown starts from a level (no allowance) and
@@ -85,7 +85,7 @@ class OverpotentialDrop(Detector):
         "temperature_relearn_half_cycles": (4, "after a temperature step (the cell warms slowly), the same"),
         "j_step_ratio": (1.1, "a current-density change beyond this is a new regime (CCD step)"),
         "min_half_cycle_s": (300.0, "shorter half-cycles are not judged"),
-        "settling_tau_max_h": (25.0, "slowest contact settling told from breakdown (its allowance decays this fast)"),
+        "settling_tau_max_h": (40.0, "slowest contact settling told from breakdown (its allowance decays this fast)"),
         "pressure_step_MPa": (0.3, "a stack-pressure change beyond this (and 5 %) is a new regime..."),
         "pressure_relearn_half_cycles": (
             4,
