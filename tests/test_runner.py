@@ -237,3 +237,26 @@ async def test_a_run_ends_only_once_the_delivered_position_is_stored(tmp_path: P
     assert [r["state"] for r in rec.rows] == ["firing", "resolved"] and acks["failed"] == 1
     assert store.cursor("rec", "alert") == store.log_position("alert") and runner.pending_after_drain == {}
     store.close()
+
+
+async def test_a_position_that_cannot_be_stored_ends_the_run_at_its_drain_time(tmp_path: Path, monkeypatch, caplog):
+    # the store takes no ack at all: the run ends after its drain time (it waits for the position
+    # to be stored, not forever), says what is wrong, and does not log each retry
+    settings = settings_for(tmp_path, A="symmetric")
+    store = SqliteStore(settings.store_path).open()
+    store.ack("rec", "alert", 0)
+
+    def ack(*args):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store, "ack", ack)
+    rec = Recorder()
+    runner = Runner(
+        settings, [ListSource([excursion()])], store, live=False, use_checkpoints=False, consumers=[rec], drain_s=1.5
+    )
+    await asyncio.wait_for(runner.run(), 30)
+    assert [r["state"] for r in rec.rows] == ["firing", "resolved"]  # delivered once each
+    assert runner.pending_after_drain == {"rec": 2}  # ...and the next run delivers them again
+    assert "recording the position failed: OperationalError: disk I/O error" in caplog.text
+    assert caplog.text.count("recording position") == 1
+    store.close()

@@ -200,7 +200,8 @@ class Runner:
                 )
                 self.pending_after_drain[pump.consumer.name] = pending if pump.persistent else head - pump.position
                 log.warning(
-                    "%s: %d %s rows not delivered yet (%s); they stay in the log for the next run",
+                    "%s: %d %s rows not delivered, or not recorded as delivered (%s); they stay in the log for the "
+                    "next run",
                     pump.consumer.name,
                     self.pending_after_drain[pump.consumer.name],
                     table,

@@ -51,7 +51,7 @@ class HardShort(Detector):
         "mean_fraction": (0.3, "symmetric: or 2+ readings below half the plateau, their mean below this share..."),
         "mean_sigmas": (6.0, "...and this many of its own sigmas (noise / sqrt(n)) below the plateau"),
         "recover_samples": (6, "symmetric: consecutive healthy samples that resolve"),
-        "warming_deadband_C": (2.0, "symmetric: a cell this much warmer than its recent half-cycles (a swing)..."),
+        "warming_deadband_C": (4.0, "symmetric: a cell this much warmer than its recent half-cycles (a swing)..."),
         "max_activation_energy_eV": (0.7, "...and beyond: expects a plateau lowered at this (high) activation energy"),
         "sweep_min_V": (0.005, "symmetric, during a sweep: |V|/|I| below collapse_fraction of the cell's ASR..."),
         "sweep_max_V": (0.1, "...judged for |V| in this range (above the noise, below strong curvature)"),
@@ -150,7 +150,7 @@ class HardShort(Detector):
                 self.n_low = 0
                 self.x1 = self.x2 = math.nan
             if kind == "sweep":
-                shorted, healthy = self._sweep(v, ai)
+                shorted, healthy = self._sweep(v, ai, self._warming(s.temperature_C))
             elif ai < self.i_min:
                 shorted = healthy = False
             else:
@@ -286,9 +286,9 @@ class HardShort(Detector):
         than they were may have now, at the highest plausible activation energy: an oven step
         within a half-cycle (30 -> 58 C) shrank a healthy 224-mV plateau to 55 mV, which is no
         short. A daily swing (``warming_deadband_C``) is left alone."""
-        if temp != self.t_warm:  # (one exponential per new temperature reading, not per sample)
+        if temp != self.t_warm:  # (the exponential only where the temperature reading changed)
             self.t_warm, t0, dead = temp, self.t_cell.value, self.p["warming_deadband_C"]
-            if temp is None or t0 is None or temp <= t0 + dead:
+            if temp is None or t0 is None or not temp > t0 + dead:
                 self.warm = 1.0
             else:
                 self.warm = arrhenius_factor(t0 + dead, temp, self.p["max_activation_energy_eV"])
@@ -326,7 +326,7 @@ class HardShort(Detector):
         self.hold_from = None
         return v0
 
-    def _sweep(self, v: float, ai: float) -> tuple[bool, bool]:
+    def _sweep(self, v: float, ai: float, warm: float) -> tuple[bool, bool]:
         """(shorted, healthy) of a symmetric cell during a voltammetry sweep, which imposes
         the voltage: a short shows as a current far above what the cell's own resistance
         passes. Judged between ``sweep_min_V`` and ``sweep_max_V``, where Butler-Volmer
@@ -335,6 +335,7 @@ class HardShort(Detector):
         r = self.r_cell
         if r is None or ai < self.i_min or not self.p["sweep_min_V"] <= av <= self.p["sweep_max_V"]:
             return False, False
+        r *= warm
         return av < self.collapse * r * ai, av > 0.5 * r * ai
 
     def _symmetric_limit(self, j: float) -> tuple[float, float | None]:

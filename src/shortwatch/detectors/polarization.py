@@ -60,7 +60,7 @@ class PolarizationRise(Detector):
     per_sample = True
     cell_kinds = ("symmetric", "full", "anode-free")
     params = {
-        "warmup_cycles": (6, "cycles learned, not judged (after as many unjudged: relearn_half_cycles)"),
+        "warmup_cycles": (6, "cycles learned, not judged"),
         "max_rate_per_h": (0.01, "the healthy trend's rate is at most this (ln units per hour: 27 % a day)"),
         "allowance_per_h": (0.004, "tolerated rise beyond the cell's own rate (ln units per hour; CUSUM k)"),
         "threshold": (0.15, "CUSUM h: rise beyond the healthy trend (ln units) that warns..."),
@@ -82,8 +82,8 @@ class PolarizationRise(Detector):
         "runaway_noise_sigmas": (6.0, "...rising this many sigmas of the voltage noise above the plateau"),
         "relearn_half_cycles": (
             6,
-            "after a J, temperature or pressure step or a pause, half-cycles re-anchored (contact settles in 1-2 "
-            "cycles; full cells: half as many discharges)",
+            "after a J, temperature or pressure step, a pause or a warm-up's worth unjudged, half-cycles re-anchored "
+            "(contact settles in 1-2 cycles; full cells: half as many discharges)",
         ),
         "j_step_ratio": (1.1, "a current-density change beyond this is a new regime"),
         "min_temperature_step_C": (2.0, "a temperature change this large is a new regime..."),
@@ -130,7 +130,8 @@ class PolarizationRise(Detector):
         self.ref_cov: list[float | None] = [None, None, None]  # ...its pressure, temperature and J
         self.over_hc = 0  # consecutive half-cycles over the threshold
         self.cusum = Cusum(k=0.0)
-        self.half_cycles = 0  # symmetric: CC half-cycles seen
+        self.half_cycles = 0  # symmetric: CC half-cycles seen...
+        self.unjudged = 0  # ...and in a row too sparse or noisy to judge
         # half-cycles (full: discharges) judged: a cell whose plateau rises out of the noise late learns then
         self.judged = 0
         self.since_regime = 0
@@ -199,6 +200,7 @@ class PolarizationRise(Detector):
                 self.r_ref = math.exp(y) / self.spec.area_cm2
                 self.r_expected = self.r_ref / factor
             self.half_cycles += 1
+            self.unjudged += 1
             return None
         self.half_cycles += 1
         # where the end of strip rises within a few samples, the last interval's rise is how much
@@ -257,9 +259,16 @@ class PolarizationRise(Detector):
         """One CUSUM over the stripping polarization y = ln(ohm cm2 at 25 C), gated by its shape."""
         share = self.share.update(end_share)
         t_h = f.t_end / 3600.0
+        warmup = self.p["warmup_cycles"] * (2 if self.symmetric else 1)
+        # out of a warm-up's worth of half-cycles too noisy to judge (its plateau in the noise), a
+        # cell has settled but shows a new level: it re-anchors as after a step, not over a fresh
+        # cell's warm-up (a void cell rose out of the noise 9 h before its short, and was missed)
+        resumed, self.unjudged = self.unjudged >= warmup, 0
+        if resumed:
+            self.judged = max(self.judged, warmup)
         self.since_regime += 1
         self.judged += 1
-        if self._regime_changed(f, j):
+        if resumed or self._regime_changed(f, j):
             # a step moves the level (contact, kinetics), and the sum starts again from the new level
             # (carried over, what was left of each step's settling added up over a current ladder)
             self.cusum.reset()
@@ -274,9 +283,6 @@ class PolarizationRise(Detector):
         if prev is None or t_h <= prev[0]:
             self.prev_y[f.step_kind] = [t_h, y, y]
             return None
-        warmup = self.p["warmup_cycles"] * (2 if self.symmetric else 1)
-        if self.half_cycles - self.judged > warmup:  # it cycled a warm-up unjudged (a plateau in the noise): settled
-            warmup = self.p["relearn_half_cycles"]
         learning = self.judged <= warmup or self.since_regime < self.relearn
         # while it learns (re-anchors after a step) the series follows the raw values: smoothed,
         # it would still be catching up with the step when judging resumes, and the CUSUM would

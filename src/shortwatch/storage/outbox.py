@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from typing import Any, Protocol, runtime_checkable
@@ -63,6 +64,7 @@ class Pump:
         self.failures = 0
         self.last_error: str | None = None
         self.delivered = 0
+        self.record_logged = -math.inf  # when a failure to record the position was last logged
 
     @property
     def persistent(self) -> bool:
@@ -123,9 +125,14 @@ class Pump:
         try:
             await asyncio.to_thread(self.store.ack, c.name, c.table, self.position)
         except Exception as exc:
-            log.warning("%s: recording position %d failed (%s); trying again", c.name, self.position, exc)
+            self.last_error = f"delivered, but recording the position failed: {type(exc).__name__}: {exc}"
+            now = time.monotonic()
+            if now - self.record_logged > FAILURE_LOG_EVERY_S:
+                self.record_logged = now
+                log.warning("%s: recording position %d failed (%s); trying again", c.name, self.position, exc)
         else:
             self.recorded = self.position
+            self.last_error = None
 
     async def start(self) -> None:
         """Find the position to deliver from."""
@@ -156,6 +163,7 @@ class Pump:
         while self.position < target or (self.persistent and self.recorded < self.position):
             if time.monotonic() > deadline:
                 return False
-            self.wake.set()
+            if self.position < target:  # (a position not stored yet is retried at the reader's idle pass)
+                self.wake.set()
             await asyncio.sleep(0.05)
         return True
