@@ -25,7 +25,9 @@ the opposite of soft breakdown (a rise, not a fall), so this detector watches wh
 
 Current, temperature and pressure steps and long pauses re-anchor the trend's level and start
 the sum again (the slope is kept): contact and kinetics change at a step, voids do not appear
-in one. The end-of-strip rise over the last logged interval, beyond the healthy half-cycles',
+in one. So does a plateau that comes out of a warm-up's worth of half-cycles too noisy to judge
+(a temperature step is 2 C and beyond what a daily swing moves the temperature between two
+half-cycles). The end-of-strip rise over the last logged interval, beyond the healthy half-cycles',
 is the sampling phase's to decide: so much of y is allowed for.
 
 Full and anode-free cells strip their Li anode while discharging: the same CUSUM runs once per
