@@ -149,8 +149,11 @@ class HardShort(Detector):
             if kind == "sweep" or ai < self.i_min:
                 self.n_low = 0
                 self.x1 = self.x2 = math.nan
+            r = self.r_cell  # the expected |V|/|I| (ohm), lower for a warmer cell
+            if r is not None and (kind == "sweep" or ai >= self.i_min):
+                r *= self._warming(s.temperature_C)
             if kind == "sweep":
-                shorted, healthy = self._sweep(v, ai, self._warming(s.temperature_C))
+                shorted, healthy = self._sweep(v, ai, r)
             elif ai < self.i_min:
                 shorted = healthy = False
             else:
@@ -165,9 +168,6 @@ class HardShort(Detector):
                 # four healthy readings agree: a short's noise and outliers do not flip it).
                 pol = self.polarity
                 x = (v if i > 0 else -v) * (1.0 if pol > 0 else -1.0) if steady and (pol > 0.5 or pol < -0.5) else av
-                r = self.r_cell
-                if r is not None:
-                    r *= self._warming(s.temperature_C)
                 if r is None:  # nothing learned yet: judged against the physical floor
                     shorted, healthy = x < self.r_floor * ai, av > 3.0 * self.r_floor * ai
                 else:
@@ -326,16 +326,14 @@ class HardShort(Detector):
         self.hold_from = None
         return v0
 
-    def _sweep(self, v: float, ai: float, warm: float) -> tuple[bool, bool]:
+    def _sweep(self, v: float, ai: float, r: float | None) -> tuple[bool, bool]:
         """(shorted, healthy) of a symmetric cell during a voltammetry sweep, which imposes
         the voltage: a short shows as a current far above what the cell's own resistance
         passes. Judged between ``sweep_min_V`` and ``sweep_max_V``, where Butler-Volmer
         curvature lowers a healthy |V|/|I| to no less than about half its ohmic value."""
         av = v if v > 0 else -v
-        r = self.r_cell
         if r is None or ai < self.i_min or not self.p["sweep_min_V"] <= av <= self.p["sweep_max_V"]:
             return False, False
-        r *= warm
         return av < self.collapse * r * ai, av > 0.5 * r * ai
 
     def _symmetric_limit(self, j: float) -> tuple[float, float | None]:

@@ -40,8 +40,8 @@ from shortwatch.detectors.stats import (
     Ewma,
     RobustWindow,
     arrhenius_factor,
-    swing_bound_C,
     temperature_allowance,
+    temperature_step_C,
 )
 from shortwatch.model import StepFeatures
 from shortwatch.settings import CellSpec
@@ -158,8 +158,8 @@ class OverpotentialDrop(Detector):
         was re-learned all the time)."""
         if temp is None or self.t_regime is None or self.t_cc_end is None:
             return False
-        swing = swing_bound_C(self.p["daily_swing_C"], f.t_end - self.t_cc_end)
-        return abs(temp - self.t_regime) >= max(self.p["min_temperature_step_C"], swing)
+        step = temperature_step_C(self.p["min_temperature_step_C"], self.p["daily_swing_C"], f.t_end - self.t_cc_end)
+        return abs(temp - self.t_regime) >= step
 
     def _learn_activation_energy(self, f: StepFeatures, j: float) -> None:
         t, asr = f.temperature_C, f.asr_ohm_cm2

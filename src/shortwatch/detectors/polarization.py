@@ -43,7 +43,14 @@ from typing import TYPE_CHECKING, Any
 
 from shortwatch.detectors.base import Detector, Verdict, covariates
 from shortwatch.detectors.segmentation import CC_KINDS
-from shortwatch.detectors.stats import Cusum, Ewma, RobustWindow, arrhenius_factor, swing_bound_C, temperature_allowance
+from shortwatch.detectors.stats import (
+    Cusum,
+    Ewma,
+    RobustWindow,
+    arrhenius_factor,
+    temperature_allowance,
+    temperature_step_C,
+)
 from shortwatch.model import Sample, StepFeatures
 from shortwatch.settings import CellSpec
 
@@ -401,7 +408,7 @@ class PolarizationRise(Detector):
         # correction and the temperature allowance cover it)
         t_step = self.p["min_temperature_step_C" if self.symmetric else "full_temperature_step_C"]
         if self.symmetric and end0 is not None:
-            t_step = max(t_step, swing_bound_C(self.p["daily_swing_C"], f.t_end - end0))
+            t_step = temperature_step_C(t_step, self.p["daily_swing_C"], f.t_end - end0)
         if t0 is not None and f.temperature_C is not None and abs(f.temperature_C - t0) >= t_step:
             return True
         # a full cell's stack pressure swings within every cycle as Li plates and strips (by MPa,

@@ -136,10 +136,11 @@ def arrhenius_factor(temp_C: float, ref_C: float, ea_eV: float) -> float:
     return math.exp(ea_eV / K_B_EV * (1.0 / (ref_C + 273.15) - 1.0 / (temp_C + 273.15)))
 
 
-def swing_bound_C(amplitude_C: float, dt_s: float) -> float:
-    """The most a daily temperature swing of this amplitude (half its peak-to-peak) moves the
-    temperature over ``dt_s``: a change beyond it is a step (an oven), not the day."""
-    return 2.0 * amplitude_C * math.sin(math.pi * min(max(dt_s, 0.0), 43200.0) / 86400.0)
+def temperature_step_C(min_step_C: float, swing_C: float, dt_s: float) -> float:
+    """The smallest temperature change over ``dt_s`` that is a step (an oven), not the day: at
+    least ``min_step_C``, and beyond the most a daily swing of amplitude ``swing_C`` (half its
+    peak-to-peak) moves the temperature in that time."""
+    return max(min_step_C, 2.0 * swing_C * math.sin(math.pi * min(max(dt_s, 0.0), 43200.0) / 86400.0))
 
 
 def temperature_allowance(t_ref_C: float | None, t_now_C: float | None, ea_uncertainty_eV: float) -> float:
